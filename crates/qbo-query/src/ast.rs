@@ -1,0 +1,95 @@
+//! The syntax tree of a QBO query, shared by the parser, the printer (`Display`), the
+//! sandbox (which evaluates it) and the pipeline's client (which builds and prints it).
+//!
+//! Names are kept as written (`Customer`, `customer`, `MetaData.LastUpdatedTime`,
+//! `Metadata.lastupdatedtime`): QBO treats entity and property names case-insensitively, and
+//! resolving them against a catalogue is the consumer's job.
+
+use std::fmt;
+
+/// One `SELECT` statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub select: Select,
+    /// The entity as written after `FROM`.
+    pub entity: String,
+    /// `WHERE a AND b AND ...` (QBO has no `OR`); empty when there is no `WHERE`.
+    pub conditions: Vec<Condition>,
+    pub order_by: Option<OrderBy>,
+    /// `STARTPOSITION n` (1-based; QBO treats 0 like 1) as written.
+    pub start_position: Option<u64>,
+    /// `MAXRESULTS n` as written (validation of the 1000 ceiling is the consumer's job).
+    pub max_results: Option<u64>,
+}
+
+/// What is selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Select {
+    /// `SELECT *`, optionally with extra named properties (`SELECT *, Sku FROM Item`).
+    All { extra: Vec<String> },
+    /// `SELECT COUNT(*)` (any case).
+    Count,
+}
+
+/// `field op value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// Dot path as written, e.g. `MetaData.LastUpdatedTime`.
+    pub field: String,
+    pub op: Op,
+    pub value: Literal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Eq,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+    /// `!=`: undocumented, accepted by QBO per one third-party test.
+    Ne,
+    In,
+    Like,
+}
+
+/// A literal on the right of an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Literal {
+    /// `'...'` with `\'` (and `\\`) unescaped.
+    String(String),
+    /// An unquoted number, kept as its text.
+    Number(String),
+    /// `true` / `false` (unquoted, any case).
+    Bool(bool),
+    /// `( v, v, ... )` for `IN`.
+    List(Vec<Literal>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderBy {
+    pub field: String,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Eq => "=",
+            Op::Lt => "<",
+            Op::Gt => ">",
+            Op::Le => "<=",
+            Op::Ge => ">=",
+            Op::Ne => "!=",
+            Op::In => "IN",
+            Op::Like => "LIKE",
+        })
+    }
+}
