@@ -1,1 +1,45 @@
-//! qbo-pipeline.
+//! qbo-pipeline: copies a QuickBooks Online company's Customers, Invoices and Items into
+//! PostgreSQL, completely, resumably and within QBO's limits.
+//!
+//! # Layout
+//! Data flows one way: config → auth → extract → load + checkpoint → run ledger → report.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`config`] | environment, `.env` and flags → validated settings; secrets wrapped |
+//! | [`entity`] | the closed set of entities: QBO name, table, pipeline name, name-list flag |
+//! | [`window`] | UTC day windows, chunk planning, QBO time literals (pure) |
+//! | [`db`] | PostgreSQL connection, database creation, migrations |
+//! | [`auth`] | OAuth 2.0 refresh; rotated refresh tokens persisted under a per-realm lock |
+//! | [`client`] | HTTP to QBO: per-realm rate limit and in-flight cap, retry classification |
+//! | [`extract`] | keyset page queries, page parsing (payloads kept as raw JSON) |
+//! | [`load`] | batch upsert of a page + checkpoint advance in one transaction |
+//! | [`checkpoint`] | backfill jobs, chunk checkpoints, per-entity advisory lock |
+//! | [`ledger`] | the run ledger: runs, per-entity figures, abandoned-run detection |
+//! | [`backfill`] | the engine tying the above together, concurrency and progress |
+//! | [`app`] | the commands (`migrate`, `backfill`, `demo`, `runs`) over validated input |
+//! | [`pgtemp`] | a private throwaway PostgreSQL from the system's binaries (demo) |
+//!
+//! The simulated QBO lives in the `qbo-sandbox` crate, the query language in `qbo-query`.
+
+pub mod app;
+pub mod auth;
+pub mod backfill;
+pub mod checkpoint;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod entity;
+pub mod extract;
+pub mod ledger;
+pub mod load;
+pub mod pgtemp;
+pub mod window;
+
+/// Installs rustls' ring crypto provider once per process (reqwest is built without one).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -1,1 +1,447 @@
-fn main() {}
+//! The `qbo-pipeline` binary: flags → validated input → `app` commands → exit code.
+//!
+//! Exit codes (contract.md): 0 success; 1 the run failed (committed work stays, a re-run
+//! resumes); 2 invalid input or configuration, detected before anything is written.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use qbo_pipeline::app::{self, DemoOptions, UsageError, is_usage_error};
+use qbo_pipeline::backfill::{BackfillOptions, StopSignal};
+use qbo_pipeline::config::{self, ConfigError, DbSettings, HttpSettings, ProcessEnv};
+use qbo_pipeline::entity::{self, EntitySelection};
+use qbo_pipeline::ledger;
+use qbo_pipeline::window::{ChunkSize, Window, parse_day};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "qbo-pipeline",
+    version,
+    about = "Copies a QuickBooks Online company's Customers, Invoices and Items into PostgreSQL",
+    long_about = None
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (RUST_LOG syntax), e.g. `debug` or `qbo_pipeline=debug`.
+    #[arg(long, global = true, env = "QBO_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or upgrade every schema and table (safe to run any number of times).
+    Migrate,
+    /// Extract entities whose MetaData.LastUpdatedTime falls in a window and upsert them.
+    Backfill(BackfillArgs),
+    /// Serve a simulated QuickBooks Online (OAuth + v3 API) for demos and tests.
+    Sandbox(qbo_sandbox::SandboxArgs),
+    /// The whole job end to end on the built-in sandbox and PostgreSQL.
+    Demo(DemoArgs),
+    /// The run ledger.
+    Runs(RunsArgs),
+}
+
+#[derive(Args, Debug)]
+struct BackfillArgs {
+    /// customers, invoices, items or all; repeat or comma-separate for several.
+    #[arg(long = "entity", value_delimiter = ',', required = true)]
+    entities: Vec<String>,
+    /// First day (UTC, YYYY-MM-DD), included.
+    #[arg(long = "from", visible_alias = "fecha-inicio")]
+    from: String,
+    /// Last day (UTC, YYYY-MM-DD), included.
+    #[arg(long = "to", visible_alias = "fecha-fin")]
+    to: String,
+    /// How the window is split: day, week, month, year or whole.
+    #[arg(long, default_value = "year")]
+    chunk: String,
+    /// Records per page (QBO's maximum is 1000).
+    #[arg(long, default_value_t = 1000)]
+    page_size: u32,
+    /// Ignore checkpoints of an interrupted run and start over.
+    #[arg(long)]
+    restart: bool,
+    /// Chunks paged at once, across entities.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Overrides QBO_API_BASE_URL.
+    #[arg(long)]
+    api_base_url: Option<String>,
+    /// Overrides QBO_TOKEN_URL.
+    #[arg(long)]
+    token_url: Option<String>,
+    /// Never draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct HttpArgs {
+    /// Requests per minute per realm (QBO allows 500).
+    #[arg(long, default_value_t = HttpSettings::default().requests_per_minute)]
+    rpm: u32,
+    /// Requests in flight per realm (QBO allows 10).
+    #[arg(long, default_value_t = HttpSettings::default().max_in_flight)]
+    max_in_flight: u32,
+    /// Retries of one request after 429, 5xx, timeouts or dropped connections.
+    #[arg(long, default_value_t = HttpSettings::default().max_retries)]
+    max_retries: u32,
+    /// Seconds to wait after a 429 that has no Retry-After header.
+    #[arg(long, default_value_t = 60.0)]
+    throttle_wait_secs: f64,
+    /// Seconds before a request is abandoned and retried.
+    #[arg(long, default_value_t = 130.0)]
+    request_timeout_secs: f64,
+}
+
+impl HttpArgs {
+    fn settings(&self) -> Result<HttpSettings, ConfigError> {
+        let mut problems = Vec::new();
+        let secs = |v: f64, name: &str, problems: &mut Vec<String>| {
+            if v.is_finite() && (0.0..=3600.0).contains(&v) {
+                Duration::from_secs_f64(v)
+            } else {
+                problems.push(format!("--{name} {v} is out of range: use 0..=3600 seconds"));
+                Duration::ZERO
+            }
+        };
+        let s = HttpSettings {
+            requests_per_minute: self.rpm,
+            max_in_flight: self.max_in_flight,
+            max_retries: self.max_retries,
+            throttle_wait: secs(self.throttle_wait_secs, "throttle-wait-secs", &mut problems),
+            request_timeout: secs(self.request_timeout_secs, "request-timeout-secs", &mut problems),
+            ..HttpSettings::default()
+        };
+        problems.extend(s.validate());
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    #[arg(long, default_value_t = DemoOptions::default().customers)]
+    customers: u64,
+    #[arg(long, default_value_t = DemoOptions::default().invoices)]
+    invoices: u64,
+    #[arg(long, default_value_t = DemoOptions::default().items)]
+    items: u64,
+    #[arg(long, default_value_t = DemoOptions::default().seed)]
+    seed: u64,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunsArgs {
+    #[command(subcommand)]
+    command: Option<RunsCommand>,
+    /// JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RunsCommand {
+    /// The most recent runs.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// One run with its per-entity figures.
+    Show { run_id: i64 },
+}
+
+fn main() -> ExitCode {
+    // `.env` first, so clap's env fallbacks see it (real environment variables win).
+    let dotenv = config::load_dotenv();
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    if let Err(e) = dotenv {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if is_usage_error(&err) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// First SIGINT/SIGTERM: stop gracefully (pages in flight commit). Second: exit at once.
+fn install_signal_handlers(stop: StopSignal) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            seen += 1;
+            if seen == 1 {
+                eprintln!("stopping: finishing the pages in flight (signal again to exit at once)");
+                stop.stop();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+fn database_settings() -> Result<DbSettings, UsageError> {
+    DbSettings::from_source(&ProcessEnv)
+        .map_err(UsageError)?
+        .ok_or_else(|| {
+            UsageError(
+                "no database configured: set DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DB) or POSTGRES_HOST/PORT/USER/PASSWORD/DB"
+                    .into(),
+            )
+        })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Migrate => {
+            let db = database_settings()?;
+            let pool = app::open_database(&db, 2).await?;
+            pool.close().await;
+            println!("database {} is migrated", db.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox(args) => {
+            qbo_sandbox::run_cli(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill(args) => backfill(args).await,
+        Command::Demo(args) => demo(args).await,
+        Command::Runs(args) => runs(args).await,
+    }
+}
+
+fn backfill_options(args: &BackfillArgs) -> Result<BackfillOptions, ConfigError> {
+    let mut problems = Vec::new();
+    let mut selections = Vec::new();
+    for e in &args.entities {
+        match e.parse::<EntitySelection>() {
+            Ok(s) => selections.push(s),
+            Err(err) => problems.push(err.to_string()),
+        }
+    }
+    let from = parse_day(&args.from).map_err(|e| problems.push(format!("--from: {e}")));
+    let to = parse_day(&args.to).map_err(|e| problems.push(format!("--to: {e}")));
+    let window = match (from, to) {
+        (Ok(f), Ok(t)) => Window::new(f, t).map_err(|e| problems.push(e.to_string())).ok(),
+        _ => None,
+    };
+    let chunk = args
+        .chunk
+        .parse::<ChunkSize>()
+        .map_err(|e| problems.push(format!("--chunk: {e}")))
+        .ok();
+    if !(1..=1000).contains(&args.page_size) {
+        problems.push(format!(
+            "--page-size {} is out of range: QBO returns 1 to 1000 records per page",
+            args.page_size
+        ));
+    }
+    if !(1..=64).contains(&args.concurrency) {
+        problems.push(format!("--concurrency {} is out of range: use 1..=64", args.concurrency));
+    }
+    match (window, chunk) {
+        (Some(window), Some(chunk)) if problems.is_empty() => Ok(BackfillOptions {
+            entities: entity::expand(&selections),
+            window,
+            chunk,
+            page_size: args.page_size,
+            restart: args.restart,
+            concurrency: args.concurrency,
+            pipeline: None,
+            trigger: None,
+            progress: !args.no_progress,
+        }),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
+async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    // Validate everything before touching anything.
+    let mut problems = Vec::new();
+    let opts = backfill_options(&args).map_err(|e| problems.extend(e.problems));
+    let http = args.http.settings().map_err(|e| problems.extend(e.problems));
+    let qbo = config::qbo_settings(&ProcessEnv, args.api_base_url.as_deref(), args.token_url.as_deref())
+        .map_err(|e| problems.extend(e.problems));
+    let db = database_settings().map_err(|e| problems.push(e.0));
+    let (Ok(opts), Ok(http), Ok(qbo), Ok(db)) = (opts, http, qbo, db) else {
+        return Err(ConfigError { problems }.into());
+    };
+    let stop = StopSignal::default();
+    install_signal_handlers(stop.clone());
+    let report = app::backfill(&qbo, &db, &http, &opts, &stop).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.table());
+    }
+    if let Some(e) = report.error() {
+        eprintln!("error: {e}");
+    }
+    Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let db = DbSettings::from_source(&ProcessEnv).map_err(UsageError)?;
+    let opts = DemoOptions {
+        customers: args.customers,
+        invoices: args.invoices,
+        items: args.items,
+        seed: args.seed,
+        progress: !args.no_progress,
+        ..DemoOptions::default()
+    };
+    let stop = StopSignal::default();
+    install_signal_handlers(stop.clone());
+    let demo = app::demo(db, &opts, &stop).await?;
+    println!("{}", demo.report.table());
+    println!();
+    println!("rows in {}:", demo.database);
+    for (table, rows, inactive) in &demo.counts {
+        println!("  {table:<18} {rows:>8} rows ({inactive} inactive)");
+    }
+    println!("the sandbox holds (window 2014-01-01..2025-12-31, inactive included):");
+    for (entity, n) in &demo.sandbox_counts {
+        println!("  {entity:<18} {n:>8}");
+    }
+    if let Some(e) = demo.report.error() {
+        eprintln!("error: {e}");
+    }
+    Ok(if demo.report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let db = database_settings()?;
+    let pool = app::open_database(&db, 2).await?;
+    match args.command.unwrap_or(RunsCommand::List { limit: 20 }) {
+        RunsCommand::List { limit } => {
+            let rows = ledger::list_runs(&pool, limit).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  error",
+                    "run", "pipeline", "status", "started (UTC)", "finished (UTC)", "records", "requests"
+                );
+                for r in rows {
+                    println!(
+                        "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  {}",
+                        r.run_id,
+                        r.pipeline,
+                        r.status,
+                        r.started_at.format("%Y-%m-%d %H:%M:%S"),
+                        r.finished_at
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        r.records,
+                        r.requests,
+                        r.error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        RunsCommand::Show { run_id } => {
+            let Some((run, entities)) = ledger::show_run(&pool, run_id)
+                .await
+                .context("reading the run ledger")?
+            else {
+                return Err(UsageError(format!("no run {run_id}: see `qbo-pipeline runs list`")).into());
+            };
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"run": run, "entities": entities}))?
+                );
+            } else {
+                println!("run {}  {}  {}", run.run_id, run.pipeline, run.status);
+                println!("  realm     {}", run.realm_id);
+                println!("  trigger   {}", run.trigger_name.as_deref().unwrap_or("-"));
+                println!("  params    {}", run.params);
+                println!("  started   {}", run.started_at);
+                println!(
+                    "  finished  {}",
+                    run.finished_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+                );
+                if let Some(e) = &run.error {
+                    println!("  error     {e}");
+                }
+                for e in entities {
+                    println!(
+                        "  {:<10} {:<10} chunks {}/{} (skipped {}) pages {} records {} written {} expected {} requests {} retries {} 429s {}",
+                        e.entity,
+                        e.status,
+                        e.chunks_done,
+                        e.chunks_total,
+                        e.chunks_skipped,
+                        e.pages,
+                        e.records,
+                        e.rows_written,
+                        e.expected.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                        e.requests,
+                        e.retries,
+                        e.throttled
+                    );
+                }
+            }
+        }
+    }
+    pool.close().await;
+    Ok(ExitCode::SUCCESS)
+}

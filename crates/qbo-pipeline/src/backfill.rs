@@ -1,0 +1,598 @@
+//! The backfill engine: plans chunks, pages each chunk with keyset queries, and loads every
+//! page with its checkpoint, for several entities and chunks at once within the realm's
+//! limits; records everything in the run ledger.
+//!
+//! Data flow: window → chunks → (job + checkpoints) → for each unfinished chunk: fetch page
+//! k+1 while page k is written (upsert + checkpoint in one transaction) → run ledger.
+//! A stop request (signal, or another chunk's failure) lets the page in flight finish and
+//! commit, then ends the run; the same command resumes it.
+
+use crate::checkpoint::{self, ChunkState, EntityLock};
+use crate::client::{QboClient, QboError, RequestStats};
+use crate::entity::Entity;
+use crate::extract::{self, PageError, PageStep, Record};
+use crate::ledger;
+use crate::load::{self, Advance, PageTarget, Written};
+use crate::window::{Chunk, ChunkSize, Window, plan, qbo_literal};
+use futures::future::join_all;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// What to back-fill and how.
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    pub entities: Vec<Entity>,
+    pub window: Window,
+    pub chunk: ChunkSize,
+    /// Records per page, 1..=1000 (QBO's maximum; the default).
+    pub page_size: u32,
+    /// Ignore checkpoints and start every chunk over.
+    pub restart: bool,
+    /// Chunks paged at once, across all entities.
+    pub concurrency: usize,
+    /// Run-ledger pipeline name; defaults to the entity's (`qb_invoices_backfill`).
+    pub pipeline: Option<String>,
+    pub trigger: Option<String>,
+    /// Show progress bars (interactive terminals only).
+    pub progress: bool,
+}
+
+/// Set to stop a run gracefully: pages in flight finish and commit, nothing new starts.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Figures of one entity of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EntityReport {
+    pub entity: Entity,
+    pub status: &'static str,
+    pub chunks_total: usize,
+    pub chunks_skipped: usize,
+    pub pages: u64,
+    pub records: u64,
+    pub rows_written: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub expected: Option<u64>,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackfillReport {
+    pub run_id: i64,
+    pub entities: Vec<EntityReport>,
+    pub seconds: f64,
+    pub interrupted: bool,
+}
+
+impl BackfillReport {
+    pub fn error(&self) -> Option<String> {
+        let errors: Vec<String> = self
+            .entities
+            .iter()
+            .filter_map(|e| e.error.as_ref().map(|m| format!("{}: {m}", e.entity)))
+            .collect();
+        if errors.is_empty() {
+            None
+        } else {
+            Some(errors.join("; "))
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        !self.interrupted && self.entities.iter().all(|e| e.error.is_none())
+    }
+
+    /// The summary table printed at the end of a run.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<10} {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10}",
+            "entity", "status", "chunks", "pages", "records", "written", "requests", "retries", "429s", "seconds", "records/s"
+        );
+        for e in &self.entities {
+            let rate = if e.seconds > 0.0 { e.records as f64 / e.seconds } else { 0.0 };
+            let _ = writeln!(
+                out,
+                "{:<10} {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8} {:>6} {:>8.1} {:>10.0}",
+                e.entity.cli_name(),
+                e.status,
+                format!("{}/{}", e.chunks_total - e.chunks_skipped, e.chunks_total),
+                e.pages,
+                e.records,
+                e.rows_written,
+                e.requests,
+                e.retries,
+                e.throttled,
+                e.seconds,
+                rate
+            );
+        }
+        let _ = write!(out, "run {} finished in {:.1} s", self.run_id, self.seconds);
+        if self.interrupted {
+            let _ = write!(out, " (interrupted: run the same command again to resume)");
+        }
+        out
+    }
+}
+
+/// What a backfill needs: the database and an authorised client for the realm.
+pub struct Engine {
+    pub pool: PgPool,
+    pub client: Arc<QboClient>,
+    pub realm: String,
+}
+
+struct EntityRun {
+    entity: Entity,
+    stats: RequestStats,
+    pages: AtomicU64,
+    records: AtomicU64,
+    rows_written: AtomicU64,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ChunkError {
+    #[error(transparent)]
+    Qbo(#[from] QboError),
+    #[error("{0}")]
+    Page(#[from] PageError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stopped")]
+    Stopped,
+}
+
+enum Fetch {
+    Keyset(String),
+    Tie {
+        second: String,
+        after: String,
+        position: u64,
+    },
+}
+
+struct PendingWrite {
+    records: Vec<Record>,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl Engine {
+    /// Runs a backfill and records it in the ledger. Errors of individual entities are in
+    /// the report; `Err` means the ledger itself could not be written.
+    pub async fn backfill(
+        &self,
+        opts: &BackfillOptions,
+        stop: &StopSignal,
+    ) -> anyhow::Result<BackfillReport> {
+        let started = Instant::now();
+        let pipeline = opts.pipeline.clone().unwrap_or_else(|| match opts.entities.as_slice() {
+            [one] => one.pipeline_name().to_string(),
+            _ => "qb_backfill".to_string(),
+        });
+        let params = serde_json::json!({
+            "entities": opts.entities.iter().map(|e| e.cli_name()).collect::<Vec<_>>(),
+            "from": opts.window.from.to_string(),
+            "to": opts.window.to.to_string(),
+            "fecha_inicio": opts.window.from.to_string(),
+            "fecha_fin": opts.window.to.to_string(),
+            "chunk": opts.chunk.as_str(),
+            "page_size": opts.page_size,
+            "restart": opts.restart,
+        });
+        let guard = ledger::start_run(
+            &self.pool,
+            &pipeline,
+            opts.trigger.as_deref(),
+            &self.realm,
+            &params,
+        )
+        .await?;
+        let run_id = guard.run_id;
+        tracing::info!(run_id, pipeline, realm = %self.realm, from = %opts.window.from, to = %opts.window.to, "backfill started");
+
+        let bars = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .then(indicatif::MultiProgress::new);
+        let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        let runs: Vec<Arc<EntityRun>> = opts
+            .entities
+            .iter()
+            .map(|&entity| {
+                Arc::new(EntityRun {
+                    entity,
+                    stats: RequestStats::default(),
+                    pages: AtomicU64::new(0),
+                    records: AtomicU64::new(0),
+                    rows_written: AtomicU64::new(0),
+                    bar: bars.as_ref().map(|m| {
+                        let bar = m.add(indicatif::ProgressBar::new(0));
+                        bar.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{prefix:>10} [{bar:30}] {pos}/{len} records {per_sec} eta {eta}",
+                            )
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                        );
+                        bar.set_prefix(entity.cli_name());
+                        bar
+                    }),
+                })
+            })
+            .collect();
+        let reports = join_all(
+            runs.iter()
+                .map(|run| self.run_entity(run.clone(), opts, run_id, slots.clone(), stop)),
+        )
+        .await;
+        let report = BackfillReport {
+            run_id,
+            entities: reports,
+            seconds: started.elapsed().as_secs_f64(),
+            interrupted: stop.is_stopped(),
+        };
+        let error = report.error().or_else(|| {
+            report
+                .interrupted
+                .then(|| "interrupted by a stop request; run the same command again to resume".to_string())
+        });
+        ledger::finish_run(&self.pool, guard, error.as_deref()).await?;
+        match &error {
+            None => tracing::info!(run_id, seconds = report.seconds, "backfill succeeded"),
+            Some(e) => tracing::error!(run_id, error = %e, "backfill failed; committed pages stay committed, run the same command again to resume"),
+        }
+        Ok(report)
+    }
+
+    async fn run_entity(
+        &self,
+        run: Arc<EntityRun>,
+        opts: &BackfillOptions,
+        run_id: i64,
+        slots: Arc<Semaphore>,
+        stop: &StopSignal,
+    ) -> EntityReport {
+        let started = Instant::now();
+        let entity = run.entity;
+        let mut report = EntityReport {
+            entity,
+            status: "failed",
+            chunks_total: 0,
+            chunks_skipped: 0,
+            pages: 0,
+            records: 0,
+            rows_written: 0,
+            requests: 0,
+            retries: 0,
+            throttled: 0,
+            expected: None,
+            seconds: 0.0,
+            error: None,
+        };
+        let outcome = self.page_entity(&run, opts, run_id, slots, stop, &mut report).await;
+        report.pages = run.pages.load(Ordering::Relaxed);
+        report.records = run.records.load(Ordering::Relaxed);
+        report.rows_written = run.rows_written.load(Ordering::Relaxed);
+        report.requests = RequestStats::get(&run.stats.requests);
+        report.retries = RequestStats::get(&run.stats.retries);
+        report.throttled = RequestStats::get(&run.stats.throttled);
+        report.seconds = started.elapsed().as_secs_f64();
+        report.status = match &outcome {
+            Ok(()) => "succeeded",
+            Err(ChunkError::Stopped) => "stopped",
+            Err(_) => "failed",
+        };
+        if let Err(e) = &outcome {
+            if !matches!(e, ChunkError::Stopped) {
+                report.error = Some(e.to_string());
+                tracing::error!(entity = %entity, error = %e, "entity failed");
+            }
+        }
+        if let Some(bar) = &run.bar {
+            bar.abandon();
+        }
+        if let Err(e) = ledger::finish_entity(
+            &self.pool,
+            run_id,
+            entity.cli_name(),
+            report.status,
+            report.requests as i64,
+            report.retries as i64,
+            report.throttled as i64,
+            report.expected.map(|n| n as i64),
+        )
+        .await
+        {
+            tracing::error!(entity = %entity, error = %e, "could not record the entity's figures in the run ledger");
+        }
+        report
+    }
+
+    async fn page_entity(
+        &self,
+        run: &Arc<EntityRun>,
+        opts: &BackfillOptions,
+        run_id: i64,
+        slots: Arc<Semaphore>,
+        stop: &StopSignal,
+        report: &mut EntityReport,
+    ) -> Result<(), ChunkError> {
+        let entity = run.entity;
+        let lock = EntityLock::acquire(&self.pool, &self.realm, entity).await?;
+        let chunks = plan(opts.window, opts.chunk);
+        let job = checkpoint::open_job(
+            &self.pool,
+            &self.realm,
+            entity,
+            opts.window,
+            opts.chunk,
+            &chunks,
+            opts.restart,
+            run_id,
+        )
+        .await?;
+        let skipped = job.chunks.iter().filter(|c| c.done).count();
+        report.chunks_total = job.chunks.len();
+        report.chunks_skipped = skipped;
+        if job.resumed {
+            tracing::info!(entity = %entity, chunks_done = skipped, chunks = job.chunks.len(), "resuming an interrupted backfill from its checkpoints");
+        }
+        ledger::start_entity(
+            &self.pool,
+            run_id,
+            entity.cli_name(),
+            job.chunks.len() as i32,
+            skipped as i32,
+        )
+        .await?;
+
+        // QBO's own count of the window, for the progress bar's total and the ETA.
+        let count = extract::count_query(entity, opts.window.start(), opts.window.end()).to_string();
+        match self.client.query(&count, &run.stats).await {
+            Ok(body) => {
+                let expected = extract::parse_count(&body).ok();
+                report.expected = expected;
+                if let (Some(bar), Some(n)) = (&run.bar, expected) {
+                    bar.set_length(n);
+                    let already: i64 = job.chunks.iter().map(|c| c.records).sum();
+                    bar.set_position(already.max(0) as u64);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+
+        let pending: Vec<ChunkState> = job.chunks.into_iter().filter(|c| !c.done).collect();
+        let job_id = job.job_id;
+        let failed = StopSignal::default();
+        let results = join_all(pending.into_iter().map(|state| {
+            let slots = slots.clone();
+            let failed = failed.clone();
+            async move {
+                let _slot = slots.acquire_owned().await.expect("semaphore is never closed");
+                if failed.is_stopped() || stop.is_stopped() {
+                    return Err(ChunkError::Stopped);
+                }
+                let result = self.page_chunk(run, opts, run_id, job_id, state, stop, &failed).await;
+                if result.is_err() {
+                    failed.stop();
+                }
+                result
+            }
+        }))
+        .await;
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(()) => {}
+                Err(ChunkError::Stopped) => {
+                    if first_error.is_none() {
+                        first_error = Some(ChunkError::Stopped);
+                    }
+                }
+                Err(e) => {
+                    if matches!(first_error, None | Some(ChunkError::Stopped)) {
+                        first_error = Some(e);
+                    }
+                }
+            }
+        }
+        match first_error {
+            None => {
+                checkpoint::complete_job(&self.pool, job_id).await?;
+                lock.release().await;
+                Ok(())
+            }
+            Some(e) => {
+                lock.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        run: &EntityRun,
+        plan: &Fetch,
+        chunk: &Chunk,
+        page_size: u32,
+    ) -> Result<Vec<Record>, ChunkError> {
+        let query = match plan {
+            Fetch::Keyset(cursor) => extract::keyset_query(run.entity, chunk, cursor, page_size),
+            Fetch::Tie {
+                second, position, ..
+            } => extract::tie_query(run.entity, second, *position, page_size),
+        }
+        .to_string();
+        // A body cut short by a dropped connection is not valid JSON: read it again.
+        let mut attempts = 0;
+        loop {
+            let body = self.client.query(&query, &run.stats).await?;
+            match extract::parse_page(&body, run.entity) {
+                Ok(records) => return Ok(records),
+                Err(PageError::Syntax(e)) if attempts < 3 => {
+                    attempts += 1;
+                    run.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(entity = %run.entity, error = %e, "unreadable page; fetching it again");
+                    tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn page_chunk(
+        &self,
+        run: &EntityRun,
+        opts: &BackfillOptions,
+        run_id: i64,
+        job_id: i64,
+        state: ChunkState,
+        stop: &StopSignal,
+        failed: &StopSignal,
+    ) -> Result<(), ChunkError> {
+        let chunk = state.chunk;
+        let page_size = opts.page_size;
+        let mut page_number = state.pages;
+        let mut next = Some(Fetch::Keyset(
+            state.cursor.clone().unwrap_or_else(|| qbo_literal(chunk.start)),
+        ));
+        let mut to_write: Option<PendingWrite> = None;
+        let mut stopped = false;
+        while next.is_some() || to_write.is_some() {
+            if stop.is_stopped() || failed.is_stopped() {
+                stopped = true;
+                next = None;
+                if to_write.is_none() {
+                    break;
+                }
+            }
+            let fetch_plan = next.take();
+            let write = to_write.take();
+            if write.is_some() {
+                page_number += 1;
+            }
+            let target = PageTarget {
+                realm: &self.realm,
+                entity: run.entity,
+                run_id,
+                job_id,
+                chunk: &chunk,
+                page_number,
+            };
+            let fetching = async {
+                match &fetch_plan {
+                    Some(p) => self.fetch(run, p, &chunk, page_size).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let writing = async {
+                match write {
+                    Some(w) => load::write_page(
+                        &self.pool,
+                        &target,
+                        w.records,
+                        Advance {
+                            cursor: w.cursor.as_deref(),
+                            done: w.done,
+                        },
+                    )
+                    .await
+                    .map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (fetched, written) = tokio::join!(fetching, writing);
+            if let Some(w) = written? {
+                self.account(run, w);
+            }
+            let Some(records) = fetched? else { continue };
+            let plan = fetch_plan.expect("fetched implies a plan");
+            let (pending, following) = match plan {
+                Fetch::Keyset(_) => match extract::next_step(&records, page_size) {
+                    PageStep::Done => {
+                        let cursor = records.last().map(|r| r.last_updated_text.clone());
+                        (Some(PendingWrite { records, cursor, done: true }), None)
+                    }
+                    PageStep::Next(cursor) => (
+                        Some(PendingWrite {
+                            records,
+                            cursor: Some(cursor.clone()),
+                            done: false,
+                        }),
+                        Some(Fetch::Keyset(cursor)),
+                    ),
+                    PageStep::TieSecond { second, after } => {
+                        tracing::info!(entity = %run.entity, second, "a whole page shares one second; reading that second by offset");
+                        (
+                            None,
+                            Some(Fetch::Tie {
+                                second,
+                                after,
+                                position: 1,
+                            }),
+                        )
+                    }
+                },
+                Fetch::Tie {
+                    second,
+                    after,
+                    position,
+                } => {
+                    let full = records.len() >= page_size as usize;
+                    let following = if full {
+                        Fetch::Tie {
+                            second,
+                            after,
+                            position: position + u64::from(page_size),
+                        }
+                    } else {
+                        Fetch::Keyset(after)
+                    };
+                    (
+                        Some(PendingWrite {
+                            records,
+                            cursor: None,
+                            done: false,
+                        }),
+                        Some(following),
+                    )
+                }
+            };
+            to_write = pending;
+            next = following;
+        }
+        if stopped {
+            return Err(ChunkError::Stopped);
+        }
+        tracing::debug!(entity = %run.entity, chunk_start = %chunk.start_rfc3339(), pages = page_number, "chunk finished");
+        Ok(())
+    }
+
+    fn account(&self, run: &EntityRun, w: Written) {
+        run.pages.fetch_add(1, Ordering::Relaxed);
+        run.records.fetch_add(w.received, Ordering::Relaxed);
+        run.rows_written.fetch_add(w.rows_written, Ordering::Relaxed);
+        if let Some(bar) = &run.bar {
+            bar.inc(w.received);
+        }
+    }
+}

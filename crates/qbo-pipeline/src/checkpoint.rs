@@ -1,0 +1,186 @@
+//! Backfill jobs and their per-chunk checkpoints (`qbo_pipeline.backfill_jobs`,
+//! `qbo_pipeline.checkpoints`).
+//!
+//! A job is one entity of one realm over one window with one chunking. When a run starts and
+//! the job is `in_progress` (an earlier run failed or was killed), its finished chunks are
+//! skipped and unfinished ones continue from their cursor; when it is `complete` (or
+//! `--restart` is given) every chunk starts over, so re-running a window re-reads it and
+//! picks up changes. Checkpoint rows are advanced by [`crate::load`] in the same transaction
+//! as the rows they cover.
+
+use crate::entity::Entity;
+use crate::window::{Chunk, ChunkSize, Window};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// The saved progress of one chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkState {
+    pub chunk: Chunk,
+    /// The newest committed record's `LastUpdatedTime` literal; `None` = not started.
+    pub cursor: Option<String>,
+    pub pages: i32,
+    pub records: i64,
+    pub done: bool,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub job_id: i64,
+    /// Whether an interrupted earlier run is being resumed.
+    pub resumed: bool,
+    pub chunks: Vec<ChunkState>,
+}
+
+/// Opens (or resumes, or resets) the job for this backfill.
+pub async fn open_job(
+    pool: &PgPool,
+    realm: &str,
+    entity: Entity,
+    window: Window,
+    size: ChunkSize,
+    chunks: &[Chunk],
+    restart: bool,
+    run_id: i64,
+) -> Result<Job, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let existing: Option<(i64, String)> = sqlx::query_as(
+        "SELECT job_id, status FROM qbo_pipeline.backfill_jobs
+         WHERE realm_id = $1 AND entity = $2 AND window_start = $3 AND window_end = $4 AND chunk = $5
+         FOR UPDATE",
+    )
+    .bind(realm)
+    .bind(entity.cli_name())
+    .bind(window.start())
+    .bind(window.end())
+    .bind(size.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (job_id, resumed) = match existing {
+        Some((id, status)) if status == "in_progress" && !restart => (id, true),
+        Some((id, _)) => {
+            sqlx::query("DELETE FROM qbo_pipeline.checkpoints WHERE job_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            (id, false)
+        }
+        None => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO qbo_pipeline.backfill_jobs (realm_id, entity, window_start, window_end, chunk, status)
+                 VALUES ($1, $2, $3, $4, $5, 'in_progress') RETURNING job_id",
+            )
+            .bind(realm)
+            .bind(entity.cli_name())
+            .bind(window.start())
+            .bind(window.end())
+            .bind(size.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            (id, false)
+        }
+    };
+    sqlx::query(
+        "UPDATE qbo_pipeline.backfill_jobs SET status = 'in_progress', last_run_id = $2, updated_at = now() WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
+    let starts: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.start).collect();
+    let ends: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.end).collect();
+    sqlx::query(
+        "INSERT INTO qbo_pipeline.checkpoints (job_id, chunk_start, chunk_end)
+         SELECT $1, s, e FROM UNNEST($2::timestamptz[], $3::timestamptz[]) AS u(s, e)
+         ON CONFLICT (job_id, chunk_start) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(&starts)
+    .bind(&ends)
+    .execute(&mut *tx)
+    .await?;
+    let rows: Vec<(DateTime<Utc>, DateTime<Utc>, Option<String>, i32, i64, bool)> = sqlx::query_as(
+        "SELECT chunk_start, chunk_end, cursor_text, pages, records, done
+         FROM qbo_pipeline.checkpoints WHERE job_id = $1 ORDER BY chunk_start",
+    )
+    .bind(job_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Job {
+        job_id,
+        resumed,
+        chunks: rows
+            .into_iter()
+            .map(|(start, end, cursor, pages, records, done)| ChunkState {
+                chunk: Chunk { start, end },
+                cursor,
+                pages,
+                records,
+                done,
+            })
+            .collect(),
+    })
+}
+
+/// Marks the job complete: the next run of the same window starts over.
+pub async fn complete_job(pool: &PgPool, job_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE qbo_pipeline.backfill_jobs SET status = 'complete', updated_at = now() WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A session-level advisory lock held while one process back-fills one entity of one realm;
+/// a second process waits for it. Released when dropped with its connection.
+pub struct EntityLock {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    key: i64,
+}
+
+impl EntityLock {
+    pub async fn acquire(pool: &PgPool, realm: &str, entity: Entity) -> Result<Self, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        let key: i64 = sqlx::query_scalar("SELECT hashtextextended('qbo_pipeline.backfill:' || $1 || ':' || $2, 0)")
+            .bind(realm)
+            .bind(entity.cli_name())
+            .fetch_one(&mut *conn)
+            .await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !got {
+            tracing::warn!(realm, entity = %entity, "another process is back-filling this entity of this realm; waiting for it to finish");
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(EntityLock {
+            conn: Some(conn),
+            key,
+        })
+    }
+
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(self.key)
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+}
+
+impl Drop for EntityLock {
+    fn drop(&mut self) {
+        // Not released explicitly (an error path): close the session so the lock goes with it.
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}

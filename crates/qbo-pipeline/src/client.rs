@@ -1,0 +1,454 @@
+//! The only code that speaks HTTP to the QBO API.
+//!
+//! - Per-realm limits shared by everything the process runs ([`RealmLimits`]): a GCRA rate
+//!   limiter (no bursts, so no 60-second window ever holds more than the budget) and a
+//!   semaphore for requests in flight. In steady state QBO never has to answer 429.
+//! - Every request sends `Accept: application/json` and `minorversion=75`; QBO's `intuit_tid`
+//!   is kept in errors and logs.
+//! - Whether a failure is retried is decided in one place, [`classify`]: 429 waits
+//!   (`Retry-After` when sent, else the configured throttle wait); 5xx, timeouts and dropped
+//!   connections back off exponentially with jitter; a 401 refreshes the token and retries
+//!   once; any other 4xx fails with QBO's fault code and message.
+
+use crate::auth::{AuthError, Authorizer};
+use crate::config::{HttpSettings, RealmId};
+use backon::BackoffBuilder;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use secrecy::ExposeSecret;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use url::Url;
+
+/// The QBO minor version sent with every request (qbo-api.md §1: 75 is the floor since 2025).
+pub const MINOR_VERSION: &str = "75";
+
+/// Rate limiter and in-flight cap for one realm, shared process-wide.
+pub struct RealmLimits {
+    limiter: DefaultDirectRateLimiter,
+    in_flight: Semaphore,
+}
+
+impl RealmLimits {
+    fn new(settings: &HttpSettings) -> Self {
+        let rpm = settings.requests_per_minute.max(1);
+        let period = Duration::from_micros(60_000_000 / u64::from(rpm));
+        let quota = Quota::with_period(period)
+            .expect("period is positive")
+            .allow_burst(NonZeroU32::MIN);
+        RealmLimits {
+            limiter: RateLimiter::direct(quota),
+            in_flight: Semaphore::new(settings.max_in_flight.max(1) as usize),
+        }
+    }
+
+    /// The limits of `realm` in this process, created on first use with `settings`.
+    pub fn for_realm(realm: &RealmId, settings: &HttpSettings) -> Arc<RealmLimits> {
+        static REGISTRY: OnceLock<Mutex<HashMap<(String, u32, u32), Arc<RealmLimits>>>> =
+            OnceLock::new();
+        let key = (
+            realm.as_str().to_string(),
+            settings.requests_per_minute,
+            settings.max_in_flight,
+        );
+        let mut map = REGISTRY
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| Arc::new(RealmLimits::new(settings)))
+            .clone()
+    }
+}
+
+/// Request counters, one set per entity of a run.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub throttled: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub network_errors: AtomicU64,
+    pub unauthorized: AtomicU64,
+}
+
+impl RequestStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A failed QBO request.
+#[derive(Debug, thiserror::Error)]
+pub enum QboError {
+    #[error("QBO answered HTTP {status}{}: {message}{}{}", fmt_code(code), fmt_detail(detail), fmt_tid(intuit_tid))]
+    Fault {
+        status: u16,
+        code: Option<String>,
+        message: String,
+        detail: Option<String>,
+        intuit_tid: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    #[error("network error talking to QBO: {0}")]
+    Network(#[source] reqwest::Error),
+    #[error("authorisation failed: {0}")]
+    Auth(#[from] AuthError),
+    #[error("QBO sent a response that cannot be read{}: {reason}", fmt_tid(intuit_tid))]
+    Decode {
+        reason: String,
+        intuit_tid: Option<String>,
+    },
+    #[error("gave up after {attempts} attempts; last error: {last}")]
+    Exhausted { attempts: u32, last: Box<QboError> },
+}
+
+fn fmt_code(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!(" (code {c})")).unwrap_or_default()
+}
+fn fmt_detail(detail: &Option<String>) -> String {
+    detail
+        .as_ref()
+        .filter(|d| !d.is_empty())
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default()
+}
+fn fmt_tid(tid: &Option<String>) -> String {
+    tid.as_ref()
+        .map(|t| format!(" [intuit_tid {t}]"))
+        .unwrap_or_default()
+}
+
+/// What to do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// 429: wait (the given `Retry-After`, else the configured throttle wait), then retry.
+    Throttled(Option<Duration>),
+    /// 5xx, timeouts, dropped connections: back off exponentially, then retry.
+    Transient,
+    /// 401: refresh the access token and retry once.
+    Unauthorized,
+    /// Anything else: fail now.
+    Fatal,
+}
+
+/// The one place that decides whether a failure is retried.
+pub fn classify(err: &QboError) -> RetryClass {
+    match err {
+        QboError::Fault {
+            status,
+            retry_after,
+            code,
+            ..
+        } => match *status {
+            429 => RetryClass::Throttled(*retry_after),
+            // 2016-era throttling came back as 403 with code 3001.
+            403 if code.as_deref() == Some("3001") || code.as_deref() == Some("003001") => {
+                RetryClass::Throttled(*retry_after)
+            }
+            401 => RetryClass::Unauthorized,
+            500..=599 => RetryClass::Transient,
+            // A SystemFault inside an HTTP 200 (qbo-api.md §5) is a server-side failure.
+            200 if code.as_deref() == Some("10000") => RetryClass::Transient,
+            _ => RetryClass::Fatal,
+        },
+        QboError::Network(_) => RetryClass::Transient,
+        // A truncated body is a dropped connection in disguise.
+        QboError::Decode { .. } => RetryClass::Transient,
+        QboError::Auth(e) if e.is_transient() => RetryClass::Transient,
+        QboError::Auth(_) | QboError::Exhausted { .. } => RetryClass::Fatal,
+    }
+}
+
+/// Parses a QBO error body (`Fault`/`Error` or the lowercase 401 `fault`/`error` form) into
+/// (code, message, detail).
+pub fn parse_fault(body: &[u8]) -> Option<(Option<String>, String, Option<String>)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let fault = v.get("Fault").or_else(|| v.get("fault"))?;
+    let first = fault
+        .get("Error")
+        .or_else(|| fault.get("error"))?
+        .as_array()?
+        .first()?;
+    let text = |a: &str, b: &str| {
+        first
+            .get(a)
+            .or_else(|| first.get(b))
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+    };
+    let code = first.get("code").and_then(|c| match c {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    });
+    Some((
+        code,
+        text("Message", "message").unwrap_or_else(|| "unknown fault".into()),
+        text("Detail", "detail"),
+    ))
+}
+
+fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// An authorised, rate-limited QBO client for one realm.
+pub struct QboClient {
+    http: reqwest::Client,
+    query_url: Url,
+    auth: Arc<Authorizer>,
+    limits: Arc<RealmLimits>,
+    settings: HttpSettings,
+}
+
+/// Builds the shared reqwest client (rustls, connection reuse, timeouts).
+pub fn http_client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("qbo-pipeline/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+}
+
+impl QboClient {
+    pub fn new(
+        http: reqwest::Client,
+        api_base: &Url,
+        realm: &RealmId,
+        auth: Arc<Authorizer>,
+        settings: HttpSettings,
+    ) -> Result<Self, url::ParseError> {
+        let base = api_base.as_str().trim_end_matches('/');
+        let query_url = Url::parse(&format!("{base}/v3/company/{realm}/query"))?;
+        Ok(QboClient {
+            http,
+            query_url,
+            limits: RealmLimits::for_realm(realm, &settings),
+            auth,
+            settings,
+        })
+    }
+
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.auth
+    }
+
+    /// Runs one query with limits and retries; returns the response body of a 200.
+    pub async fn query(&self, query: &str, stats: &RequestStats) -> Result<bytes::Bytes, QboError> {
+        let mut backoff = backon::ExponentialBuilder::new()
+            .with_min_delay(self.settings.min_backoff)
+            .with_max_delay(self.settings.max_backoff)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(usize::MAX)
+            .build();
+        let mut attempts: u32 = 0;
+        let mut refreshed = false;
+        loop {
+            attempts += 1;
+            let outcome = self.attempt(query, stats).await;
+            let (err, generation) = match outcome {
+                Ok(body) => return Ok(body),
+                Err(pair) => pair,
+            };
+            let class = classify(&err);
+            let retries_left = attempts <= self.settings.max_retries;
+            let wait = match class {
+                RetryClass::Unauthorized if !refreshed => {
+                    RequestStats::bump(&stats.unauthorized);
+                    refreshed = true;
+                    if let Some(g) = generation {
+                        self.auth.rejected(g).await;
+                    }
+                    tracing::info!(error = %err, "QBO refused the access token; refreshing it and retrying");
+                    Duration::ZERO
+                }
+                RetryClass::Throttled(after) if retries_left => {
+                    RequestStats::bump(&stats.throttled);
+                    let wait = after.unwrap_or(self.settings.throttle_wait);
+                    tracing::warn!(wait_ms = wait.as_millis() as u64, error = %err, "QBO throttled the request (429); waiting");
+                    wait
+                }
+                RetryClass::Transient if retries_left => {
+                    match &err {
+                        QboError::Network(_) => RequestStats::bump(&stats.network_errors),
+                        _ => RequestStats::bump(&stats.server_errors),
+                    }
+                    let wait = backoff.next().unwrap_or(self.settings.max_backoff);
+                    tracing::warn!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %err, "transient QBO failure; backing off");
+                    wait
+                }
+                RetryClass::Fatal | RetryClass::Unauthorized => return Err(err),
+                RetryClass::Throttled(_) | RetryClass::Transient => {
+                    return Err(QboError::Exhausted {
+                        attempts,
+                        last: Box::new(err),
+                    });
+                }
+            };
+            RequestStats::bump(&stats.retries);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// One attempt: wait for the limits, send, read. Returns the token generation used so a
+    /// 401 can invalidate exactly that token.
+    async fn attempt(
+        &self,
+        query: &str,
+        stats: &RequestStats,
+    ) -> Result<bytes::Bytes, (QboError, Option<u64>)> {
+        let bearer = self.auth.bearer().await.map_err(|e| (e.into(), None))?;
+        self.limits.limiter.until_ready().await;
+        let _permit = self
+            .limits
+            .in_flight
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        RequestStats::bump(&stats.requests);
+        let generation = Some(bearer.generation);
+        let response = self
+            .http
+            .get(self.query_url.clone())
+            .query(&[("query", query), ("minorversion", MINOR_VERSION)])
+            .bearer_auth(bearer.token.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| (QboError::Network(e.without_url()), generation))?;
+        let status = response.status().as_u16();
+        let intuit_tid = response
+            .headers()
+            .get("intuit_tid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let retry_after = parse_retry_after(response.headers());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| (QboError::Network(e.without_url()), generation))?;
+        if status == 200 {
+            // A 200 may still carry a Fault (qbo-api.md §5).
+            if body.starts_with(b"{\"Fault\"") {
+                if let Some((code, message, detail)) = parse_fault(&body) {
+                    return Err((
+                        QboError::Fault {
+                            status,
+                            code,
+                            message,
+                            detail,
+                            intuit_tid,
+                            retry_after,
+                        },
+                        generation,
+                    ));
+                }
+            }
+            tracing::trace!(intuit_tid = intuit_tid.as_deref().unwrap_or("-"), bytes = body.len(), "query answered");
+            return Ok(body);
+        }
+        let (code, message, detail) = parse_fault(&body).unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&body);
+            let snippet: String = text.chars().take(200).collect();
+            (None, format!("HTTP {status}"), Some(snippet).filter(|s| !s.is_empty()))
+        });
+        Err((
+            QboError::Fault {
+                status,
+                code,
+                message,
+                detail,
+                intuit_tid,
+                retry_after,
+            },
+            generation,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(status: u16, code: Option<&str>) -> QboError {
+        QboError::Fault {
+            status,
+            code: code.map(str::to_string),
+            message: "m".into(),
+            detail: None,
+            intuit_tid: Some("1-abc".into()),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        assert_eq!(classify(&fault(429, Some("3001"))), RetryClass::Throttled(None));
+        assert_eq!(classify(&fault(403, Some("3001"))), RetryClass::Throttled(None));
+        assert_eq!(classify(&fault(403, Some("3100"))), RetryClass::Fatal);
+        assert_eq!(classify(&fault(401, Some("3200"))), RetryClass::Unauthorized);
+        assert_eq!(classify(&fault(500, None)), RetryClass::Transient);
+        assert_eq!(classify(&fault(503, None)), RetryClass::Transient);
+        assert_eq!(classify(&fault(200, Some("10000"))), RetryClass::Transient);
+        assert_eq!(classify(&fault(400, Some("4001"))), RetryClass::Fatal);
+        let with_after = QboError::Fault {
+            status: 429,
+            code: None,
+            message: "m".into(),
+            detail: None,
+            intuit_tid: None,
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(
+            classify(&with_after),
+            RetryClass::Throttled(Some(Duration::from_secs(7)))
+        );
+        let decode = QboError::Decode {
+            reason: "eof".into(),
+            intuit_tid: None,
+        };
+        assert_eq!(classify(&decode), RetryClass::Transient);
+    }
+
+    #[test]
+    fn parses_both_fault_forms() {
+        let upper = br#"{"Fault":{"Error":[{"Message":"Invalid query","Detail":"QueryValidationError: invalid context declaration: Custmoer","code":"4001"}],"type":"ValidationFault"},"time":"x"}"#;
+        let (code, msg, detail) = parse_fault(upper).unwrap();
+        assert_eq!(code.as_deref(), Some("4001"));
+        assert_eq!(msg, "Invalid query");
+        assert!(detail.unwrap().contains("Custmoer"));
+        let lower = br#"{"warnings":null,"fault":{"error":[{"message":"message=AuthenticationFailed; errorCode=003200; statusCode=401","detail":"Token expired: x","code":"3200","element":null}],"type":"AUTHENTICATION"},"time":1601391072830}"#;
+        let (code, msg, _) = parse_fault(lower).unwrap();
+        assert_eq!(code.as_deref(), Some("3200"));
+        assert!(msg.contains("AuthenticationFailed"));
+        assert!(parse_fault(b"<html>").is_none());
+    }
+
+    #[test]
+    fn fault_display_keeps_code_detail_and_tid() {
+        let e = QboError::Fault {
+            status: 400,
+            code: Some("4001".into()),
+            message: "Invalid query".into(),
+            detail: Some("QueryValidationError: x".into()),
+            intuit_tid: Some("1-5f73".into()),
+            retry_after: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "QBO answered HTTP 400 (code 4001): Invalid query (QueryValidationError: x) [intuit_tid 1-5f73]"
+        );
+    }
+}

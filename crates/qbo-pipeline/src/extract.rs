@@ -1,0 +1,316 @@
+//! Extraction: the queries the pipeline sends, and the pages QBO answers with.
+//!
+//! Paging is **keyset** paging on `MetaData.LastUpdatedTime`, not offset paging. Every page
+//! query is
+//!
+//! ```text
+//! SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '<cursor>'
+//!   AND MetaData.LastUpdatedTime <= '<chunk end>' ORDERBY MetaData.LastUpdatedTime ASC
+//!   STARTPOSITION 1 MAXRESULTS 1000
+//! ```
+//!
+//! where the cursor is the `LastUpdatedTime` of the newest record already committed. A record
+//! that stays in the window keeps its timestamp, so nothing that happens to other records
+//! (edits moving them to a new time, deletions, insertions) can shift it past the cursor: an
+//! edit that makes offset pages slide cannot make keyset pages skip. `>=` re-reads the records
+//! sharing the cursor's second (QBO times have one-second precision), so ties at a page
+//! boundary are never lost; the upsert makes the re-read a no-op. When a whole page shares
+//! one second (more ties than a page holds), that second is read with offset pages on its own
+//! ([`PageStep::TieSecond`]) and the cursor then moves one second on.
+//!
+//! Name-list entities add `Active IN (true, false)`: without it QBO silently hides inactive
+//! records (qbo-api.md §4).
+
+use crate::entity::Entity;
+use crate::window::{Chunk, qbo_literal};
+use chrono::{DateTime, Duration, Utc};
+use qbo_query::{Condition, Direction, Literal, Op, OrderBy, Query, Select};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+pub const LAST_UPDATED: &str = "MetaData.LastUpdatedTime";
+
+fn base_conditions(entity: Entity) -> Vec<Condition> {
+    if entity.is_name_list() {
+        vec![Condition {
+            field: "Active".into(),
+            op: Op::In,
+            value: Literal::List(vec![Literal::Bool(true), Literal::Bool(false)]),
+        }]
+    } else {
+        Vec::new()
+    }
+}
+
+fn time_condition(op: Op, literal: &str) -> Condition {
+    Condition {
+        field: LAST_UPDATED.into(),
+        op,
+        value: Literal::String(literal.to_string()),
+    }
+}
+
+/// A keyset page: records of the chunk at or after `cursor` (a QBO time literal).
+pub fn keyset_query(entity: Entity, chunk: &Chunk, cursor: &str, page_size: u32) -> Query {
+    let mut conditions = vec![
+        time_condition(Op::Ge, cursor),
+        time_condition(Op::Le, &qbo_literal(chunk.end)),
+    ];
+    conditions.extend(base_conditions(entity));
+    Query {
+        select: Select::All { extra: Vec::new() },
+        entity: entity.qbo_name().into(),
+        conditions,
+        order_by: Some(OrderBy {
+            field: LAST_UPDATED.into(),
+            direction: Direction::Asc,
+        }),
+        start_position: Some(1),
+        max_results: Some(u64::from(page_size)),
+    }
+}
+
+/// An offset page of the records sharing one second (used only when ties fill a page).
+pub fn tie_query(entity: Entity, second: &str, start_position: u64, page_size: u32) -> Query {
+    let mut conditions = vec![time_condition(Op::Eq, second)];
+    conditions.extend(base_conditions(entity));
+    Query {
+        select: Select::All { extra: Vec::new() },
+        entity: entity.qbo_name().into(),
+        conditions,
+        order_by: Some(OrderBy {
+            field: "Id".into(),
+            direction: Direction::Asc,
+        }),
+        start_position: Some(start_position),
+        max_results: Some(u64::from(page_size)),
+    }
+}
+
+/// `SELECT COUNT(*)` of the entity in `[start, end]`, inactive included.
+pub fn count_query(entity: Entity, start: DateTime<Utc>, end: DateTime<Utc>) -> Query {
+    let mut conditions = vec![
+        time_condition(Op::Ge, &qbo_literal(start)),
+        time_condition(Op::Le, &qbo_literal(end)),
+    ];
+    conditions.extend(base_conditions(entity));
+    Query {
+        select: Select::Count,
+        entity: entity.qbo_name().into(),
+        conditions,
+        order_by: None,
+        start_position: None,
+        max_results: None,
+    }
+}
+
+/// One record of a page: the payload byte-for-byte as QBO sent it, plus the fields the
+/// loader needs to order versions.
+#[derive(Debug)]
+pub struct Record {
+    pub id: String,
+    pub payload: Box<RawValue>,
+    /// `MetaData.LastUpdatedTime` exactly as QBO wrote it (the next cursor).
+    pub last_updated_text: String,
+    pub last_updated: DateTime<Utc>,
+    pub sync_token: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// Truncated or not JSON: usually a dropped connection; worth a retry.
+    #[error("the page is not valid JSON ({0})")]
+    Syntax(String),
+    /// Valid JSON in an unexpected shape: retrying will not help.
+    #[error("unexpected page shape: {0}")]
+    Shape(String),
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "QueryResponse", borrow)]
+    query_response: Option<std::collections::HashMap<String, &'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "Id")]
+    id: String,
+    #[serde(rename = "SyncToken", default)]
+    sync_token: Option<String>,
+    #[serde(rename = "MetaData", default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(rename = "LastUpdatedTime", default)]
+    last_updated: Option<String>,
+}
+
+fn syntax_or_shape(e: serde_json::Error) -> PageError {
+    match e.classify() {
+        serde_json::error::Category::Data => PageError::Shape(e.to_string()),
+        _ => PageError::Syntax(e.to_string()),
+    }
+}
+
+/// Parses a query page. An empty page (`{"QueryResponse":{}}`) gives no records.
+pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError> {
+    let envelope: Envelope = serde_json::from_slice(body).map_err(syntax_or_shape)?;
+    let qr = envelope
+        .query_response
+        .ok_or_else(|| PageError::Shape("no QueryResponse".into()))?;
+    let Some(raw) = qr
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(entity.qbo_name()))
+        .map(|(_, v)| *v)
+    else {
+        return Ok(Vec::new());
+    };
+    let items: Vec<Box<RawValue>> = serde_json::from_str(raw.get()).map_err(syntax_or_shape)?;
+    items
+        .into_iter()
+        .map(|payload| {
+            let head: Head = serde_json::from_str(payload.get()).map_err(syntax_or_shape)?;
+            let text = head.meta.and_then(|m| m.last_updated).ok_or_else(|| {
+                PageError::Shape(format!("record {} has no MetaData.LastUpdatedTime", head.id))
+            })?;
+            let last_updated = qbo_query::eval::parse_datetime(&text)
+                .ok_or_else(|| {
+                    PageError::Shape(format!(
+                        "record {} has an unreadable LastUpdatedTime '{text}'",
+                        head.id
+                    ))
+                })?
+                .with_timezone(&Utc);
+            let sync_token = head
+                .sync_token
+                .as_deref()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            if head.id.is_empty() || head.id.len() > 50 {
+                return Err(PageError::Shape(format!("record Id '{}' is not 1-50 characters", head.id)));
+            }
+            Ok(Record {
+                id: head.id,
+                payload,
+                last_updated_text: text,
+                last_updated,
+                sync_token,
+            })
+        })
+        .collect()
+}
+
+/// Parses a `COUNT(*)` answer: `{"QueryResponse":{"totalCount":N}}`.
+pub fn parse_count(body: &[u8]) -> Result<u64, PageError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(syntax_or_shape)?;
+    Ok(v.pointer("/QueryResponse/totalCount")
+        .and_then(|n| n.as_u64())
+        .unwrap_or(0))
+}
+
+/// What to do after a keyset page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageStep {
+    /// Fewer records than asked: the chunk is finished.
+    Done,
+    /// Continue from this cursor (the newest record's time, as QBO wrote it).
+    Next(String),
+    /// The page is full of one second: read that second with offset pages, then continue
+    /// one second later.
+    TieSecond { second: String, after: String },
+}
+
+/// Decides the next step from a keyset page (pure).
+pub fn next_step(records: &[Record], page_size: u32) -> PageStep {
+    if records.len() < page_size as usize {
+        return PageStep::Done;
+    }
+    let (first, last) = (&records[0], &records[records.len() - 1]);
+    if first.last_updated == last.last_updated {
+        return PageStep::TieSecond {
+            second: last.last_updated_text.clone(),
+            after: qbo_literal(last.last_updated + Duration::seconds(1)),
+        };
+    }
+    PageStep::Next(last.last_updated_text.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{ChunkSize, Window, parse_day, plan};
+
+    fn chunk() -> Chunk {
+        let w = Window::new(parse_day("2015-01-01").unwrap(), parse_day("2015-12-31").unwrap())
+            .unwrap();
+        plan(w, ChunkSize::Year)[0]
+    }
+
+    #[test]
+    fn keyset_query_text() {
+        let q = keyset_query(Entity::Customer, &chunk(), "2015-03-01T10:00:00-08:00", 1000);
+        let text = q.to_string();
+        assert_eq!(
+            text,
+            "SELECT * FROM Customer WHERE MetaData.LastUpdatedTime >= '2015-03-01T10:00:00-08:00' AND MetaData.LastUpdatedTime <= '2015-12-31T15:59:59-08:00' AND Active IN (true, false) ORDERBY MetaData.LastUpdatedTime ASC STARTPOSITION 1 MAXRESULTS 1000"
+        );
+        assert_eq!(qbo_query::parse(&text).unwrap(), q, "printed query re-parses");
+        let inv = keyset_query(Entity::Invoice, &chunk(), "x", 10).to_string();
+        assert!(!inv.contains("Active"), "transactions have no Active field: {inv}");
+    }
+
+    #[test]
+    fn count_and_tie_queries() {
+        let c = chunk();
+        let q = count_query(Entity::Item, c.start, c.end).to_string();
+        assert!(q.starts_with("SELECT COUNT(*) FROM Item WHERE"), "{q}");
+        assert!(q.contains("Active IN (true, false)"), "{q}");
+        let t = tie_query(Entity::Invoice, "2015-03-01T10:00:00-08:00", 1001, 1000).to_string();
+        assert!(t.contains("MetaData.LastUpdatedTime = '2015-03-01T10:00:00-08:00'"), "{t}");
+        assert!(t.contains("STARTPOSITION 1001"), "{t}");
+    }
+
+    const PAGE: &str = r#"{"QueryResponse":{"Customer":[{"Id":"5","SyncToken":"1","MetaData":{"CreateTime":"2015-10-01T16:54:59-07:00","LastUpdatedTime":"2015-10-08T13:28:29-07:00"},"Balance":100.00,"DisplayName":"Amy\u2019s \"Bird\" \\ Sanctuary 鳥"},{"Id":"6","SyncToken":"0","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:30-07:00"}}],"startPosition":1,"maxResults":2},"time":"2020-09-29T06:04:50.776-07:00"}"#;
+
+    #[test]
+    fn parses_pages_keeping_payload_bytes() {
+        let records = parse_page(PAGE.as_bytes(), Entity::Customer).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].id, "5");
+        assert_eq!(records[0].sync_token, 1);
+        assert_eq!(records[0].last_updated.to_rfc3339(), "2015-10-08T20:28:29+00:00");
+        assert!(records[0].payload.get().contains(r#""Balance":100.00"#));
+        assert!(records[0].payload.get().contains(r#"Amy\u2019s \"Bird\" \\ Sanctuary 鳥"#));
+        assert_eq!(next_step(&records, 2), PageStep::Next("2015-10-08T13:28:30-07:00".into()));
+        assert_eq!(next_step(&records, 3), PageStep::Done);
+    }
+
+    #[test]
+    fn empty_and_broken_pages() {
+        let empty = br#"{"QueryResponse":{},"time":"2020-09-29T06:04:50.776-07:00"}"#;
+        assert!(parse_page(empty, Entity::Customer).unwrap().is_empty());
+        assert!(matches!(
+            parse_page(&PAGE.as_bytes()[..100], Entity::Customer),
+            Err(PageError::Syntax(_))
+        ));
+        let no_meta = br#"{"QueryResponse":{"Item":[{"Id":"1"}]}}"#;
+        assert!(matches!(parse_page(no_meta, Entity::Item), Err(PageError::Shape(_))));
+        assert_eq!(parse_count(br#"{"QueryResponse":{"totalCount":41},"time":"x"}"#).unwrap(), 41);
+    }
+
+    #[test]
+    fn a_page_full_of_one_second_switches_to_tie_mode() {
+        let body = r#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}},{"Id":"2","MetaData":{"LastUpdatedTime":"2015-10-08T20:28:29Z"}}]}}"#;
+        let records = parse_page(body.as_bytes(), Entity::Invoice).unwrap();
+        assert_eq!(
+            next_step(&records, 2),
+            PageStep::TieSecond {
+                second: "2015-10-08T20:28:29Z".into(),
+                after: "2015-10-08T13:28:30-07:00".into()
+            }
+        );
+    }
+}

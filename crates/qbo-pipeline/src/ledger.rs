@@ -1,0 +1,253 @@
+//! The run ledger (`qbo_pipeline.runs`, `qbo_pipeline.run_entities`): every run, its
+//! parameters, status, times, per-entity figures and error.
+//!
+//! A running process holds a session advisory lock keyed by its run id; a `running` row whose
+//! lock is free belongs to a process that died (`kill -9`, power loss) and is shown, and
+//! recorded, as `abandoned`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// Keeps the liveness lock of a run for as long as it lives.
+pub struct RunGuard {
+    pub run_id: i64,
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+fn liveness_key_sql() -> &'static str {
+    "hashtextextended('qbo_pipeline.run:' || $1::text, 0)"
+}
+
+/// Records a new run as `running`.
+pub async fn start_run(
+    pool: &PgPool,
+    pipeline: &str,
+    trigger: Option<&str>,
+    realm: &str,
+    params: &serde_json::Value,
+) -> Result<RunGuard, sqlx::Error> {
+    mark_abandoned(pool).await?;
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
+    let run_id: i64 = sqlx::query_scalar(
+        "INSERT INTO qbo_pipeline.runs (pipeline, trigger_name, realm_id, params, status, host, pid)
+         VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING run_id",
+    )
+    .bind(pipeline)
+    .bind(trigger)
+    .bind(realm)
+    .bind(params)
+    .bind(host)
+    .bind(std::process::id() as i32)
+    .fetch_one(pool)
+    .await?;
+    let mut conn = pool.acquire().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_lock({})",
+        liveness_key_sql()
+    )))
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(RunGuard {
+        run_id,
+        conn: Some(conn),
+    })
+}
+
+/// Records the end of a run and releases its liveness lock.
+pub async fn finish_run(
+    pool: &PgPool,
+    mut guard: RunGuard,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE qbo_pipeline.runs SET status = $2, finished_at = now(), error = $3 WHERE run_id = $1",
+    )
+    .bind(guard.run_id)
+    .bind(if error.is_some() { "failed" } else { "succeeded" })
+    .bind(error)
+    .execute(pool)
+    .await?;
+    if let Some(mut conn) = guard.conn.take() {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_advisory_unlock({})",
+            liveness_key_sql()
+        )))
+        .bind(guard.run_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Marks `running` runs whose process is gone as `abandoned`.
+pub async fn mark_abandoned(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let running: Vec<i64> =
+        sqlx::query_scalar("SELECT run_id FROM qbo_pipeline.runs WHERE status = 'running'")
+            .fetch_all(pool)
+            .await?;
+    let mut marked = 0;
+    for run_id in running {
+        let mut conn = pool.acquire().await?;
+        let free: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_try_advisory_lock({})",
+            liveness_key_sql()
+        )))
+        .bind(run_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if free {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_advisory_unlock({})",
+                liveness_key_sql()
+            )))
+            .bind(run_id)
+            .execute(&mut *conn)
+            .await?;
+            let updated = sqlx::query(
+                "UPDATE qbo_pipeline.runs SET status = 'abandoned', finished_at = now(),
+                     error = coalesce(error, 'the process ended without recording an outcome (killed?); run the same command again to resume')
+                 WHERE run_id = $1 AND status = 'running'",
+            )
+            .bind(run_id)
+            .execute(pool)
+            .await?;
+            marked += updated.rows_affected();
+        }
+    }
+    Ok(marked)
+}
+
+/// Creates the per-entity row of a run.
+pub async fn start_entity(
+    pool: &PgPool,
+    run_id: i64,
+    entity: &str,
+    chunks_total: i32,
+    chunks_skipped: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO qbo_pipeline.run_entities (run_id, entity, chunks_total, chunks_skipped, chunks_done)
+         VALUES ($1, $2, $3, $4, $4)
+         ON CONFLICT (run_id, entity) DO UPDATE SET chunks_total = EXCLUDED.chunks_total,
+             chunks_skipped = EXCLUDED.chunks_skipped, chunks_done = EXCLUDED.chunks_done",
+    )
+    .bind(run_id)
+    .bind(entity)
+    .bind(chunks_total)
+    .bind(chunks_skipped)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Final figures of one entity (request counters are kept in memory during the run).
+#[allow(clippy::too_many_arguments)]
+pub async fn finish_entity(
+    pool: &PgPool,
+    run_id: i64,
+    entity: &str,
+    status: &str,
+    requests: i64,
+    retries: i64,
+    throttled: i64,
+    expected: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE qbo_pipeline.run_entities SET status = $3, requests = $4, retries = $5, throttled = $6,
+             expected = coalesce($7, expected)
+         WHERE run_id = $1 AND entity = $2",
+    )
+    .bind(run_id)
+    .bind(entity)
+    .bind(status)
+    .bind(requests as i32)
+    .bind(retries as i32)
+    .bind(throttled as i32)
+    .bind(expected)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// One row of `runs list`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RunRow {
+    pub run_id: i64,
+    pub pipeline: String,
+    pub trigger_name: Option<String>,
+    pub realm_id: String,
+    pub params: serde_json::Value,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub records: i64,
+    pub requests: i64,
+}
+
+/// Per-entity figures of one run.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RunEntityRow {
+    pub entity: String,
+    pub status: String,
+    pub chunks_total: i32,
+    pub chunks_done: i32,
+    pub chunks_skipped: i32,
+    pub pages: i32,
+    pub records: i64,
+    pub rows_written: i64,
+    pub requests: i32,
+    pub retries: i32,
+    pub throttled: i32,
+    pub expected: Option<i64>,
+}
+
+const RUN_SELECT: &str = "SELECT r.run_id, r.pipeline, r.trigger_name, r.realm_id, r.params, r.status,
+        r.started_at, r.finished_at, r.error,
+        coalesce(sum(e.records), 0)::bigint AS records, coalesce(sum(e.requests), 0)::bigint AS requests
+    FROM qbo_pipeline.runs r LEFT JOIN qbo_pipeline.run_entities e USING (run_id)";
+
+pub async fn list_runs(pool: &PgPool, limit: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+    mark_abandoned(pool).await?;
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{RUN_SELECT} GROUP BY r.run_id ORDER BY r.run_id DESC LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn show_run(
+    pool: &PgPool,
+    run_id: i64,
+) -> Result<Option<(RunRow, Vec<RunEntityRow>)>, sqlx::Error> {
+    mark_abandoned(pool).await?;
+    let run: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{RUN_SELECT} WHERE r.run_id = $1 GROUP BY r.run_id"
+    )))
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(run) = run else { return Ok(None) };
+    let entities = sqlx::query_as(
+        "SELECT entity, status, chunks_total, chunks_done, chunks_skipped, pages, records, rows_written,
+                requests, retries, throttled, expected
+         FROM qbo_pipeline.run_entities WHERE run_id = $1 ORDER BY entity",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some((run, entities)))
+}

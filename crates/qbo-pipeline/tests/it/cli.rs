@@ -1,0 +1,326 @@
+//! The binary, as users and scripts run it.
+
+use crate::support::*;
+use qbo_pipeline::entity::Entity;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_qbo-pipeline");
+
+/// A command with a clean environment: nothing from the developer's shell or `.env` leaks in.
+fn command(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    c
+}
+
+fn with_sandbox(c: &mut Command, sb: &qbo_sandbox::RunningSandbox, db: &TestDb) {
+    c.env("QBO_API_BASE_URL", sb.base_url())
+        .env("QBO_TOKEN_URL", sb.token_url())
+        .env("QBO_CLIENT_ID", sb.client_id())
+        .env("QBO_CLIENT_SECRET", sb.client_secret())
+        .env("QBO_REALM_ID", sb.realm_id())
+        .env("QBO_REFRESH_TOKEN", sb.refresh_token())
+        .env("DATABASE_URL", &db.url);
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn schemas(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname IN ('raw', 'qbo_pipeline') ORDER BY 1",
+    )
+    .fetch_all(&db.pool().await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bad_input_exits_2_with_advice_and_writes_nothing() {
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = ["backfill", "--entity", "customers", "--from", "2014-01-01", "--to", "2025-12-31"];
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (vec!["backfill", "--entity", "customers", "--from", "2023-02-30", "--to", "2025-12-31"], vec![], "YYYY-MM-DD"),
+        (vec!["backfill", "--entity", "customers", "--from", "2025-01-02", "--to", "2025-01-01"], vec![], "after"),
+        (vec!["backfill", "--entity", "vendors", "--from", "2014-01-01", "--to", "2025-12-31"], vec![], "unknown entity 'vendors'"),
+        (vec!["backfill", "--entity", "customers", "--fecha-inicio", "2014-01-01", "--fecha-fin", "nope"], vec![], "--to"),
+        ([&good[..], &["--page-size", "0"]].concat(), vec![], "--page-size 0"),
+        ([&good[..], &["--page-size", "1001"]].concat(), vec![], "1 to 1000"),
+        ([&good[..], &["--chunk", "fortnight"]].concat(), vec![], "day, week, month, year"),
+        (good.to_vec(), vec![("QBO_CLIENT_SECRET", "")], "QBO_CLIENT_SECRET is empty"),
+        (good.to_vec(), vec![("QBO_REALM_ID", "not a realm")], "QBO_REALM_ID"),
+        (good.to_vec(), vec![("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere?sslmode=disable")], "cannot connect to PostgreSQL"),
+    ];
+    for (args, env, expect) in cases {
+        let mut c = command(dir.path());
+        with_sandbox(&mut c, &sb, &db);
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        let out = c.args(&args).output().unwrap();
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
+        assert!(all.contains(expect), "{args:?}: expected {expect:?} in {all}");
+    }
+    // Missing credentials are all named at once.
+    let out = command(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .args(good)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    for var in ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REALM_ID", "QBO_REFRESH_TOKEN"] {
+        assert!(all.contains(var), "{var} named in {all}");
+    }
+    assert!(schemas(&db).await.is_empty(), "nothing was written");
+    assert_eq!(sb.state().stats().requests, 0, "no request reached QBO");
+}
+
+#[tokio::test]
+async fn dotenv_is_read_and_the_environment_wins() {
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!(
+            "QBO_API_BASE_URL={}\nQBO_TOKEN_URL={}\nQBO_CLIENT_ID={}\nQBO_CLIENT_SECRET={}\nQBO_REALM_ID={}\nQBO_REFRESH_TOKEN={}\nDATABASE_URL=postgres://postgres@127.0.0.1:1/wrong\n",
+            sb.base_url(), sb.token_url(), sb.client_id(), sb.client_secret(), sb.realm_id(), sb.refresh_token()
+        ),
+    )
+    .unwrap();
+    let out = command(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .args(["backfill", "--entity", "items", "--from", "2014-01-01", "--to", "2025-12-31"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM raw.qb_items")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap();
+    assert!(n > 0);
+}
+
+#[tokio::test]
+async fn kill_9_mid_run_then_the_same_command_resumes() {
+    let mut config = small_company();
+    config.invoices = 1500;
+    let sb = sandbox(config).await;
+    let mut faults = sb.state().faults();
+    faults.latency = Duration::from_millis(25);
+    sb.state().set_faults(faults);
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "backfill", "--entity", "invoices", "--from", "2014-01-01", "--to", "2025-12-31",
+        "--chunk", "month", "--page-size", "20", "--concurrency", "2", "--no-progress",
+    ];
+    let mut c = command(dir.path());
+    with_sandbox(&mut c, &sb, &db);
+    let mut child = c.args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Wait until some pages are committed, then kill -9.
+    let started = Instant::now();
+    loop {
+        let pages: Option<i64> = match PgPoolExt::try_pool(&db).await {
+            Some(pool) => sqlx::query_scalar("SELECT sum(pages)::bigint FROM qbo_pipeline.checkpoints")
+                .fetch_one(&pool)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        if pages.unwrap_or(0) >= 10 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress before kill");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let pool = db.pool().await;
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM raw.qb_invoices").fetch_one(&pool).await.unwrap();
+    assert!(committed > 0);
+
+    let mut faults = sb.state().faults();
+    faults.latency = Duration::ZERO;
+    sb.state().set_faults(faults);
+    let mut c = command(dir.path());
+    with_sandbox(&mut c, &sb, &db);
+    let out = c.args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_table_equals_sandbox(&pool, &sb, Entity::Invoice, full_window()).await;
+    let runs: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT r.status, coalesce(e.chunks_skipped, 0) FROM qbo_pipeline.runs r
+         LEFT JOIN qbo_pipeline.run_entities e USING (run_id) ORDER BY run_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].0, "abandoned", "the killed run is recorded as abandoned");
+    assert_eq!(runs[1].0, "succeeded");
+    assert!(runs[1].1 > 0, "finished chunks were skipped on resume: {runs:?}");
+}
+
+/// Connects only once the database is reachable (used while a child process migrates).
+struct PgPoolExt;
+impl PgPoolExt {
+    async fn try_pool(db: &TestDb) -> Option<sqlx::PgPool> {
+        sqlx::PgPool::connect(&db.url).await.ok()
+    }
+}
+
+#[tokio::test]
+async fn two_processes_on_one_realm_load_everything_once() {
+    let sb = sandbox(qbo_sandbox::SandboxConfig {
+        rotation: qbo_sandbox::Rotation::EveryRefresh,
+        refresh_grace: Duration::ZERO,
+        ..small_company()
+    })
+    .await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |entity: &str| {
+        let mut c = command(dir.path());
+        with_sandbox(&mut c, &sb, &db);
+        c.args(["backfill", "--entity", entity, "--from", "2014-01-01", "--to", "2025-12-31", "--page-size", "100", "--no-progress"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn("all");
+    let b = spawn("all");
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let pool = db.pool().await;
+    for entity in Entity::ALL {
+        assert_table_equals_sandbox(&pool, &sb, entity, full_window()).await;
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_any_output() {
+    let sb = sandbox(qbo_sandbox::SandboxConfig {
+        rotation: qbo_sandbox::Rotation::EveryRefresh,
+        ..small_company()
+    })
+    .await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = String::new();
+    for args in [
+        vec!["--log", "trace", "backfill", "--entity", "all", "--from", "2014-01-01", "--to", "2025-12-31", "--page-size", "200"],
+        vec!["--log-format", "json", "--log", "debug", "backfill", "--entity", "items", "--from", "2014-01-01", "--to", "2025-12-31", "--json"],
+        vec!["runs", "list"],
+        vec!["runs", "show", "1", "--json"],
+    ] {
+        let mut c = command(dir.path());
+        with_sandbox(&mut c, &sb, &db);
+        let out = c.args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        outputs.push_str(&text(&out));
+    }
+    // A failing run's error output too.
+    sb.state().revoke_refresh_tokens();
+    let mut c = command(dir.path());
+    with_sandbox(&mut c, &sb, &db);
+    c.env("QBO_REFRESH_TOKEN", "a-fresh-but-unknown-token-0123456789");
+    let out = c.args(["backfill", "--entity", "items", "--from", "2014-01-01", "--to", "2025-12-31"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    outputs.push_str(&text(&out));
+
+    let pool = db.pool().await;
+    let stored: String = sqlx::query_scalar("SELECT refresh_token FROM qbo_pipeline.oauth_tokens")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for secret in [sb.client_secret(), sb.refresh_token(), stored.as_str(), "a-fresh-but-unknown-token-0123456789"] {
+        assert!(!outputs.contains(secret), "a secret was printed");
+    }
+    assert!(outputs.contains("Re-authorise"), "invalid_grant advice shown");
+}
+
+#[tokio::test]
+async fn the_sandbox_command_prints_sourceable_settings_a_backfill_can_use() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--customers", "30", "--invoices", "200", "--items", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines: Vec<(String, String)> = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut out = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.to_string(), v.to_string()));
+            }
+            if out.len() == 6 {
+                break;
+            }
+        }
+        out
+    })
+    .await
+    .unwrap();
+    let keys: Vec<&str> = lines.iter().map(|(k, _)| k.as_str()).collect();
+    for k in ["QBO_API_BASE_URL", "QBO_TOKEN_URL", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REALM_ID", "QBO_REFRESH_TOKEN"] {
+        assert!(keys.contains(&k), "{k} in {keys:?}");
+    }
+    let mut c = command(dir.path());
+    c.env("DATABASE_URL", &db.url);
+    for (k, v) in &lines {
+        c.env(k, v.trim_matches(|ch| ch == '\'' || ch == '"'));
+    }
+    let out = c
+        .args(["backfill", "--entity", "all", "--from", "2014-01-01", "--to", "2025-12-31"])
+        .output()
+        .unwrap();
+    child.kill().ok();
+    child.wait().ok();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let total: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM raw.qb_customers) + (SELECT count(*) FROM raw.qb_invoices) + (SELECT count(*) FROM raw.qb_items)",
+    )
+    .fetch_one(&db.pool().await)
+    .await
+    .unwrap();
+    assert!(total >= 250, "{total}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("customers") && stdout.contains("succeeded"), "{stdout}");
+}
+
+#[tokio::test]
+async fn migrate_is_repeatable() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = command(dir.path()).env("DATABASE_URL", &db.url).arg("migrate").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    assert_eq!(schemas(&db).await, vec!["qbo_pipeline".to_string(), "raw".to_string()]);
+    let out = command(dir.path()).arg("migrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("DATABASE_URL"));
+}

@@ -1,0 +1,215 @@
+//! Test worlds: a fresh database and a sandbox per test, and helpers to run backfills.
+
+use qbo_pipeline::app;
+use qbo_pipeline::backfill::{BackfillOptions, BackfillReport, StopSignal};
+use qbo_pipeline::config::{DbSettings, HttpSettings, QboSettings, RealmId};
+use qbo_pipeline::entity::Entity;
+use qbo_pipeline::window::{ChunkSize, Window, parse_day};
+use qbo_sandbox::{RunningSandbox, SandboxConfig};
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The server URL tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL must point at a PostgreSQL server where databases can be created \
+         (e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable); see README 'Tests'",
+    )
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("DATABASE_URL is a URL");
+    u.set_path(db);
+    u.to_string()
+}
+
+/// A fresh, empty database, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "qbo_it_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin).await.expect("connect to DATABASE_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        TestDb {
+            url: with_database(&admin, &name),
+            name,
+        }
+    }
+
+    pub fn settings(&self) -> DbSettings {
+        DbSettings::from_url(&self.url).expect("valid url")
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url).await.expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_url();
+        // Drop from a separate thread with its own runtime: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A small sandbox company: enough records for several pages per chunk.
+pub fn small_company() -> SandboxConfig {
+    SandboxConfig {
+        seed: 7,
+        customers: 120,
+        invoices: 900,
+        items: 60,
+        ..SandboxConfig::default()
+    }
+}
+
+pub async fn sandbox(config: SandboxConfig) -> RunningSandbox {
+    qbo_sandbox::spawn(config, ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("sandbox starts")
+}
+
+pub fn qbo_settings(sb: &RunningSandbox) -> QboSettings {
+    QboSettings {
+        client_id: sb.client_id().to_string(),
+        client_secret: SecretString::from(sb.client_secret().to_string()),
+        realm_id: RealmId::parse(sb.realm_id()).expect("sandbox realm"),
+        refresh_token: SecretString::from(sb.refresh_token().to_string()),
+        api_base: url::Url::parse(&sb.base_url()).expect("url"),
+        token_url: url::Url::parse(&sb.token_url()).expect("url"),
+    }
+}
+
+/// Fast retries for tests: the behaviour is the same, the waits are short.
+pub fn fast_http() -> HttpSettings {
+    HttpSettings {
+        requests_per_minute: 60_000 / 6, // effectively unlimited here
+        throttle_wait: Duration::from_millis(20),
+        min_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+        max_retries: 30,
+        request_timeout: Duration::from_secs(10),
+        ..HttpSettings::default()
+    }
+}
+
+pub fn window(from: &str, to: &str) -> Window {
+    Window::new(parse_day(from).unwrap(), parse_day(to).unwrap()).unwrap()
+}
+
+pub fn full_window() -> Window {
+    window("2014-01-01", "2025-12-31")
+}
+
+pub fn options(entities: &[Entity], window: Window) -> BackfillOptions {
+    BackfillOptions {
+        entities: entities.to_vec(),
+        window,
+        chunk: ChunkSize::Year,
+        page_size: 1000,
+        restart: false,
+        concurrency: 4,
+        pipeline: None,
+        trigger: None,
+        progress: false,
+    }
+}
+
+pub async fn backfill(
+    sb: &RunningSandbox,
+    db: &TestDb,
+    http: &HttpSettings,
+    opts: &BackfillOptions,
+) -> BackfillReport {
+    app::backfill(&qbo_settings(sb), &db.settings(), http, opts, &StopSignal::default())
+        .await
+        .expect("backfill runs")
+}
+
+/// Every (id, payload) of a destination table, payloads parsed.
+pub async fn table_rows(pool: &PgPool, entity: Entity) -> Vec<(String, serde_json::Value)> {
+    let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, payload::text FROM {} ORDER BY id",
+        entity.table()
+    )))
+    .fetch_all(pool)
+    .await
+    .expect("read table");
+    rows.into_iter()
+        .map(|(id, p)| (id, serde_json::from_str(&p).expect("payload is JSON")))
+        .collect()
+}
+
+/// The sandbox's records of `entity` in `window` (inactive included), by Id.
+pub fn sandbox_records(
+    sb: &RunningSandbox,
+    entity: Entity,
+    window: Window,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    sb.state()
+        .all_records(entity.qbo_name())
+        .into_iter()
+        .filter(|r| {
+            let t = r
+                .pointer("/MetaData/LastUpdatedTime")
+                .and_then(|v| v.as_str())
+                .and_then(qbo_query::eval::parse_datetime)
+                .expect("record has LastUpdatedTime");
+            t >= window.start() && t <= window.end()
+        })
+        .map(|r| (r["Id"].as_str().expect("Id").to_string(), r))
+        .collect()
+}
+
+/// Asserts the table holds exactly the sandbox's records of the window, payloads equal.
+pub async fn assert_table_equals_sandbox(
+    pool: &PgPool,
+    sb: &RunningSandbox,
+    entity: Entity,
+    window: Window,
+) {
+    let want = sandbox_records(sb, entity, window);
+    let got: std::collections::BTreeMap<String, serde_json::Value> =
+        table_rows(pool, entity).await.into_iter().collect();
+    let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "{entity}: {} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(extra.is_empty(), "{entity}: {} extra, e.g. {:?}", extra.len(), &extra[..extra.len().min(5)]);
+    for (id, record) in &want {
+        assert_eq!(&got[id], record, "{entity} {id}: payload differs");
+    }
+}
