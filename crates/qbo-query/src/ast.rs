@@ -93,3 +93,95 @@ impl fmt::Display for Op {
         })
     }
 }
+
+/// Canonical QBO text: `SELECT * FROM Invoice WHERE a >= '...' AND b IN (true, false) ORDERBY
+/// MetaData.LastUpdatedTime ASC STARTPOSITION 1 MAXRESULTS 1000`. Parsing the output gives the
+/// same `Query` back for every `Query` the parser can produce.
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SELECT {} FROM {}", self.select, self.entity)?;
+        for (i, condition) in self.conditions.iter().enumerate() {
+            f.write_str(if i == 0 { " WHERE " } else { " AND " })?;
+            write!(f, "{condition}")?;
+        }
+        if let Some(order_by) = &self.order_by {
+            write!(f, " {order_by}")?;
+        }
+        if let Some(start) = self.start_position {
+            write!(f, " STARTPOSITION {start}")?;
+        }
+        if let Some(max) = self.max_results {
+            write!(f, " MAXRESULTS {max}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `*`, `*, Sku` or `COUNT(*)`.
+impl fmt::Display for Select {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Select::All { extra } => {
+                f.write_str("*")?;
+                for name in extra {
+                    write!(f, ", {name}")?;
+                }
+                Ok(())
+            }
+            Select::Count => f.write_str("COUNT(*)"),
+        }
+    }
+}
+
+/// `field op value`, e.g. `DisplayName = 'Amy\'s Bird Sanctuary'`.
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.field, self.op, self.value)
+    }
+}
+
+/// `'text'` (with `'` and `\` backslash-escaped), `42`, `true`, `(v, v)`.
+impl fmt::Display for Literal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Literal::String(text) => {
+                f.write_str("'")?;
+                for c in text.chars() {
+                    if matches!(c, '\'' | '\\') {
+                        f.write_str("\\")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                f.write_str("'")
+            }
+            Literal::Number(text) => f.write_str(text),
+            Literal::Bool(b) => f.write_str(if *b { "true" } else { "false" }),
+            Literal::List(items) => {
+                f.write_str("(")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+/// `ORDERBY field ASC|DESC`.
+impl fmt::Display for OrderBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ORDERBY {} {}", self.field, self.direction)
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Asc => "ASC",
+            Direction::Desc => "DESC",
+        })
+    }
+}
