@@ -21,6 +21,9 @@
 //!   (`TotalAmt > '300.00'`), else case-insensitive text order. Booleans never order.
 //! - `LIKE`: case-insensitive, `%` matches any run of characters (there is no other wildcard
 //!   and no escape).
+//! - Numbers compare exactly as decimals (`5000000000000503624` < `5000000000000503625`,
+//!   `100.00` = `100`), never via JSON `Number` equality; with an exponent, as `f64`.
+//!   `NaN` / `inf` are text, not numbers.
 //! - Objects (other than references) and arrays match nothing.
 
 use std::cmp::Ordering;
@@ -117,19 +120,96 @@ fn parse_offset(zone: &str) -> Option<FixedOffset> {
     FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
-/// A number written the way JSON or QBO writes one (`-12`, `300.00`, `1e3`); `inf`, `NaN`
-/// and other words Rust's float parser accepts are not numbers here.
-fn parse_number(s: &str) -> Option<f64> {
-    let numeric = s.bytes().any(|b| b.is_ascii_digit())
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'));
-    if numeric { s.parse().ok() } else { None }
+/// A number written the way JSON or QBO writes one (`-12`, `300.00`, `.5`, `1e3`), as its
+/// sign, integer digits (no leading zeros) and fraction digits (no trailing zeros) when it
+/// has no exponent, so that long Ids (`5000000000000503624`) and amounts compare exactly.
+/// `inf`, `NaN` and other words Rust's float parser accepts are not numbers here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Number<'a> {
+    Exact {
+        negative: bool,
+        int: &'a str,
+        frac: &'a str,
+    },
+    /// With an exponent: compared as `f64`.
+    Float(f64),
 }
 
-/// The number a record value stands for: a JSON number, or a string that reads as one.
-fn value_number(value: &Value) -> Option<f64> {
+impl<'a> Number<'a> {
+    fn parse(s: &'a str) -> Option<Self> {
+        let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
+        let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if (!int.is_empty() || !frac.is_empty()) && digits(int) && digits(frac) {
+            let int = int.trim_start_matches('0');
+            let frac = frac.trim_end_matches('0');
+            return Some(Number::Exact {
+                negative: s.starts_with('-') && !(int.is_empty() && frac.is_empty()),
+                int,
+                frac,
+            });
+        }
+        let float_shaped = s.bytes().any(|b| b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'));
+        if float_shaped {
+            s.parse().ok().map(Number::Float)
+        } else {
+            None
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            Number::Float(f) => f,
+            Number::Exact {
+                negative,
+                int,
+                frac,
+            } => {
+                let magnitude: f64 = format!("0{int}.{frac}0").parse().unwrap_or(f64::NAN);
+                if negative { -magnitude } else { magnitude }
+            }
+        }
+    }
+
+    fn cmp(self, other: Number<'_>) -> Ordering {
+        match (self, other) {
+            (
+                Number::Exact {
+                    negative: an,
+                    int: ai,
+                    frac: af,
+                },
+                Number::Exact {
+                    negative: bn,
+                    int: bi,
+                    frac: bf,
+                },
+            ) => {
+                let magnitude = ai.len().cmp(&bi.len()).then(ai.cmp(bi)).then(af.cmp(bf));
+                match (an, bn) {
+                    (false, false) => magnitude,
+                    (true, true) => magnitude.reverse(),
+                    (true, false) => Ordering::Less,
+                    (false, true) => Ordering::Greater,
+                }
+            }
+            _ => self.as_f64().total_cmp(&other.as_f64()),
+        }
+    }
+}
+
+/// Whether `s` reads as a number, and which.
+fn parse_number(s: &str) -> Option<Number<'_>> {
+    Number::parse(s)
+}
+
+/// The number a record value stands for: a JSON number (its exact text, thanks to
+/// `arbitrary_precision`), or a string that reads as one.
+fn value_number(value: &Value) -> Option<Number<'_>> {
     match value {
-        Value::Number(n) => n.as_f64(),
+        Value::Number(n) => Number::parse(n.as_str()),
         Value::String(s) => parse_number(s),
         _ => None,
     }
@@ -173,14 +253,13 @@ fn equals(value: &Value, literal: &Literal) -> bool {
                 if let (Literal::Number(_), Some(a), Some(b)) =
                     (literal, parse_number(s), parse_number(text))
                 {
-                    return a == b;
+                    return a.cmp(b).is_eq();
                 }
                 cmp_text_ignore_case(s, text).is_eq()
             }
-            Value::Number(n) => n
-                .as_f64()
+            Value::Number(_) => value_number(value)
                 .zip(parse_number(text))
-                .is_some_and(|(a, b)| a == b),
+                .is_some_and(|(a, b)| a.cmp(b).is_eq()),
             Value::Bool(b) => text.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
             _ => false,
         },
@@ -199,7 +278,7 @@ fn compare(value: &Value, literal: &Literal) -> Option<Ordering> {
         return Some(a.cmp(&b));
     }
     if let (Some(a), Some(b)) = (value_number(value), parse_number(text)) {
-        return a.partial_cmp(&b);
+        return Some(a.cmp(b));
     }
     match value {
         Value::String(s) => Some(cmp_text_ignore_case(s, text)),
@@ -323,7 +402,7 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
         return x.cmp(&y);
     }
     if let (Some(x), Some(y)) = (value_number(a), value_number(b)) {
-        return x.total_cmp(&y);
+        return x.cmp(y);
     }
     match (a, b) {
         (Value::String(x), Value::String(y)) => x.cmp(y),
@@ -425,5 +504,173 @@ mod tests {
         );
         assert_eq!(lookup(&record, "MetaData.Nope"), None);
         assert_eq!(lookup(&record, "Id.value"), None);
+    }
+
+    #[test]
+    fn datetimes() {
+        let instant = |s: &str| {
+            parse_datetime(s).map(|d| (d.timestamp_millis(), d.offset().local_minus_utc()))
+        };
+        // 2015-10-08T20:28:29Z
+        let t = 1_444_336_109_000;
+        let cases = [
+            ("2015-10-08T13:28:29-07:00", Some((t, -7 * 3600))),
+            ("2015-10-08T13:28:29-0700", Some((t, -7 * 3600))),
+            ("2015-10-08T13:28:29-07", Some((t, -7 * 3600))),
+            ("2015-10-08T20:28:29Z", Some((t, 0))),
+            ("2015-10-08T20:28:29z", Some((t, 0))),
+            ("2015-10-08T20:28:29.000Z", Some((t, 0))),
+            ("2015-10-08T20:28:29.000000Z", Some((t, 0))),
+            ("2015-10-08T13:28:29.123-07:00", Some((t + 123, -7 * 3600))),
+            ("2015-10-09T01:58:29+05:30", Some((t, 5 * 3600 + 1800))),
+            ("2015-10-08T20:28:29", Some((t, 0))),
+            ("2015-10-08T20:28", Some((t - 29_000, 0))),
+            ("2015-10-08", Some((1_444_262_400_000, 0))),
+            ("2015-10-08 20:28:29", None),
+            ("2015-13-08", None),
+            ("2015-10-08T25:00:00Z", None),
+            ("2015-10-08T20:28:29+07:60", None),
+            ("2015-10-08T20:28:29-7:00", None),
+            ("2015-1-08", None),
+            ("20151008", None),
+            ("Amy's Bird Sanctuary", None),
+            ("", None),
+            ("2015-10-08T", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(instant(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn numbers_keep_arbitrary_precision_and_compare_numerically() {
+        // The workspace enables `arbitrary_precision`: `100.00` stays `100.00` as text.
+        let record: Value =
+            serde_json::from_str(r#"{"Amount":100.00,"Big":12345678901234567890.5,"Text":"9"}"#)
+                .expect("valid JSON");
+        let holds = |clause: &str| {
+            parse(&format!("SELECT * FROM Invoice WHERE {clause}"))
+                .expect("valid query")
+                .matches(&record)
+        };
+        assert!(holds("Amount = 100"));
+        assert!(holds("Amount = '100.0'"));
+        assert!(holds("Amount >= 100.00"));
+        assert!(!holds("Amount > '100'"));
+        assert!(holds("Big > 12345678901234567000"));
+        assert!(holds("Text < '10'"), "numeric strings order as numbers");
+        assert!(holds("Text = '9'"));
+        assert!(!holds("Text = '9.0'"), "quoted text compares as text for =");
+        assert!(
+            holds("Text = 9.0"),
+            "an unquoted number compares numerically"
+        );
+        assert!(holds("Amount LIKE '100%'"));
+        assert!(!holds("Big > 12345678901234567890.5"));
+        assert!(holds("Big < 12345678901234567890.51"));
+        assert!(holds("Big = 012345678901234567890.500"));
+        assert!(holds("Amount > -100.5"));
+        assert!(holds("Amount > '1e1'"));
+        assert!(!holds("Amount > '1e3'"));
+    }
+
+    #[test]
+    fn edge_values() {
+        let record = json!({
+            "Active": "TRUE", "Name": "Café Ünïcode", "Tags": ["a", "b"], "Empty": null,
+            "Line": [{"Amount": 5}], "Nan": "NaN", "Inf": "inf"
+        });
+        let holds = |clause: &str| {
+            parse(&format!("SELECT * FROM Item WHERE {clause}"))
+                .expect("valid query")
+                .matches(&record)
+        };
+        assert!(holds("Active = true"), "boolean strings equal booleans");
+        assert!(!holds("Active < true"), "booleans never order");
+        assert!(holds("Name = 'CAFÉ üNÏCODE'"), "Unicode case folding");
+        assert!(holds("Name LIKE 'caf%code'"));
+        assert!(holds("Name LIKE '%'"));
+        assert!(holds("Name LIKE '%%'"));
+        assert!(!holds("Name LIKE 'Café'"), "no % means whole-text equality");
+        assert!(holds("Name LIKE 'café ünïcode'"));
+        assert!(!holds("Name LIKE '%é%é%'"));
+        assert!(holds("Name LIKE 'C%f%Ü%'"));
+        assert!(!holds("Name LIKE 'C_fé%'"), "_ is not a wildcard");
+        assert!(!holds("Tags = 'a'"), "arrays match nothing");
+        assert!(!holds("Line.Amount = 5"));
+        assert!(!holds("Empty = 'x'"));
+        assert!(!holds("Empty != 'x'"), "null behaves like missing");
+        assert!(
+            holds("Nan > 1"),
+            "NaN is text here, and 'nan' > '1' as text"
+        );
+        assert!(!holds("Nan = 'NaN0'"));
+        assert!(holds("Inf > 'hello'"), "inf compares as text");
+    }
+
+    #[test]
+    fn query_helpers() {
+        let q = parse(
+            "SELECT * FROM Customer WHERE active IN (true, false) AND MetaData.LastUpdatedTime \
+             >= '2015-10-01' AND metadata.lastupdatedtime < '2015-11-01' ORDERBY Active",
+        )
+        .expect("valid query");
+        assert!(q.mentions_field("Active"));
+        assert!(q.mentions_field("ACTIVE"));
+        assert!(!q.mentions_field("MetaData"), "whole paths only");
+        assert!(!q.mentions_field("DisplayName"));
+        let window: Vec<Op> = q
+            .field_conditions("MetaData.LastUpdatedTime")
+            .map(|c| c.op)
+            .collect();
+        assert_eq!(window, [Op::Ge, Op::Lt]);
+        assert!(q.matches(&customer()));
+        let inactive =
+            json!({"Active": false, "MetaData": {"LastUpdatedTime": "2015-11-01T00:00:00Z"}});
+        assert!(!q.matches(&inactive), "the window's end is exclusive");
+        let everything = parse("SELECT * FROM Customer").expect("valid query");
+        assert!(everything.matches(&json!({})));
+    }
+
+    #[test]
+    fn ordering() {
+        let rows = [
+            json!({"Id": "10", "Name": "b", "T": "2015-10-08T13:28:29-07:00", "Ref": {"value": "2"}}),
+            json!({"Id": "9", "Name": "B", "T": "2015-10-08T20:28:30Z", "Ref": {"value": "10"}}),
+            json!({"Id": "11", "Name": "a"}),
+            json!({"Id": "1", "Name": null, "T": "2015-10-08T20:00:00Z", "Ref": {"value": "1"}}),
+        ];
+        let sorted_ids = |field: &str, direction| {
+            let order = OrderBy {
+                field: field.to_owned(),
+                direction,
+            };
+            let mut sorted = rows.to_vec();
+            sorted.sort_by(|a, b| order.compare(a, b));
+            sorted
+                .iter()
+                .map(|r| r["Id"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sorted_ids("Id", Direction::Asc), ["1", "9", "10", "11"]);
+        assert_eq!(sorted_ids("id", Direction::Desc), ["11", "10", "9", "1"]);
+        assert_eq!(sorted_ids("Name", Direction::Asc), ["9", "11", "10", "1"]);
+        assert_eq!(sorted_ids("Name", Direction::Desc), ["10", "11", "9", "1"]);
+        assert_eq!(sorted_ids("t", Direction::Asc), ["1", "10", "9", "11"]);
+        assert_eq!(sorted_ids("T", Direction::Desc), ["9", "10", "1", "11"]);
+        assert_eq!(sorted_ids("Ref", Direction::Asc), ["1", "10", "9", "11"]);
+        assert_eq!(
+            compare_for_order(&rows[2], &rows[0], "T"),
+            Ordering::Greater,
+            "missing sorts last"
+        );
+        assert_eq!(
+            compare_for_order(&json!({}), &json!({}), "T"),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_for_order(&json!({"A": true}), &json!({"A": "x"}), "A"),
+            Ordering::Less
+        );
     }
 }

@@ -344,3 +344,129 @@ pub fn position(input: &str, offset: usize) -> (usize, usize) {
     }
     here
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(input: &str) -> Vec<(TokenKind, &str)> {
+        tokenize(input)
+            .unwrap_or_else(|e| panic!("{input}: {e}"))
+            .into_iter()
+            .map(|t| (t.kind, t.text))
+            .collect()
+    }
+
+    #[test]
+    fn tokens() {
+        use TokenKind::*;
+        let cases: Vec<(&str, Vec<(TokenKind, &str)>)> = vec![
+            (
+                "select COUNT(*)",
+                vec![
+                    (Select, "select"),
+                    (Count, "COUNT"),
+                    (LParen, "("),
+                    (Star, "*"),
+                    (RParen, ")"),
+                    (Eof, ""),
+                ],
+            ),
+            (
+                "Description Desc descending MetaData.LastUpdatedTime Order.By",
+                vec![
+                    (Identifier, "Description"),
+                    (Desc, "Desc"),
+                    (Identifier, "descending"),
+                    (Identifier, "MetaData.LastUpdatedTime"),
+                    (Identifier, "Order.By"),
+                    (Eof, ""),
+                ],
+            ),
+            (
+                "= != < <= > >= <> ,",
+                vec![
+                    (Eq, "="),
+                    (Ne, "!="),
+                    (Lt, "<"),
+                    (Le, "<="),
+                    (Gt, ">"),
+                    (Ge, ">="),
+                    (Lt, "<"),
+                    (Gt, ">"),
+                    (Comma, ","),
+                    (Eof, ""),
+                ],
+            ),
+            (
+                r"'' 'a''b' 'it\'s' 'c:\\' '%'",
+                vec![
+                    (String, "''"),
+                    (String, "'a'"),
+                    (String, "'b'"),
+                    (String, r"'it\'s'"),
+                    (String, r"'c:\\'"),
+                    (String, "'%'"),
+                    (Eof, ""),
+                ],
+            ),
+            (
+                "0 42 -7 300.00 -0.5 5abc",
+                vec![
+                    (Integer, "0"),
+                    (Integer, "42"),
+                    (Integer, "-7"),
+                    (Decimal, "300.00"),
+                    (Decimal, "-0.5"),
+                    (Integer, "5"),
+                    (Identifier, "abc"),
+                    (Eof, ""),
+                ],
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(kinds(input), expected, "{input}");
+        }
+        // A dot that continues neither a number nor a path, a lone `-` or `!`, `"`, `;`.
+        for input in ["1.x", "a. b", "- 1", "!", "\"x\"", "a;", "#"] {
+            assert!(tokenize(input).is_err(), "{input}");
+        }
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive() {
+        for word in ["ORDERBY", "orderby", "OrderBy", "oRdErBy"] {
+            assert_eq!(kinds(word)[0].0, TokenKind::OrderBy, "{word}");
+        }
+        for word in ["TRUE", "true", "True", "FaLsE"] {
+            assert!(
+                matches!(kinds(word)[0].0, TokenKind::True | TokenKind::False),
+                "{word}"
+            );
+        }
+    }
+
+    #[test]
+    fn unescape() {
+        assert_eq!(unescape_string(r"'Amy\'s'"), "Amy's");
+        assert_eq!(unescape_string(r"'a\\b'"), r"a\b");
+        assert_eq!(unescape_string(r"'\q'"), "q");
+        assert_eq!(unescape_string("''"), "");
+    }
+
+    #[test]
+    fn positions_follow_javacc() {
+        let text = "ab\tc\r\nd\re\nf";
+        let at = |c: char| text.find(c).expect("char in text");
+        assert_eq!(position(text, 0), (1, 1));
+        assert_eq!(position(text, at('\t')), (1, 8));
+        assert_eq!(position(text, at('c')), (1, 9));
+        assert_eq!(position(text, at('\n')), (1, 11));
+        assert_eq!(position(text, at('d')), (2, 1));
+        assert_eq!(position(text, at('e')), (3, 1));
+        assert_eq!(position(text, at('f')), (4, 1));
+        assert_eq!(position(text, text.len()), (4, 1));
+        assert_eq!(position("é x", 3), (1, 3));
+        assert_eq!(position("", 0), (1, 1));
+    }
+}

@@ -634,4 +634,353 @@ mod tests {
             assert_eq!(parse(text), Ok(expected), "{text}");
         }
     }
+
+    #[test]
+    fn other_accepted_forms() {
+        let item_with_sku = query(all(&["Sku"]), "Item");
+        let active_by_update = Query {
+            conditions: vec![cond("active", Op::Eq, Literal::Bool(true))],
+            order_by: Some(OrderBy {
+                field: "metadata.lastupdatedtime".to_owned(),
+                direction: Direction::Desc,
+            }),
+            ..query(all(&[]), "Customer")
+        };
+        let ordered = |field: &str, direction| Query {
+            order_by: Some(OrderBy {
+                field: field.to_owned(),
+                direction,
+            }),
+            ..query(all(&[]), "Invoice")
+        };
+        let cases: Vec<(&str, Query)> = vec![
+            ("SELECT *, Sku FROM Item", item_with_sku.clone()),
+            ("SELECT * ,Sku FROM Item", item_with_sku),
+            (
+                "SELECT *, Sku, MetaData.CreateTime FROM Item",
+                query(all(&["Sku", "MetaData.CreateTime"]), "Item"),
+            ),
+            ("SELECT COUNT ( * ) FROM Bill", query(Select::Count, "Bill")),
+            ("sElEcT cOuNt(*) fRoM bill", query(Select::Count, "bill")),
+            (
+                "SELECT * FROM Customer WHERE active = true ORDERBY metadata.lastupdatedtime DESC",
+                active_by_update.clone(),
+            ),
+            (
+                "select * from Customer where active = TRUE order by metadata.lastupdatedtime desc",
+                active_by_update,
+            ),
+            (
+                "SELECT * FROM Invoice ORDER BY TxnDate",
+                ordered("TxnDate", Direction::Asc),
+            ),
+            (
+                "SELECT * FROM Invoice ORDERBY TxnDate asc",
+                ordered("TxnDate", Direction::Asc),
+            ),
+            (
+                "SELECT * FROM Invoice\n\tORDER\r\n  BY Id DESC  \n",
+                ordered("Id", Direction::Desc),
+            ),
+            (
+                "SELECT * FROM Invoice STARTPOSITION 0 MAXRESULTS 1000",
+                paged(query(all(&[]), "Invoice"), 0, 1000),
+            ),
+            (
+                "SELECT * FROM Invoice startposition 101",
+                Query {
+                    start_position: Some(101),
+                    ..query(all(&[]), "Invoice")
+                },
+            ),
+            (
+                "SELECT * FROM Invoice maxresults 10",
+                Query {
+                    max_results: Some(10),
+                    ..query(all(&[]), "Invoice")
+                },
+            ),
+            (
+                "SELECT * FROM Invoice WHERE Balance > 0 AND TotalAmt <= 12.50 AND Id != '3' \
+                 AND DocNumber < '1001' AND TxnDate >= '2015-10-08' AND Amount > -1.5",
+                filtered(
+                    query(all(&[]), "Invoice"),
+                    vec![
+                        cond("Balance", Op::Gt, Literal::Number("0".to_owned())),
+                        cond("TotalAmt", Op::Le, Literal::Number("12.50".to_owned())),
+                        cond("Id", Op::Ne, s("3")),
+                        cond("DocNumber", Op::Lt, s("1001")),
+                        cond("TxnDate", Op::Ge, s("2015-10-08")),
+                        cond("Amount", Op::Gt, Literal::Number("-1.5".to_owned())),
+                    ],
+                ),
+            ),
+            (
+                r"SELECT * FROM Customer WHERE DisplayName LIKE '%Bird%' AND Notes = 'a\\b' AND PrintOnCheckName = '' AND CompanyName = ' '",
+                filtered(
+                    query(all(&[]), "Customer"),
+                    vec![
+                        cond("DisplayName", Op::Like, s("%Bird%")),
+                        cond("Notes", Op::Eq, s(r"a\b")),
+                        cond("PrintOnCheckName", Op::Eq, s("")),
+                        cond("CompanyName", Op::Eq, s(" ")),
+                    ],
+                ),
+            ),
+            (
+                "SELECT * FROM Customer WHERE Id IN('5')AND Active IN (TRUE,False)",
+                filtered(
+                    query(all(&[]), "Customer"),
+                    vec![cond("Id", Op::In, ids(&["5"])), active_all()],
+                ),
+            ),
+            (
+                "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime>='2015-10-08T13:28:29-07:00'",
+                filtered(
+                    query(all(&[]), "Invoice"),
+                    vec![cond(
+                        "MetaData.LastUpdatedTime",
+                        Op::Ge,
+                        s("2015-10-08T13:28:29-07:00"),
+                    )],
+                ),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse(text), Ok(expected), "{text}");
+        }
+    }
+
+    /// (query, QBO's fault detail, friendly message)
+    #[test]
+    fn errors() {
+        let cases = [
+            (
+                "SELECT * FROM Customer WHERE DisplayName = 'Amy",
+                r#"QueryParserError: Lexical error at line 1, column 48.  Encountered: <EOF> after : "\'Amy""#,
+                "line 1, column 48: string literal 'Amy has no closing quote",
+            ),
+            (
+                "SELECT * FROM Vendor WHERE DisplayName = 'Peet''s'",
+                r#"QueryParserError: Encountered " <STRING> "\'s\' "" at line 1, column 48."#,
+                r#"line 1, column 48: expected one of "AND", "ORDERBY", "ORDER", "STARTPOSITION", "MAXRESULTS" or <EOF>, found <STRING> `'s'`"#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Active = true OR Id = '5'",
+                r#"QueryParserError: Encountered " <IDENTIFIER> "OR "" at line 1, column 44."#,
+                "line 1, column 44: QBO queries have no OR; conditions can only be combined with \
+                 AND (use IN for alternatives of one field)",
+            ),
+            (
+                "SELECT * Customer",
+                r#"QueryParserError: Encountered " <IDENTIFIER> "Customer "" at line 1, column 10."#,
+                r#"line 1, column 10: expected one of "," or "FROM", found <IDENTIFIER> `Customer`"#,
+            ),
+            (
+                "SELECT * FROM Customer garbage",
+                r#"QueryParserError: Encountered " <IDENTIFIER> "garbage "" at line 1, column 24."#,
+                r#"line 1, column 24: expected one of "WHERE", "ORDERBY", "ORDER", "STARTPOSITION", "MAXRESULTS" or <EOF>, found <IDENTIFIER> `garbage`"#,
+            ),
+            (
+                "SELECT * FROM Customer MAXRESULTS 10 MAXRESULTS 10",
+                r#"QueryParserError: Encountered " "MAXRESULTS" "MAXRESULTS "" at line 1, column 38."#,
+                r#"line 1, column 38: expected one of "STARTPOSITION" or <EOF>, found "MAXRESULTS""#,
+            ),
+            (
+                "SELECT * FROM Customer MAXRESULTS abc",
+                r#"QueryParserError: Encountered " <IDENTIFIER> "abc "" at line 1, column 35."#,
+                "line 1, column 35: expected <INTEGER>, found <IDENTIFIER> `abc`",
+            ),
+            (
+                "SELECT * FROM Customer MAXRESULTS 1.5",
+                r#"QueryParserError: Encountered " <DECIMAL> "1.5 "" at line 1, column 35."#,
+                "line 1, column 35: expected <INTEGER>, found <DECIMAL> `1.5`",
+            ),
+            (
+                "SELECT * FROM Customer STARTPOSITION -1",
+                r#"QueryParserError: Encountered " <INTEGER> "-1 "" at line 1, column 38."#,
+                "line 1, column 38: expected a whole number of at least 0, found <INTEGER> `-1`",
+            ),
+            (
+                "SELECT * FROM Customer MAXRESULTS 99999999999999999999",
+                r#"QueryParserError: Encountered " <INTEGER> "99999999999999999999 "" at line 1, column 35."#,
+                "line 1, column 35: expected a whole number of at least 0, found <INTEGER> \
+                 `99999999999999999999`",
+            ),
+            (
+                "SELECT * FROM Invoice ORDER TxnDate",
+                r#"QueryParserError: Encountered " <IDENTIFIER> "TxnDate "" at line 1, column 29."#,
+                r#"line 1, column 29: expected "BY", found <IDENTIFIER> `TxnDate`"#,
+            ),
+            (
+                "SELECT * FROM",
+                r#"QueryParserError: Encountered "<EOF>" at line 1, column 13."#,
+                "line 1, column 13: expected <IDENTIFIER>, found end of query",
+            ),
+            (
+                "SELECT * FROM Customer WHERE ",
+                r#"QueryParserError: Encountered "<EOF>" at line 1, column 29."#,
+                "line 1, column 29: expected <IDENTIFIER>, found end of query",
+            ),
+            (
+                "SELECT * FROM Customer WHERE Id IN ()",
+                r#"QueryParserError: Encountered " ")" ") "" at line 1, column 37."#,
+                r#"line 1, column 37: expected one of <STRING>, <INTEGER>, <DECIMAL>, "TRUE" or "FALSE", found ")""#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Id IN '5'",
+                r#"QueryParserError: Encountered " <STRING> "\'5\' "" at line 1, column 36."#,
+                r#"line 1, column 36: expected "(", found <STRING> `'5'`"#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Id == '5'",
+                r#"QueryParserError: Encountered " "=" "= "" at line 1, column 34."#,
+                r#"line 1, column 34: expected one of <STRING>, <INTEGER>, <DECIMAL>, "TRUE" or "FALSE", found "=""#,
+            ),
+            (
+                "SELECT Id FROM Customer",
+                r#"QueryParserError: Encountered " <IDENTIFIER> "Id "" at line 1, column 8."#,
+                r#"line 1, column 8: expected one of "*" or "COUNT", found <IDENTIFIER> `Id`"#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE DisplayName = \"Amy\"",
+                r#"QueryParserError: Lexical error at line 1, column 44.  Encountered: "\"" (34), after : """#,
+                r#"line 1, column 44: unexpected character '"'"#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Balance ! 5",
+                r#"QueryParserError: Lexical error at line 1, column 39.  Encountered: " " (32), after : "!""#,
+                "line 1, column 39: unexpected character ' '",
+            ),
+            (
+                "SELECT *\nFROM Customer\nWHERE Active = yes",
+                r#"QueryParserError: Encountered " <IDENTIFIER> "yes "" at line 3, column 16."#,
+                r#"line 3, column 16: expected one of <STRING>, <INTEGER>, <DECIMAL>, "TRUE" or "FALSE", found <IDENTIFIER> `yes`"#,
+            ),
+            (
+                // JavaCC columns: a tab runs to the next multiple of 8.
+                "SELECT *\tFROM\tCustomer\tWHERE",
+                r#"QueryParserError: Encountered "<EOF>" at line 1, column 45."#,
+                "line 1, column 45: expected <IDENTIFIER>, found end of query",
+            ),
+            (
+                "",
+                r#"QueryParserError: Encountered "<EOF>" at line 1, column 1."#,
+                r#"line 1, column 1: expected "SELECT", found end of query"#,
+            ),
+        ];
+        for (text, detail, friendly) in cases {
+            let error = parse(text).expect_err(text);
+            assert_eq!(error.qbo_detail(), detail, "{text}");
+            assert_eq!(error.to_string(), friendly, "{text}");
+        }
+    }
+
+    #[test]
+    fn error_fields_point_at_the_token() {
+        let text = "SELECT * FROM Customer WHERE Active = true OR Id = '5'";
+        let error = parse(text).expect_err("OR is not QBO");
+        assert_eq!(error.kind, ParseErrorKind::Or);
+        assert_eq!(error.offset, text.find("OR").expect("OR is in the text"));
+        assert_eq!((error.line, error.column), (1, 44));
+        assert_eq!(
+            error.found,
+            Found::Token {
+                kind: TokenKind::Identifier,
+                text: "OR".to_owned()
+            }
+        );
+        assert!(error.expected.contains(&TokenKind::And));
+
+        let error = parse("SELECT * FROM Customer WHERE Name = 'x").expect_err("unterminated");
+        assert_eq!(
+            error.kind,
+            ParseErrorKind::UnterminatedString {
+                after: "'x".to_owned()
+            }
+        );
+        assert_eq!(error.found, Found::Eof);
+        assert_eq!(error.offset, 38);
+    }
+
+    #[test]
+    fn java_escape_matches_javacc() {
+        assert_eq!(java_escape(r#"a'b"c\d"#), r#"a\'b\"c\\d"#);
+        assert_eq!(
+            java_escape("\t\n\u{1}é😀"),
+            "\\t\\n\\u0001\\u00e9\\ud83d\\ude00"
+        );
+    }
+
+    /// Printing gives canonical text, and that text parses back to the same tree.
+    #[test]
+    fn print_then_reparse() {
+        let cases = [
+            (
+                "select * from Invoice where MetaData.LastUpdatedTime >= '2015-10-08T13:28:29-07:00' \
+                 and Active in ( true , false ) order by MetaData.LastUpdatedTime maxresults 1000 \
+                 startposition 1",
+                "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '2015-10-08T13:28:29-07:00' \
+                 AND Active IN (true, false) ORDERBY MetaData.LastUpdatedTime ASC STARTPOSITION 1 \
+                 MAXRESULTS 1000",
+            ),
+            (
+                r"SELECT * FROM Customer WHERE DisplayName = 'Amy\'s Bird Sanctuary'",
+                r"SELECT * FROM Customer WHERE DisplayName = 'Amy\'s Bird Sanctuary'",
+            ),
+            (
+                r"SELECT * FROM Customer WHERE Notes = 'back\\slash \q' AND Name LIKE '%a%'",
+                r"SELECT * FROM Customer WHERE Notes = 'back\\slash q' AND Name LIKE '%a%'",
+            ),
+            (
+                "SELECT count(*) FROM Customer WHERE Id IN ('5','6')",
+                "SELECT COUNT(*) FROM Customer WHERE Id IN ('5', '6')",
+            ),
+            ("SELECT *,Sku FROM Item", "SELECT *, Sku FROM Item"),
+            (
+                "SELECT * FROM Bill WHERE Balance > 0 AND TotalAmt != -1.50 AND Id <= '9' \
+                 AND Id < '9' AND Id >= 1 ORDERBY TxnDate DESC STARTPOSITION 0",
+                "SELECT * FROM Bill WHERE Balance > 0 AND TotalAmt != -1.50 AND Id <= '9' \
+                 AND Id < '9' AND Id >= 1 ORDERBY TxnDate DESC STARTPOSITION 0",
+            ),
+            (
+                "SELECT * FROM Vendor MAXRESULTS 5",
+                "SELECT * FROM Vendor MAXRESULTS 5",
+            ),
+            (
+                "SELECT * FROM Customer WHERE Name = ''",
+                "SELECT * FROM Customer WHERE Name = ''",
+            ),
+        ];
+        for (text, canonical) in cases {
+            let parsed = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let printed = parsed.to_string();
+            assert_eq!(printed, canonical, "{text}");
+            assert_eq!(parse(&printed), Ok(parsed), "{printed}");
+        }
+    }
+
+    /// Trees built by hand (as the pipeline does) print to text that parses back to them.
+    #[test]
+    fn built_trees_round_trip() {
+        let tricky = [
+            "",
+            " ",
+            "'",
+            "\\",
+            r"\'",
+            "''",
+            "%",
+            "a\"b",
+            "line\nbreak",
+            "é ü 😀",
+        ];
+        for text in tricky {
+            let q = filtered(
+                query(all(&[]), "Customer"),
+                vec![cond("DisplayName", Op::Eq, s(text)), active_all()],
+            );
+            assert_eq!(parse(&q.to_string()), Ok(q.clone()), "{q}");
+        }
+    }
 }
