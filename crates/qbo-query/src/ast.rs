@@ -185,3 +185,55 @@ impl fmt::Display for Direction {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_canonical_text() {
+        let q = Query {
+            select: Select::All {
+                extra: vec!["Sku".to_owned()],
+            },
+            entity: "Item".to_owned(),
+            conditions: vec![
+                Condition {
+                    field: "Name".to_owned(),
+                    op: Op::Like,
+                    value: Literal::String(r"Amy's \ %".to_owned()),
+                },
+                Condition {
+                    field: "Id".to_owned(),
+                    op: Op::In,
+                    value: Literal::List(vec![
+                        Literal::String("5".to_owned()),
+                        Literal::Number("6".to_owned()),
+                        Literal::Bool(false),
+                    ]),
+                },
+            ],
+            order_by: Some(OrderBy {
+                field: "Name".to_owned(),
+                direction: Direction::Desc,
+            }),
+            start_position: Some(11),
+            max_results: Some(5),
+        };
+        assert_eq!(
+            q.to_string(),
+            r"SELECT *, Sku FROM Item WHERE Name LIKE 'Amy\'s \\ %' AND Id IN ('5', 6, false) ORDERBY Name DESC STARTPOSITION 11 MAXRESULTS 5"
+        );
+        let count = Query {
+            select: Select::Count,
+            conditions: Vec::new(),
+            order_by: None,
+            start_position: None,
+            max_results: None,
+            ..q
+        };
+        assert_eq!(count.to_string(), "SELECT COUNT(*) FROM Item");
+        assert_eq!(Literal::Bool(true).to_string(), "true");
+        assert_eq!(Direction::default().to_string(), "ASC");
+    }
+}

@@ -983,4 +983,35 @@ mod tests {
             assert_eq!(parse(&q.to_string()), Ok(q.clone()), "{q}");
         }
     }
+
+    /// The examples in GRAMMAR.md's "Errors" section, verbatim.
+    #[test]
+    fn grammar_md_error_examples() {
+        let cases = [
+            (
+                "SELECT * FROM Invoice ORDER TxnDate",
+                r#"QueryParserError: Encountered " <IDENTIFIER> "TxnDate "" at line 1, column 29."#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Active IN and",
+                r#"QueryParserError: Encountered " "AND" "and "" at line 1, column 40."#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE",
+                r#"QueryParserError: Encountered "<EOF>" at line 1, column 28."#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE DisplayName = 'Amy",
+                r#"QueryParserError: Lexical error at line 1, column 48.  Encountered: <EOF> after : "\'Amy""#,
+            ),
+        ];
+        for (text, detail) in cases {
+            assert_eq!(parse(text).expect_err(text).qbo_detail(), detail, "{text}");
+        }
+        let friendly = parse("SELECT * FROM Invoice ORDER TxnDate").expect_err("no BY");
+        assert_eq!(
+            friendly.to_string(),
+            r#"line 1, column 29: expected "BY", found <IDENTIFIER> `TxnDate`"#
+        );
+    }
 }
