@@ -195,6 +195,9 @@ pub struct RunRow {
     pub error: Option<String>,
     pub records: i64,
     pub requests: i64,
+    /// The newest validation of this run's data: passed or not, and its evidence folder.
+    pub validation_passed: Option<bool>,
+    pub validation_evidence: Option<String>,
 }
 
 /// Per-entity figures of one run.
@@ -216,13 +219,16 @@ pub struct RunEntityRow {
 
 const RUN_SELECT: &str = "SELECT r.run_id, r.pipeline, r.trigger_name, r.realm_id, r.params, r.status,
         r.started_at, r.finished_at, r.error,
-        coalesce(sum(e.records), 0)::bigint AS records, coalesce(sum(e.requests), 0)::bigint AS requests
-    FROM qbo_pipeline.runs r LEFT JOIN qbo_pipeline.run_entities e USING (run_id)";
+        coalesce(sum(e.records), 0)::bigint AS records, coalesce(sum(e.requests), 0)::bigint AS requests,
+        v.passed AS validation_passed, v.evidence_dir AS validation_evidence
+    FROM qbo_pipeline.runs r LEFT JOIN qbo_pipeline.run_entities e USING (run_id)
+    LEFT JOIN LATERAL (SELECT passed, evidence_dir FROM qbo_pipeline.validations x
+                       WHERE x.run_id = r.run_id ORDER BY validation_id DESC LIMIT 1) v ON true";
 
 pub async fn list_runs(pool: &PgPool, limit: i64) -> Result<Vec<RunRow>, sqlx::Error> {
     mark_abandoned(pool).await?;
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{RUN_SELECT} GROUP BY r.run_id ORDER BY r.run_id DESC LIMIT $1"
+        "{RUN_SELECT} GROUP BY r.run_id, v.passed, v.evidence_dir ORDER BY r.run_id DESC LIMIT $1"
     )))
     .bind(limit)
     .fetch_all(pool)
@@ -235,7 +241,7 @@ pub async fn show_run(
 ) -> Result<Option<(RunRow, Vec<RunEntityRow>)>, sqlx::Error> {
     mark_abandoned(pool).await?;
     let run: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{RUN_SELECT} WHERE r.run_id = $1 GROUP BY r.run_id"
+        "{RUN_SELECT} WHERE r.run_id = $1 GROUP BY r.run_id, v.passed, v.evidence_dir"
     )))
     .bind(run_id)
     .fetch_optional(pool)

@@ -18,6 +18,7 @@
 //! | [`ledger`] | the run ledger: runs, per-entity figures, abandoned-run detection |
 //! | [`backfill`] | the engine tying the above together, concurrency and progress |
 //! | [`app`] | the commands (`migrate`, `backfill`, `demo`, `runs`) over validated input |
+//! | [`validate`] | data checks, reconciliation with QBO's counts, archived evidence |
 //! | [`pgtemp`] | a private throwaway PostgreSQL from the system's binaries (demo) |
 //!
 //! The simulated QBO lives in the `qbo-sandbox` crate, the query language in `qbo-query`.
@@ -34,6 +35,7 @@ pub mod extract;
 pub mod ledger;
 pub mod load;
 pub mod pgtemp;
+pub mod validate;
 pub mod window;
 
 /// Installs rustls' ring crypto provider once per process (reqwest is built without one).

@@ -50,6 +50,44 @@ enum Command {
     Demo(DemoArgs),
     /// The run ledger.
     Runs(RunsArgs),
+    /// Check the loaded data and reconcile it with QBO's own counts.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args, Debug)]
+struct ValidateArgs {
+    /// customers, invoices, items or all (default all).
+    #[arg(long = "entity", value_delimiter = ',')]
+    entities: Vec<String>,
+    /// Reconcile from this day (with --to); default: the span of the loaded extraction windows.
+    #[arg(long = "from", visible_alias = "fecha-inicio")]
+    from: Option<String>,
+    #[arg(long = "to", visible_alias = "fecha-fin")]
+    to: Option<String>,
+    /// Archive report.md, report.json, report.html and queries.sql in a timestamped folder here.
+    #[arg(long)]
+    evidence_dir: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    /// Also compare the Id sets (reads every record's Id from QBO) and list missing/extra Ids.
+    #[arg(long)]
+    deep: bool,
+    /// Check the database alone, without QBO credentials (no reconciliation).
+    #[arg(long)]
+    offline: bool,
+    #[arg(long)]
+    api_base_url: Option<String>,
+    #[arg(long)]
+    token_url: Option<String>,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Args, Debug)]
@@ -265,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => backfill(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Runs(args) => runs(args).await,
+        Command::Validate(args) => validate(args).await,
     }
 }
 
@@ -367,6 +406,88 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(if demo.report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    let mut selections = Vec::new();
+    for e in &args.entities {
+        match e.parse::<EntitySelection>() {
+            Ok(s) => selections.push(s),
+            Err(err) => problems.push(err.to_string()),
+        }
+    }
+    let window = match (&args.from, &args.to) {
+        (None, None) => None,
+        (Some(f), Some(t)) => match (parse_day(f), parse_day(t)) {
+            (Ok(f), Ok(t)) => Window::new(f, t).map_err(|e| problems.push(e.to_string())).ok(),
+            (f, t) => {
+                for e in [f.err(), t.err()].into_iter().flatten() {
+                    problems.push(e.to_string());
+                }
+                None
+            }
+        },
+        _ => {
+            problems.push("give both --from and --to, or neither".into());
+            None
+        }
+    };
+    let http = args.http.settings().map_err(|e| problems.extend(e.problems));
+    let qbo = if args.offline {
+        None
+    } else {
+        config::qbo_settings(&ProcessEnv, args.api_base_url.as_deref(), args.token_url.as_deref())
+            .map_err(|e| {
+                problems.extend(e.problems);
+                problems.push("(or pass --offline to check the database without QBO)".into());
+            })
+            .ok()
+    };
+    let db = database_settings().map_err(|e| problems.push(e.0));
+    if let Some(dir) = &args.evidence_dir {
+        if dir.exists() && !dir.is_dir() {
+            problems.push(format!("--evidence-dir {} is not a directory", dir.display()));
+        }
+    }
+    let (Ok(http), Ok(db)) = (http, db) else {
+        return Err(ConfigError { problems }.into());
+    };
+    if !problems.is_empty() {
+        return Err(ConfigError { problems }.into());
+    }
+    let pool = app::open_database(&db, 4).await?;
+    let engine = match &qbo {
+        Some(q) => Some(app::engine(pool.clone(), q, &http)?),
+        None => None,
+    };
+    let opts = qbo_pipeline::validate::ValidateOptions {
+        entities: entity::expand(&selections),
+        window,
+        deep: args.deep,
+    };
+    let realm = qbo.as_ref().map(|q| q.realm_id.as_str().to_string());
+    let report = qbo_pipeline::validate::validate(
+        &pool,
+        engine.as_ref().map(|e| (e.client.as_ref(), realm.as_deref().unwrap_or_default())),
+        &opts,
+    )
+    .await?;
+    let evidence = match &args.evidence_dir {
+        Some(dir) => Some(report.archive(dir)?),
+        None => None,
+    };
+    report.record(&pool, evidence.as_deref()).await?;
+    pool.close().await;
+    match args.format {
+        ReportFormat::Text => print!("{}", report.text()),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Markdown => print!("{}", report.markdown()),
+    }
+    if let Some(dir) = evidence {
+        eprintln!("evidence archived in {}", dir.display());
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let db = database_settings()?;
     let pool = app::open_database(&db, 2).await?;
@@ -377,12 +498,12 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  error",
-                    "run", "pipeline", "status", "started (UTC)", "finished (UTC)", "records", "requests"
+                    "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  {:<10} error",
+                    "run", "pipeline", "status", "started (UTC)", "finished (UTC)", "records", "requests", "validated"
                 );
                 for r in rows {
                     println!(
-                        "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  {}",
+                        "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  {:<10} {}{}",
                         r.run_id,
                         r.pipeline,
                         r.status,
@@ -392,7 +513,15 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                             .unwrap_or_else(|| "-".into()),
                         r.records,
                         r.requests,
-                        r.error.unwrap_or_default()
+                        match r.validation_passed {
+                            Some(true) => "passed",
+                            Some(false) => "FAILED",
+                            None => "-",
+                        },
+                        r.error.unwrap_or_default(),
+                        r.validation_evidence
+                            .map(|d| format!(" evidence: {d}"))
+                            .unwrap_or_default()
                     );
                 }
             }
