@@ -1,0 +1,354 @@
+//! What a sandbox is built from: [`SandboxConfig`] (data size, credentials, token lifetimes,
+//! CDC horizon) and [`Faults`] (limits and injected failures, also changeable at run time).
+//!
+//! In: values from the CLI ([`crate::cli`]) or from tests. Out: a validated config consumed by
+//! [`crate::state::SandboxState::new`]. `Debug` never prints the client secret or tokens.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The sandbox company's fixed credentials (sandbox values, not secrets).
+pub const DEFAULT_REALM_ID: &str = "9130357766910250";
+pub const DEFAULT_CLIENT_ID: &str = "ABsandboxClientId0qbo0pipeline0000000000000000000";
+pub const DEFAULT_CLIENT_SECRET: &str = "sandboxClientSecret00000000000000000000";
+pub const DEFAULT_REFRESH_TOKEN: &str = "AB11sandboxRefreshToken000000000000000000000000";
+
+/// Everything a sandbox is built from.
+#[derive(Clone)]
+pub struct SandboxConfig {
+    /// Seed of the deterministic data generator.
+    pub seed: u64,
+    pub customers: u64,
+    pub invoices: u64,
+    pub items: u64,
+    /// Load records from this JSON file (`{"Customer":[...],...}`) instead of generating.
+    pub data_file: Option<PathBuf>,
+    pub realm_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The first refresh token the token endpoint accepts.
+    pub refresh_token: String,
+    /// `expires_in` of access tokens.
+    pub access_token_ttl: Duration,
+    /// `x_refresh_token_expires_in`: rolling lifetime of a refresh token.
+    pub refresh_token_ttl: Duration,
+    pub rotation: Rotation,
+    /// How long a superseded refresh token keeps working (QBO: 24 h).
+    pub refresh_grace: Duration,
+    pub faults: Faults,
+    /// CDC rejects `changedSince` older than this (QBO: 30 days); `None` disables the check.
+    pub cdc_horizon: Option<Duration>,
+    /// Most objects one CDC response carries (QBO: 1000, across all requested entities).
+    pub cdc_max_objects: usize,
+    /// Entries kept in the request log (oldest dropped first).
+    pub request_log_capacity: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            seed: 1,
+            customers: 200,
+            invoices: 2000,
+            items: 100,
+            data_file: None,
+            realm_id: DEFAULT_REALM_ID.to_owned(),
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
+            refresh_token: DEFAULT_REFRESH_TOKEN.to_owned(),
+            access_token_ttl: Duration::from_secs(3600),
+            refresh_token_ttl: Duration::from_secs(8_726_400),
+            rotation: Rotation::EveryRefresh,
+            refresh_grace: Duration::from_secs(24 * 3600),
+            faults: Faults::default(),
+            cdc_horizon: Some(Duration::from_secs(30 * 24 * 3600)),
+            cdc_max_objects: 1000,
+            request_log_capacity: 10_000,
+        }
+    }
+}
+
+impl fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("seed", &self.seed)
+            .field("customers", &self.customers)
+            .field("invoices", &self.invoices)
+            .field("items", &self.items)
+            .field("data_file", &self.data_file)
+            .field("realm_id", &self.realm_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("rotation", &self.rotation)
+            .field("refresh_grace", &self.refresh_grace)
+            .field("faults", &self.faults)
+            .field("cdc_horizon", &self.cdc_horizon)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a config cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    #[error("realm id must be digits only, got {0:?}")]
+    RealmId(String),
+    #[error("invoices need at least one customer and one item (--customers, --items)")]
+    InvoicesNeedRefs,
+    #[error("{name} must be between 0 and 1, got {value}")]
+    Rate { name: &'static str, value: f64 },
+    #[error("access token lifetime must be at least 1 second")]
+    AccessTtl,
+    #[error("cdc_max_objects must be at least 1")]
+    CdcMax,
+}
+
+impl SandboxConfig {
+    /// Cheap checks with no I/O (the data file is read later).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("realm id", &self.realm_id),
+            ("client id", &self.client_id),
+            ("client secret", &self.client_secret),
+            ("refresh token", &self.refresh_token),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError::Empty(name));
+            }
+        }
+        if !self.realm_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::RealmId(self.realm_id.clone()));
+        }
+        if self.data_file.is_none() && self.invoices > 0 && (self.customers == 0 || self.items == 0)
+        {
+            return Err(ConfigError::InvoicesNeedRefs);
+        }
+        if self.access_token_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::AccessTtl);
+        }
+        if self.cdc_max_objects == 0 {
+            return Err(ConfigError::CdcMax);
+        }
+        self.faults.validate()
+    }
+}
+
+/// When the token endpoint hands out a new refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Always answer with the same refresh token.
+    Never,
+    /// A new refresh token on every refresh; the old one works for the grace period.
+    EveryRefresh,
+    /// A new refresh token once the current one is older than this.
+    Interval(Duration),
+}
+
+impl FromStr for Rotation {
+    type Err = String;
+
+    /// `never`, `every`, or a number of seconds.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "never" => Ok(Rotation::Never),
+            "every" | "every-refresh" | "always" => Ok(Rotation::EveryRefresh),
+            other => other
+                .parse::<u64>()
+                .map(|secs| Rotation::Interval(Duration::from_secs(secs)))
+                .map_err(|_| {
+                    format!("rotation must be never, every or a number of seconds, got {s:?}")
+                }),
+        }
+    }
+}
+
+/// Limits and injected failures. Off by default; settable at run time
+/// ([`crate::state::SandboxState::set_faults`], `PUT /admin/faults`). Applies to the `/v3` API.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Requests per minute per realm (QBO: 500), sliding 60 s window; over it → 429.
+    pub rpm_limit: Option<u32>,
+    /// Requests in flight per realm (QBO: 10); over it → 429.
+    pub max_in_flight: Option<u32>,
+    /// Share of requests answered 500 or 503 (SystemFault 10000).
+    pub error_rate: f64,
+    /// Share of requests answered 429 at random (independent of the limits).
+    pub throttle_rate: f64,
+    /// Added to every request before it is answered.
+    #[serde(with = "duration_ms")]
+    pub latency: Duration,
+    /// Share of requests whose TCP connection is closed without any HTTP response.
+    pub drop_rate: f64,
+    /// After each query page: this many records sorting before the page's end get
+    /// `LastUpdatedTime` = now and `SyncToken` + 1.
+    pub mutate_during_paging: u32,
+    /// Send `Retry-After: N` with 429s (QBO sends none).
+    pub retry_after_secs: Option<u64>,
+    /// Deterministic faults, consumed in order: "the next N requests to X answer Y".
+    pub scripted: Vec<ScriptedFault>,
+}
+
+impl Faults {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("error_rate", self.error_rate),
+            ("throttle_rate", self.throttle_rate),
+            ("drop_rate", self.drop_rate),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(ConfigError::Rate { name, value });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// "The next `count` requests to `endpoint` answer `action`".
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ScriptedFault {
+    pub endpoint: Endpoint,
+    pub count: u32,
+    pub action: FaultAction,
+}
+
+/// What a scripted fault does to a request.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultAction {
+    /// Answer with this status in QBO's form for it (401, 403, 429, 500, 503, other → SystemFault).
+    Status(u16),
+    /// Close the connection without a response.
+    Drop,
+    /// Wait this long, then answer normally.
+    DelayMs(u64),
+}
+
+/// The endpoints faults and stats distinguish.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Query,
+    Read,
+    Cdc,
+    Token,
+    Admin,
+    Other,
+    /// Matches every API endpoint (query, read, cdc) in a scripted fault.
+    Any,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Query => "query",
+            Endpoint::Read => "read",
+            Endpoint::Cdc => "cdc",
+            Endpoint::Token => "token",
+            Endpoint::Admin => "admin",
+            Endpoint::Other => "other",
+            Endpoint::Any => "any",
+        }
+    }
+
+    /// Whether a scripted fault for `self` applies to a request to `actual`.
+    pub fn covers(self, actual: Endpoint) -> bool {
+        self == actual
+            || (self == Endpoint::Any
+                && matches!(actual, Endpoint::Query | Endpoint::Read | Endpoint::Cdc))
+    }
+}
+
+/// `Duration` as whole milliseconds in JSON.
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_parses_names_and_seconds() {
+        assert_eq!("never".parse::<Rotation>(), Ok(Rotation::Never));
+        assert_eq!("EVERY".parse::<Rotation>(), Ok(Rotation::EveryRefresh));
+        assert_eq!(
+            "90".parse::<Rotation>(),
+            Ok(Rotation::Interval(Duration::from_secs(90)))
+        );
+        assert!("sometimes".parse::<Rotation>().is_err());
+    }
+
+    #[test]
+    fn default_config_is_valid_and_debug_hides_secrets() {
+        let config = SandboxConfig::default();
+        assert_eq!(config.validate(), Ok(()));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(DEFAULT_CLIENT_SECRET));
+        assert!(!debug.contains(DEFAULT_REFRESH_TOKEN));
+        assert!(debug.contains(DEFAULT_CLIENT_ID));
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        let config = SandboxConfig {
+            realm_id: "12a".into(),
+            ..SandboxConfig::default()
+        };
+        assert!(matches!(config.validate(), Err(ConfigError::RealmId(_))));
+        let config = SandboxConfig {
+            customers: 0,
+            ..SandboxConfig::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::InvoicesNeedRefs));
+        let mut config = SandboxConfig::default();
+        config.faults.error_rate = 1.5;
+        assert!(matches!(config.validate(), Err(ConfigError::Rate { .. })));
+    }
+
+    #[test]
+    fn faults_round_trip_as_json_with_latency_in_ms() {
+        let faults = Faults {
+            latency: Duration::from_millis(250),
+            scripted: vec![ScriptedFault {
+                endpoint: Endpoint::Query,
+                count: 2,
+                action: FaultAction::Status(503),
+            }],
+            ..Faults::default()
+        };
+        let json = serde_json::to_value(&faults).unwrap();
+        assert_eq!(json["latency"], 250);
+        assert_eq!(json["scripted"][0]["action"]["status"], 503);
+        let back: Faults = serde_json::from_value(json).unwrap();
+        assert_eq!(back, faults);
+        let partial: Faults = serde_json::from_str(r#"{"rpm_limit":500}"#).unwrap();
+        assert_eq!(partial.rpm_limit, Some(500));
+    }
+
+    #[test]
+    fn any_endpoint_covers_only_api_endpoints() {
+        assert!(Endpoint::Any.covers(Endpoint::Query));
+        assert!(Endpoint::Any.covers(Endpoint::Cdc));
+        assert!(!Endpoint::Any.covers(Endpoint::Token));
+        assert!(Endpoint::Token.covers(Endpoint::Token));
+        assert!(!Endpoint::Query.covers(Endpoint::Read));
+    }
+}

@@ -1,0 +1,1207 @@
+//! The record store: one [`Table`] per entity, each a compact index plus an override map, and
+//! query execution over it.
+//!
+//! A table keeps, per record, only a [`Row`] (create/last-updated epoch seconds, SyncToken,
+//! Active, deleted) in `rows` (by numeric Id) and `by_time` (by `(LastUpdatedTime, Id)`).
+//! Generated records have no stored payload: their JSON is written on demand by
+//! [`Generator::json`] from the row. Records loaded from a data file, created, or edited
+//! beyond a time/SyncToken bump carry a [`StoredRecord`] (parsed value + exact JSON text).
+//! One million invoices cost well under 100 MB this way.
+//!
+//! Queries ([`Store::query`]) evaluate `MetaData.LastUpdatedTime`, `MetaData.CreateTime`,
+//! `Id` and `Active` conditions on rows, walk `by_time` for `ORDERBY MetaData.LastUpdatedTime`
+//! (ties by numeric Id; `DESC` reverses both), and generate payloads only for conditions on
+//! other properties, for `ORDERBY` on other properties, and for the rows of the page. The
+//! caller turns a [`Page`] into text outside the lock ([`Store::render`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use qbo_query::{Condition, Direction, Literal, Op, Query, Select};
+use serde_json::{Map, Value};
+
+use crate::catalog::{self, DefaultOrder, EntityKind};
+use crate::clock::{pacific_secs, parse_epoch_secs};
+use crate::generate::{GenKind, Generator, Meta};
+
+/// A record kept as data (loaded, created or edited): the value and its exact JSON text.
+#[derive(Debug)]
+pub struct StoredRecord {
+    pub value: Value,
+    pub text: Box<str>,
+}
+
+impl StoredRecord {
+    fn new(value: Value) -> Arc<StoredRecord> {
+        let text = value.to_string().into_boxed_str();
+        Arc::new(StoredRecord { value, text })
+    }
+}
+
+/// A record's index entry.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub meta: Meta,
+    /// Transaction deleted: kept as a tombstone for CDC, invisible to queries and reads.
+    pub deleted: bool,
+    pub stored: Option<Arc<StoredRecord>>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("unknown entity {0}")]
+    UnknownEntity(String),
+    #[error("{entity} {id} not found")]
+    NotFound { entity: String, id: String },
+    #[error("{0} has no Active flag (not a name-list entity)")]
+    NotNameList(String),
+    #[error("invalid record: {0}")]
+    BadRecord(String),
+}
+
+/// Why a query was refused; rendered as QBO faults by the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// 4001 `QueryValidationError: ...` detail.
+    Validation(String),
+}
+
+/// One entity's records.
+#[derive(Debug)]
+pub struct Table {
+    pub kind: EntityKind,
+    generated: Option<GenKind>,
+    rows: BTreeMap<u64, Row>,
+    by_time: BTreeSet<(i64, u64)>,
+    /// Lower-cased top-level property names (known ones plus any seen in stored records).
+    properties: HashSet<String>,
+}
+
+impl Table {
+    fn new(kind: EntityKind, generated: Option<GenKind>) -> Table {
+        let properties = kind
+            .known_properties()
+            .iter()
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        Table {
+            kind,
+            generated,
+            rows: BTreeMap::new(),
+            by_time: BTreeSet::new(),
+            properties,
+        }
+    }
+
+    fn insert(&mut self, id: u64, row: Row) {
+        if let Some(stored) = &row.stored
+            && let Some(object) = stored.value.as_object()
+        {
+            for key in object.keys() {
+                if !self.properties.contains(&key.to_ascii_lowercase()) {
+                    self.properties.insert(key.to_ascii_lowercase());
+                }
+            }
+        }
+        if let Some(old) = self.rows.insert(id, row.clone()) {
+            self.by_time.remove(&(old.meta.lut, id));
+        }
+        self.by_time.insert((row.meta.lut, id));
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn has_property(&self, path: &str) -> bool {
+        let first = path.split('.').next().unwrap_or(path);
+        self.properties.contains(&first.to_ascii_lowercase())
+    }
+}
+
+/// A page row: enough to write its JSON without the lock.
+#[derive(Debug, Clone)]
+pub struct PageRow {
+    pub id: u64,
+    pub meta: Meta,
+    pub stored: Option<Arc<StoredRecord>>,
+}
+
+/// What a query produced.
+#[derive(Debug)]
+pub enum QueryOutcome {
+    Count(u64),
+    Page(Page),
+}
+
+/// One page of a `SELECT *`.
+#[derive(Debug)]
+pub struct Page {
+    /// Canonical entity name (the response key).
+    pub entity: String,
+    pub generated: Option<GenKind>,
+    /// `startPosition` to echo (1-based).
+    pub start: u64,
+    pub rows: Vec<PageRow>,
+}
+
+/// A CDC entry.
+#[derive(Debug, Clone)]
+pub enum CdcRow {
+    Changed(PageRow),
+    Deleted { id: u64, lut: i64 },
+}
+
+/// A condition the index can answer without the payload.
+#[derive(Debug)]
+enum IndexCond {
+    /// Compare `MetaData.LastUpdatedTime` (ms) with `op` and these instants (IN: any).
+    Lut(Op, Vec<i64>),
+    Create(Op, Vec<i64>),
+    Id(Op, Vec<u64>),
+    /// Allowed Active values.
+    Active {
+        allow_true: bool,
+        allow_false: bool,
+    },
+}
+
+fn compare_ms(op: Op, value_ms: i64, literals: &[i64]) -> bool {
+    match op {
+        Op::Eq | Op::In => literals.contains(&value_ms),
+        Op::Ne => !literals.contains(&value_ms),
+        Op::Lt => literals.iter().all(|l| value_ms < *l),
+        Op::Le => literals.iter().all(|l| value_ms <= *l),
+        Op::Gt => literals.iter().all(|l| value_ms > *l),
+        Op::Ge => literals.iter().all(|l| value_ms >= *l),
+        Op::Like => false,
+    }
+}
+
+impl IndexCond {
+    fn matches(&self, id: u64, row: &Row) -> bool {
+        match self {
+            IndexCond::Lut(op, lits) => compare_ms(*op, row.meta.lut * 1000, lits),
+            IndexCond::Create(op, lits) => compare_ms(*op, row.meta.create * 1000, lits),
+            IndexCond::Id(op, ids) => match op {
+                Op::Eq | Op::In => ids.contains(&id),
+                Op::Ne => !ids.contains(&id),
+                _ => false,
+            },
+            IndexCond::Active {
+                allow_true,
+                allow_false,
+            } => {
+                if row.meta.active {
+                    *allow_true
+                } else {
+                    *allow_false
+                }
+            }
+        }
+    }
+}
+
+fn literal_items(lit: &Literal) -> Vec<&Literal> {
+    match lit {
+        Literal::List(items) => items.iter().collect(),
+        other => vec![other],
+    }
+}
+
+fn literal_datetime_ms(lit: &Literal) -> Option<i64> {
+    match lit {
+        Literal::String(s) => qbo_query::parse_datetime(s).map(|t| t.timestamp_millis()),
+        _ => None,
+    }
+}
+
+fn literal_id(lit: &Literal) -> Option<u64> {
+    match lit {
+        Literal::String(s) | Literal::Number(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn literal_bool(lit: &Literal) -> Option<bool> {
+    match lit {
+        Literal::Bool(b) => Some(*b),
+        Literal::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Literal::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// The index form of `c`, or `None` when it needs the payload.
+fn index_cond(c: &Condition, name_list: bool) -> Option<IndexCond> {
+    let items = literal_items(&c.value);
+    let list_ok = matches!(c.value, Literal::List(_)) == (c.op == Op::In);
+    if !list_ok {
+        return None;
+    }
+    if c.is_on("MetaData.LastUpdatedTime") || c.is_on("MetaData.CreateTime") {
+        if c.op == Op::Like {
+            return None;
+        }
+        let ms: Option<Vec<i64>> = items.iter().map(|l| literal_datetime_ms(l)).collect();
+        let ms = ms?;
+        return Some(if c.is_on("MetaData.LastUpdatedTime") {
+            IndexCond::Lut(c.op, ms)
+        } else {
+            IndexCond::Create(c.op, ms)
+        });
+    }
+    if c.is_on("Id") && matches!(c.op, Op::Eq | Op::In | Op::Ne) {
+        let ids: Option<Vec<u64>> = items.iter().map(|l| literal_id(l)).collect();
+        return Some(IndexCond::Id(c.op, ids?));
+    }
+    if name_list && c.is_on("Active") && matches!(c.op, Op::Eq | Op::In | Op::Ne) {
+        let values: Option<Vec<bool>> = items.iter().map(|l| literal_bool(l)).collect();
+        let values = values?;
+        let (has_true, has_false) = (values.contains(&true), values.contains(&false));
+        return Some(if c.op == Op::Ne {
+            IndexCond::Active {
+                allow_true: !has_true,
+                allow_false: !has_false,
+            }
+        } else {
+            IndexCond::Active {
+                allow_true: has_true,
+                allow_false: has_false,
+            }
+        });
+    }
+    None
+}
+
+/// Seconds range of `by_time` that can hold rows matching the LUT conditions.
+fn lut_range(conds: &[IndexCond]) -> (i64, i64) {
+    let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+    for cond in conds {
+        let IndexCond::Lut(op, lits) = cond else {
+            continue;
+        };
+        for &ms in lits {
+            let floor = ms.div_euclid(1000);
+            let ceil = floor + i64::from(ms.rem_euclid(1000) != 0);
+            match op {
+                Op::Ge => lo = lo.max(ceil),
+                Op::Gt => lo = lo.max(floor + 1),
+                Op::Le => hi = hi.min(floor),
+                Op::Lt => hi = hi.min(ceil - 1),
+                Op::Eq if lits.len() == 1 => {
+                    lo = lo.max(ceil);
+                    hi = hi.min(floor);
+                }
+                _ => {}
+            }
+        }
+    }
+    (lo, hi)
+}
+
+/// How the result is ordered.
+#[derive(Debug)]
+enum Order {
+    Lut(Direction),
+    Create(Direction),
+    Id(Direction),
+    Field(qbo_query::OrderBy),
+}
+
+/// All tables, and the generator behind generated ones.
+#[derive(Debug)]
+pub struct Store {
+    tables: BTreeMap<String, Table>,
+    generator: Arc<Generator>,
+}
+
+impl Store {
+    /// Customers, Items and Invoices from the generator (index only).
+    pub fn generated(generator: Generator) -> Store {
+        let generator = Arc::new(generator);
+        let mut tables = BTreeMap::new();
+        for kind in GenKind::ALL {
+            let mut table = Table::new(EntityKind::new(kind.name()), Some(kind));
+            for id in 1..=generator.count(kind) {
+                let meta = generator.initial_meta(kind, id);
+                table.rows.insert(
+                    id,
+                    Row {
+                        meta,
+                        deleted: false,
+                        stored: None,
+                    },
+                );
+                table.by_time.insert((meta.lut, id));
+            }
+            tables.insert(kind.name().to_owned(), table);
+        }
+        Store { tables, generator }
+    }
+
+    /// Records from a data file: `{"Customer":[{...}],"Vendor":[...],...}`, kept verbatim.
+    pub fn from_data(text: &str) -> Result<Store, StoreError> {
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| StoreError::BadRecord(format!("data file: {e}")))?;
+        let Value::Object(root) = root else {
+            return Err(StoreError::BadRecord(
+                "data file must be an object of entity name → array of records".into(),
+            ));
+        };
+        let mut store = Store {
+            tables: BTreeMap::new(),
+            generator: Arc::new(Generator {
+                seed: 0,
+                customers: 0,
+                items: 0,
+                invoices: 0,
+            }),
+        };
+        for (name, records) in root {
+            let canonical = catalog::canonical_known(&name)
+                .map(str::to_owned)
+                .unwrap_or(name.clone());
+            let Value::Array(records) = records else {
+                return Err(StoreError::BadRecord(format!("{name} must be an array")));
+            };
+            let table = store
+                .tables
+                .entry(canonical.clone())
+                .or_insert_with(|| Table::new(EntityKind::new(&canonical), None));
+            for record in records {
+                let (id, meta) = row_meta(&record, table.kind.name_list)
+                    .map_err(|e| StoreError::BadRecord(format!("{name}: {e}")))?;
+                table.insert(
+                    id,
+                    Row {
+                        meta,
+                        deleted: false,
+                        stored: Some(StoredRecord::new(record)),
+                    },
+                );
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn generator(&self) -> &Arc<Generator> {
+        &self.generator
+    }
+
+    /// The canonical name for `name` (ignoring case): a table's, or a known empty entity's.
+    pub fn resolve(&self, name: &str) -> Option<String> {
+        if let Some(table) = self.tables.get(name) {
+            return Some(table.kind.name.clone());
+        }
+        self.tables
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(name))
+            .cloned()
+            .or_else(|| catalog::canonical_known(name).map(str::to_owned))
+    }
+
+    pub fn table(&self, canonical: &str) -> Option<&Table> {
+        self.tables.get(canonical)
+    }
+
+    fn table_mut(&mut self, entity: &str) -> Result<&mut Table, StoreError> {
+        let canonical = self
+            .resolve(entity)
+            .ok_or_else(|| StoreError::UnknownEntity(entity.to_owned()))?;
+        Ok(self
+            .tables
+            .entry(canonical.clone())
+            .or_insert_with(|| Table::new(EntityKind::new(&canonical), None)))
+    }
+
+    /// Entity names with at least one record.
+    pub fn entity_names(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Runs a parsed query (QBO semantics; see the module doc).
+    pub fn query(&self, query: &Query) -> Result<QueryOutcome, QueryError> {
+        let canonical = self.resolve(&query.entity).ok_or_else(|| {
+            QueryError::Validation(format!("invalid context declaration: {}", query.entity))
+        })?;
+        let empty;
+        let table = match self.tables.get(&canonical) {
+            Some(t) => t,
+            None => {
+                empty = Table::new(EntityKind::new(&canonical), None);
+                &empty
+            }
+        };
+        for field in query
+            .conditions
+            .iter()
+            .map(|c| c.field.as_str())
+            .chain(query.order_by.iter().map(|o| o.field.as_str()))
+        {
+            if !table.has_property(field) {
+                return Err(QueryError::Validation(format!(
+                    "Property {field} not found for Entity {canonical}"
+                )));
+            }
+        }
+        if let Some(n) = query.max_results
+            && n > 1000
+        {
+            return Err(QueryError::Validation(format!(
+                "value {n} is too large. Max allowed value is 1000"
+            )));
+        }
+        let name_list = table.kind.name_list;
+        let mut index = Vec::new();
+        let mut residual = Vec::new();
+        for c in &query.conditions {
+            match index_cond(c, name_list) {
+                Some(ic) => index.push(ic),
+                None => residual.push(c),
+            }
+        }
+        if name_list && !query.mentions_field("Active") {
+            index.push(IndexCond::Active {
+                allow_true: true,
+                allow_false: false,
+            });
+        }
+        let order = match &query.order_by {
+            Some(o) if o.field.eq_ignore_ascii_case("MetaData.LastUpdatedTime") => {
+                Order::Lut(o.direction)
+            }
+            Some(o) if o.field.eq_ignore_ascii_case("MetaData.CreateTime") => {
+                Order::Create(o.direction)
+            }
+            Some(o) if o.field.eq_ignore_ascii_case("Id") => Order::Id(o.direction),
+            Some(o) => Order::Field(o.clone()),
+            None => match table.kind.default_order() {
+                DefaultOrder::LastUpdatedDesc => Order::Lut(Direction::Desc),
+                DefaultOrder::Field(field) => Order::Field(qbo_query::OrderBy {
+                    field: field.to_owned(),
+                    direction: Direction::Asc,
+                }),
+            },
+        };
+        let count_only = matches!(query.select, Select::Count);
+        let start = query.start_position.unwrap_or(1).max(1);
+        let skip = start - 1;
+        let take = if count_only {
+            u64::MAX
+        } else {
+            query.max_results.unwrap_or(100)
+        };
+        let keep = |id: u64, row: &Row, value: Option<&Value>| -> bool {
+            if row.deleted || !index.iter().all(|c| c.matches(id, row)) {
+                return false;
+            }
+            if residual.is_empty() {
+                return true;
+            }
+            let owned;
+            let value = match value {
+                Some(v) => v,
+                None => {
+                    owned = self.value_of(table, id, row);
+                    &owned
+                }
+            };
+            residual.iter().all(|c| c.matches(value))
+        };
+        let mut count = 0u64;
+        let mut rows = Vec::new();
+        let mut visit = |id: u64, row: &Row| -> bool {
+            if count >= skip && (rows.len() as u64) < take && !count_only {
+                rows.push(PageRow {
+                    id,
+                    meta: row.meta,
+                    stored: row.stored.clone(),
+                });
+            }
+            count += 1;
+            // Keep going only while a COUNT needs it or the page is not full.
+            count_only || (rows.len() as u64) < take
+        };
+        match order {
+            Order::Lut(direction) => {
+                let (lo, hi) = lut_range(&index);
+                if lo <= hi {
+                    let range = table.by_time.range((lo, 0)..=(hi, u64::MAX));
+                    let iter: Box<dyn Iterator<Item = &(i64, u64)>> = match direction {
+                        Direction::Asc => Box::new(range),
+                        Direction::Desc => Box::new(range.rev()),
+                    };
+                    for &(_, id) in iter {
+                        if let Some(row) = table.rows.get(&id)
+                            && keep(id, row, None)
+                            && !visit(id, row)
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            Order::Id(direction) => {
+                let iter: Box<dyn Iterator<Item = (&u64, &Row)>> = match direction {
+                    Direction::Asc => Box::new(table.rows.iter()),
+                    Direction::Desc => Box::new(table.rows.iter().rev()),
+                };
+                for (&id, row) in iter {
+                    if keep(id, row, None) && !visit(id, row) {
+                        break;
+                    }
+                }
+            }
+            Order::Create(direction) => {
+                let mut matched: Vec<(i64, u64, &Row)> = table
+                    .rows
+                    .iter()
+                    .filter(|(id, row)| keep(**id, row, None))
+                    .map(|(id, row)| (row.meta.create, *id, row))
+                    .collect();
+                matched.sort_unstable_by_key(|(create, id, _)| (*create, *id));
+                if direction == Direction::Desc {
+                    matched.reverse();
+                }
+                for (_, id, row) in matched {
+                    if !visit(id, row) {
+                        break;
+                    }
+                }
+            }
+            Order::Field(order_by) => {
+                let mut matched: Vec<(u64, &Row, Value)> = Vec::new();
+                for (&id, row) in &table.rows {
+                    if row.deleted || !index.iter().all(|c| c.matches(id, row)) {
+                        continue;
+                    }
+                    let value = self.value_of(table, id, row);
+                    if keep(id, row, Some(&value)) {
+                        matched.push((id, row, value));
+                    }
+                }
+                matched.sort_by(|a, b| order_by.compare(&a.2, &b.2).then(a.0.cmp(&b.0)));
+                for (id, row, _) in matched {
+                    if !visit(id, row) {
+                        break;
+                    }
+                }
+            }
+        }
+        if count_only {
+            return Ok(QueryOutcome::Count(count));
+        }
+        Ok(QueryOutcome::Page(Page {
+            entity: canonical,
+            generated: table.generated,
+            start,
+            rows,
+        }))
+    }
+
+    /// The record's current value.
+    fn value_of(&self, table: &Table, id: u64, row: &Row) -> Value {
+        match (&row.stored, table.generated) {
+            (Some(stored), _) => stored.value.clone(),
+            (None, Some(kind)) => serde_json::from_str(&self.generator.json(kind, id, &row.meta))
+                .unwrap_or(Value::Null),
+            (None, None) => Value::Null,
+        }
+    }
+
+    /// JSON text of a page row.
+    pub fn render(generator: &Generator, generated: Option<GenKind>, row: &PageRow) -> String {
+        match (&row.stored, generated) {
+            (Some(stored), _) => stored.text.to_string(),
+            (None, Some(kind)) => generator.json(kind, row.id, &row.meta),
+            (None, None) => "{}".to_owned(),
+        }
+    }
+
+    /// Writes a page row's JSON text onto `out`.
+    pub fn render_into(
+        generator: &Generator,
+        generated: Option<GenKind>,
+        row: &PageRow,
+        out: &mut String,
+    ) {
+        match (&row.stored, generated) {
+            (Some(stored), _) => out.push_str(&stored.text),
+            (None, Some(kind)) => out.push_str(&generator.json(kind, row.id, &row.meta)),
+            (None, None) => out.push_str("{}"),
+        }
+    }
+
+    /// One record by Id (not deleted), as a page row of its table.
+    pub fn read(&self, canonical: &str, id: u64) -> Option<(Option<GenKind>, PageRow)> {
+        let table = self.tables.get(canonical)?;
+        let row = table.rows.get(&id).filter(|r| !r.deleted)?;
+        Some((
+            table.generated,
+            PageRow {
+                id,
+                meta: row.meta,
+                stored: row.stored.clone(),
+            },
+        ))
+    }
+
+    /// The current value of one record (not deleted).
+    pub fn get_value(&self, entity: &str, id: u64) -> Result<Value, StoreError> {
+        let canonical = self
+            .resolve(entity)
+            .ok_or_else(|| StoreError::UnknownEntity(entity.to_owned()))?;
+        let not_found = || StoreError::NotFound {
+            entity: canonical.clone(),
+            id: id.to_string(),
+        };
+        let table = self.tables.get(&canonical).ok_or_else(not_found)?;
+        let row = table
+            .rows
+            .get(&id)
+            .filter(|r| !r.deleted)
+            .ok_or_else(not_found)?;
+        Ok(self.value_of(table, id, row))
+    }
+
+    /// Every current record of `entity` (inactive included, deleted transactions excluded),
+    /// by numeric Id.
+    pub fn all_values(&self, entity: &str) -> Vec<Value> {
+        let Some(table) = self.resolve(entity).and_then(|c| self.tables.get(&c)) else {
+            return Vec::new();
+        };
+        table
+            .rows
+            .iter()
+            .filter(|(_, r)| !r.deleted)
+            .map(|(id, r)| self.value_of(table, *id, r))
+            .collect()
+    }
+
+    /// Records (inactive included, deleted excluded) with LastUpdatedTime in `[from, to]`.
+    pub fn count(&self, entity: &str, from: Option<i64>, to: Option<i64>) -> u64 {
+        let Some(table) = self.resolve(entity).and_then(|c| self.tables.get(&c)) else {
+            return 0;
+        };
+        let lo = from.unwrap_or(i64::MIN);
+        let hi = to.unwrap_or(i64::MAX);
+        if lo > hi {
+            return 0;
+        }
+        table
+            .by_time
+            .range((lo, 0)..=(hi, u64::MAX))
+            .filter(|(_, id)| table.rows.get(id).is_some_and(|r| !r.deleted))
+            .count() as u64
+    }
+
+    /// CDC: per entity, rows changed at or after `since_ms` (deletions as tombstones), oldest
+    /// first, at most `cap` objects across all entities.
+    pub fn changed_since(
+        &self,
+        entities: &[String],
+        since_ms: i64,
+        cap: usize,
+    ) -> Vec<(String, Option<GenKind>, Vec<CdcRow>)> {
+        let lo = since_ms.div_euclid(1000) + i64::from(since_ms.rem_euclid(1000) != 0);
+        let mut left = cap;
+        let mut out = Vec::new();
+        for entity in entities {
+            let mut rows = Vec::new();
+            let mut generated = None;
+            if let Some(table) = self.tables.get(entity) {
+                generated = table.generated;
+                for &(lut, id) in table.by_time.range((lo, 0)..) {
+                    if left == 0 {
+                        break;
+                    }
+                    let Some(row) = table.rows.get(&id) else {
+                        continue;
+                    };
+                    rows.push(if row.deleted {
+                        CdcRow::Deleted { id, lut }
+                    } else {
+                        CdcRow::Changed(PageRow {
+                            id,
+                            meta: row.meta,
+                            stored: row.stored.clone(),
+                        })
+                    });
+                    left -= 1;
+                }
+            }
+            out.push((entity.clone(), generated, rows));
+        }
+        out
+    }
+
+    /// Adds a record: Id = highest + 1, SyncToken 0, both MetaData times = `now`.
+    pub fn create(&mut self, entity: &str, record: Value, now: i64) -> Result<Value, StoreError> {
+        let table = self.table_mut(entity)?;
+        let Value::Object(fields) = record else {
+            return Err(StoreError::BadRecord(
+                "a record must be a JSON object".into(),
+            ));
+        };
+        let id = table.rows.keys().next_back().copied().unwrap_or(0) + 1;
+        let mut object = Map::new();
+        for (k, v) in fields {
+            if !matches!(
+                k.as_str(),
+                "Id" | "SyncToken" | "MetaData" | "domain" | "sparse"
+            ) {
+                object.insert(k, v);
+            }
+        }
+        if table.kind.name_list && !object.contains_key("Active") {
+            object.insert("Active".into(), Value::Bool(true));
+        }
+        object.insert("domain".into(), Value::String("QBO".into()));
+        object.insert("sparse".into(), Value::Bool(false));
+        object.insert("Id".into(), Value::String(id.to_string()));
+        object.insert("SyncToken".into(), Value::String("0".into()));
+        let mut metadata = Map::new();
+        metadata.insert("CreateTime".into(), Value::String(pacific_secs(now)));
+        metadata.insert("LastUpdatedTime".into(), Value::String(pacific_secs(now)));
+        object.insert("MetaData".into(), Value::Object(metadata));
+        let value = Value::Object(object);
+        let (_, meta) = row_meta(&value, table.kind.name_list).map_err(StoreError::BadRecord)?;
+        table.insert(
+            id,
+            Row {
+                meta,
+                deleted: false,
+                stored: Some(StoredRecord::new(value.clone())),
+            },
+        );
+        Ok(value)
+    }
+
+    /// Applies `edit` to the record's value, bumps SyncToken and sets LastUpdatedTime = `now`.
+    fn edit(
+        &mut self,
+        entity: &str,
+        id: u64,
+        now: i64,
+        edit: impl FnOnce(&mut Map<String, Value>, bool) -> Result<(), StoreError>,
+    ) -> Result<Value, StoreError> {
+        let current = self.get_value(entity, id)?;
+        let table = self.table_mut(entity)?;
+        let Value::Object(mut object) = current else {
+            return Err(StoreError::BadRecord(
+                "stored record is not an object".into(),
+            ));
+        };
+        edit(&mut object, table.kind.name_list)?;
+        let sync = object
+            .get("SyncToken")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        object.insert("Id".into(), Value::String(id.to_string()));
+        object.insert("SyncToken".into(), Value::String((sync + 1).to_string()));
+        set_last_updated(&mut object, now);
+        let value = Value::Object(object);
+        let (_, meta) = row_meta(&value, table.kind.name_list).map_err(StoreError::BadRecord)?;
+        table.insert(
+            id,
+            Row {
+                meta,
+                deleted: false,
+                stored: Some(StoredRecord::new(value.clone())),
+            },
+        );
+        Ok(value)
+    }
+
+    /// JSON merge patch (RFC 7396) onto the record; bumps SyncToken and LastUpdatedTime.
+    pub fn update(
+        &mut self,
+        entity: &str,
+        id: u64,
+        patch: Value,
+        now: i64,
+    ) -> Result<Value, StoreError> {
+        if !patch.is_object() {
+            return Err(StoreError::BadRecord(
+                "a patch must be a JSON object".into(),
+            ));
+        }
+        self.edit(entity, id, now, |object, _| {
+            let mut target = Value::Object(std::mem::take(object));
+            merge_patch(&mut target, &patch);
+            if let Value::Object(o) = target {
+                *object = o;
+            }
+            Ok(())
+        })
+    }
+
+    /// `Active = false` (name lists only).
+    pub fn deactivate(&mut self, entity: &str, id: u64, now: i64) -> Result<Value, StoreError> {
+        self.edit(entity, id, now, |object, name_list| {
+            if !name_list {
+                return Err(StoreError::NotNameList(entity.to_owned()));
+            }
+            object.insert("Active".into(), Value::Bool(false));
+            Ok(())
+        })
+    }
+
+    /// QBO's delete: name lists become inactive with ` (deleted)` appended to their names;
+    /// other entities disappear, leaving a tombstone for CDC.
+    pub fn delete(&mut self, entity: &str, id: u64, now: i64) -> Result<(), StoreError> {
+        let name_list = {
+            let canonical = self
+                .resolve(entity)
+                .ok_or_else(|| StoreError::UnknownEntity(entity.to_owned()))?;
+            self.tables
+                .get(&canonical)
+                .is_some_and(|t| t.kind.name_list)
+        };
+        if name_list {
+            self.edit(entity, id, now, |object, _| {
+                object.insert("Active".into(), Value::Bool(false));
+                for key in ["DisplayName", "Name", "FullyQualifiedName"] {
+                    if let Some(Value::String(name)) = object.get_mut(key)
+                        && !name.ends_with(" (deleted)")
+                    {
+                        name.push_str(" (deleted)");
+                    }
+                }
+                Ok(())
+            })?;
+            return Ok(());
+        }
+        self.get_value(entity, id)?;
+        let table = self.table_mut(entity)?;
+        if let Some(row) = table.rows.get(&id).cloned() {
+            let mut meta = row.meta;
+            meta.lut = now;
+            table.insert(
+                id,
+                Row {
+                    meta,
+                    deleted: true,
+                    stored: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets LastUpdatedTime (and, with `bump`, SyncToken + 1) without other changes.
+    pub fn touch(&mut self, entity: &str, id: u64, lut: i64, bump: bool) -> Result<(), StoreError> {
+        let table = self.table_mut(entity)?;
+        let not_found = || StoreError::NotFound {
+            entity: entity.to_owned(),
+            id: id.to_string(),
+        };
+        let row = table
+            .rows
+            .get(&id)
+            .filter(|r| !r.deleted)
+            .cloned()
+            .ok_or_else(not_found)?;
+        let mut meta = row.meta;
+        meta.lut = lut;
+        if bump {
+            meta.sync += 1;
+        }
+        let stored = row.stored.map(|stored| {
+            let mut value = stored.value.clone();
+            if let Value::Object(object) = &mut value {
+                set_last_updated(object, lut);
+                if bump {
+                    object.insert("SyncToken".into(), Value::String(meta.sync.to_string()));
+                }
+            }
+            StoredRecord::new(value)
+        });
+        table.insert(
+            id,
+            Row {
+                meta,
+                deleted: false,
+                stored,
+            },
+        );
+        Ok(())
+    }
+}
+
+fn set_last_updated(object: &mut Map<String, Value>, secs: i64) {
+    let entry = object
+        .entry("MetaData")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(meta) = entry {
+        if !meta.contains_key("CreateTime") {
+            meta.insert("CreateTime".into(), Value::String(pacific_secs(secs)));
+        }
+        meta.insert("LastUpdatedTime".into(), Value::String(pacific_secs(secs)));
+    }
+}
+
+/// RFC 7396 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(object) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                object.remove(key);
+            } else {
+                merge_patch(object.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// Id and index entry of a stored record.
+fn row_meta(record: &Value, name_list: bool) -> Result<(u64, Meta), String> {
+    let id = record
+        .get("Id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| "every record needs a numeric string \"Id\"".to_owned())?;
+    let time = |key: &str| {
+        record
+            .get("MetaData")
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .and_then(parse_epoch_secs)
+    };
+    let lut = time("LastUpdatedTime")
+        .ok_or_else(|| format!("record {id} needs MetaData.LastUpdatedTime"))?;
+    let create = time("CreateTime").unwrap_or(lut);
+    let sync = record
+        .get("SyncToken")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let active = !name_list || record.get("Active") != Some(&Value::Bool(false));
+    Ok((
+        id,
+        Meta {
+            create,
+            lut,
+            sync,
+            active,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::generated(Generator {
+            seed: 3,
+            customers: 50,
+            items: 20,
+            invoices: 500,
+        })
+    }
+
+    fn page(store: &Store, q: &str) -> Vec<u64> {
+        match store.query(&qbo_query::parse(q).unwrap()).unwrap() {
+            QueryOutcome::Page(p) => p.rows.iter().map(|r| r.id).collect(),
+            QueryOutcome::Count(_) => panic!("count"),
+        }
+    }
+
+    fn count(store: &Store, q: &str) -> u64 {
+        match store.query(&qbo_query::parse(q).unwrap()).unwrap() {
+            QueryOutcome::Count(n) => n,
+            QueryOutcome::Page(_) => panic!("page"),
+        }
+    }
+
+    #[test]
+    fn lut_range_handles_fractions_and_strictness() {
+        let conds = vec![
+            IndexCond::Lut(Op::Ge, vec![10_500]),
+            IndexCond::Lut(Op::Lt, vec![20_000]),
+        ];
+        assert_eq!(lut_range(&conds), (11, 19));
+        let conds = vec![
+            IndexCond::Lut(Op::Gt, vec![10_000]),
+            IndexCond::Lut(Op::Le, vec![12_999]),
+        ];
+        assert_eq!(lut_range(&conds), (11, 12));
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut v: Value = serde_json::json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(
+            &mut v,
+            &serde_json::json!({"b": {"c": null, "e": 4}, "f": "x"}),
+        );
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 1, "b": {"d": 3, "e": 4}, "f": "x"})
+        );
+    }
+
+    #[test]
+    fn default_active_filter_and_counts() {
+        let s = store();
+        let all = count(
+            &s,
+            "SELECT COUNT(*) FROM Customer WHERE Active IN (true, false)",
+        );
+        let active = count(&s, "SELECT COUNT(*) FROM Customer");
+        let inactive = count(&s, "SELECT COUNT(*) FROM Customer WHERE Active = false");
+        assert_eq!(all, 50);
+        assert_eq!(active + inactive, all);
+        assert!(inactive > 0);
+        assert_eq!(count(&s, "select count(*) from invoice"), 500);
+    }
+
+    #[test]
+    fn lut_order_is_stable_with_id_tiebreak_and_windows_bound() {
+        let s = store();
+        let ids = page(
+            &s,
+            "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime MAXRESULTS 1000",
+        );
+        assert_eq!(ids.len(), 500);
+        let table = s.table("Invoice").unwrap();
+        let keys: Vec<(i64, u64)> = ids
+            .iter()
+            .map(|id| (table.rows[id].meta.lut, *id))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let (lo, hi) = (keys[100].0, keys[200].0);
+        let q = format!(
+            "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '{}' AND MetaData.LastUpdatedTime <= '{}' ORDERBY MetaData.LastUpdatedTime MAXRESULTS 1000",
+            pacific_secs(lo),
+            pacific_secs(hi)
+        );
+        let window = page(&s, &q);
+        let expected: Vec<u64> = keys
+            .iter()
+            .filter(|(t, _)| *t >= lo && *t <= hi)
+            .map(|(_, id)| *id)
+            .collect();
+        assert_eq!(window, expected);
+    }
+
+    #[test]
+    fn offset_pages_partition_the_result() {
+        let s = store();
+        let all = page(
+            &s,
+            "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime MAXRESULTS 1000",
+        );
+        let mut paged = Vec::new();
+        for start in (1..=500).step_by(70) {
+            paged.extend(page(
+                &s,
+                &format!("SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime STARTPOSITION {start} MAXRESULTS 70"),
+            ));
+        }
+        assert_eq!(paged, all);
+    }
+
+    #[test]
+    fn validation_errors() {
+        let s = store();
+        let q = qbo_query::parse("SELECT * FROM Custmoer").unwrap();
+        assert_eq!(
+            s.query(&q).unwrap_err(),
+            QueryError::Validation("invalid context declaration: Custmoer".into())
+        );
+        let q = qbo_query::parse("SELECT * FROM Customer WHERE NoSuchField = '1'").unwrap();
+        assert_eq!(
+            s.query(&q).unwrap_err(),
+            QueryError::Validation("Property NoSuchField not found for Entity Customer".into())
+        );
+        let q = qbo_query::parse("SELECT * FROM Invoice MAXRESULTS 1001").unwrap();
+        assert_eq!(
+            s.query(&q).unwrap_err(),
+            QueryError::Validation("value 1001 is too large. Max allowed value is 1000".into())
+        );
+        let q = qbo_query::parse("SELECT * FROM Invoice WHERE Active = true").unwrap();
+        assert!(s.query(&q).is_err());
+    }
+
+    #[test]
+    fn residual_conditions_use_the_payload() {
+        let s = store();
+        let value = s.get_value("Invoice", 7).unwrap();
+        let doc = value["DocNumber"].as_str().unwrap().to_owned();
+        assert_eq!(
+            page(
+                &s,
+                &format!("SELECT * FROM Invoice WHERE DocNumber = '{doc}'")
+            ),
+            vec![7]
+        );
+    }
+
+    #[test]
+    fn edits_bump_sync_and_time_and_deletes_hide() {
+        let mut s = store();
+        let before = s.get_value("Invoice", 9).unwrap();
+        let after = s
+            .update(
+                "Invoice",
+                9,
+                serde_json::json!({"PrivateNote": "edited"}),
+                1_800_000_000,
+            )
+            .unwrap();
+        let sync = |v: &Value| v["SyncToken"].as_str().unwrap().parse::<u32>().unwrap();
+        assert_eq!(sync(&after), sync(&before) + 1);
+        assert_eq!(
+            after["MetaData"]["LastUpdatedTime"],
+            pacific_secs(1_800_000_000)
+        );
+        assert_eq!(after["PrivateNote"], "edited");
+        assert_eq!(s.count("Invoice", Some(1_800_000_000), None), 1);
+        s.delete("Invoice", 9, 1_800_000_100).unwrap();
+        assert!(s.get_value("Invoice", 9).is_err());
+        assert_eq!(s.count("Invoice", None, None), 499);
+        let cdc = s.changed_since(&["Invoice".into()], 1_800_000_000_000, 1000);
+        assert!(matches!(
+            cdc[0].2.as_slice(),
+            [CdcRow::Deleted { id: 9, .. }]
+        ));
+        s.delete("Customer", 3, 1_800_000_000).unwrap();
+        let c = s.get_value("Customer", 3).unwrap();
+        assert_eq!(c["Active"], false);
+        assert!(c["DisplayName"].as_str().unwrap().ends_with(" (deleted)"));
+    }
+
+    #[test]
+    fn data_file_records_keep_key_order_and_literals() {
+        let text = r#"{"Vendor":[{"Balance":315.00,"Id":"2","SyncToken":"0","MetaData":{"CreateTime":"2015-10-02T10:43:57-07:00","LastUpdatedTime":"2015-10-02T10:43:57-07:00"},"DisplayName":"b","Active":true},{"Id":"1","MetaData":{"LastUpdatedTime":"2015-10-02T10:43:57-07:00"},"DisplayName":"a","Active":false}]}"#;
+        let s = Store::from_data(text).unwrap();
+        let v = s.get_value("vendor", 2).unwrap();
+        assert!(v.to_string().starts_with(r#"{"Balance":315.00,"Id":"2""#));
+        assert_eq!(page(&s, "SELECT * FROM Vendor"), vec![2]);
+        assert_eq!(
+            page(&s, "SELECT * FROM Vendor WHERE Active IN (true,false)"),
+            vec![1, 2]
+        );
+        assert!(Store::from_data(r#"{"Vendor":[{"Id":"x"}]}"#).is_err());
+    }
+}
