@@ -1,0 +1,1073 @@
+//! A private, throwaway PostgreSQL server for zero-configuration runs.
+//!
+//! # What it owns
+//!
+//! [`PrivatePostgres`] owns one temporary directory (`/tmp/qbo-pg-XXXXXX`) and one `postgres`
+//! server process started from the system's PostgreSQL binaries. The directory holds the
+//! cluster (`data/`), the server's Unix socket and lock files, and the server log
+//! (`postgres.log`). When the value is stopped ([`PrivatePostgres::stop`]) or dropped, the
+//! server is shut down and the directory is deleted.
+//!
+//! # Why it exists
+//!
+//! `qbo-pipeline demo` must work with no configuration at all. When `DATABASE_URL` is unset
+//! the demo starts one of these for the duration of the run. Embedded-PostgreSQL crates do
+//! not work on our machines (they download binaries; there is no network), so this module
+//! drives the binaries that the `postgresql` package installs.
+//!
+//! # How it works
+//!
+//! 1. [`find_bindir`] locates `initdb` and `postgres`: `pg_config --bindir`, else the highest
+//!    version `/usr/lib/postgresql/*/bin` holding both, else `$PATH`.
+//! 2. A short temporary directory is created (Unix socket paths are limited to ~107 bytes).
+//!    `initdb` and `postgres` refuse to run as root, so when we are root the directory is
+//!    chowned to the `postgres` system user and both programs run as that user
+//!    (`CommandExt::uid`/`gid`); otherwise they run as the current user.
+//! 3. `initdb -A trust -N -E UTF8 --no-locale -U postgres` creates the cluster (`-N`: no fsync;
+//!    the data is disposable).
+//! 4. `postgres` is started on a free loopback port (bind `127.0.0.1:0`, release, hand the port
+//!    over) with durability switched off. If another process grabs the port in between, the
+//!    start is retried on a new port. Readiness is polled every 20 ms with a real sqlx
+//!    connection, which also checks that the server answering is ours (its `data_directory`).
+//!    If the server dies or does not come up in time, the error carries the tail of its log.
+//! 5. Stopping sends SIGINT (PostgreSQL's "fast shutdown"), waits for the exit, and deletes the
+//!    directory. `Drop` does the same synchronously (bounded wait, SIGKILL as a last resort).
+//!
+//! # If our process dies without running `Drop`
+//!
+//! The server runs in its own process group (a terminal Ctrl-C goes to us, not to it, so the
+//! demo can shut down in order) and with a parent-death signal: if our process is killed,
+//! the kernel sends the server SIGINT. The parent-death signal is tied to the *thread* that
+//! spawned the server, so the server is spawned from a small dedicated thread that lives
+//! exactly as long as the server does. The directory such a run leaves behind is removed by
+//! the next [`PrivatePostgres::start`], which deletes `qbo-pg-*` directories whose owning
+//! process and server are both gone (each directory records its owner's pid in
+//! `owner.pid`).
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, User, geteuid};
+use sqlx::{Connection, PgConnection};
+
+/// Database superuser created by `initdb -U`, and the system user we run as when root.
+const SUPERUSER: &str = "postgres";
+/// Where Debian/Ubuntu install versioned server binaries (`<root>/<version>/bin`).
+const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
+/// Prefix of our temporary directories (also what the stale-directory sweep looks for).
+const DIR_PREFIX: &str = "qbo-pg-";
+/// File in the temporary directory holding the pid of the process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+/// Server log file in the temporary directory.
+const LOG_FILE: &str = "postgres.log";
+/// Longest temporary base directory we accept before falling back to `/tmp`, so that
+/// `<base>/qbo-pg-XXXXXX/.s.PGSQL.NNNNN` stays well under the ~107-byte socket path limit.
+const MAX_TEMP_BASE_LEN: usize = 64;
+
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const DROP_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const KILL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many ports we try before giving up when other processes keep taking them.
+const PORT_ATTEMPTS: u32 = 5;
+const LOG_TAIL_LINES: usize = 25;
+
+/// Why a private PostgreSQL could not be started or stopped. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PgTempError {
+    #[error(
+        "the PostgreSQL server programs (initdb and postgres) were not found (looked in: \
+         {searched}). Install them with `apt-get install -y postgresql` (Debian/Ubuntu), or set \
+         DATABASE_URL to an existing PostgreSQL server"
+    )]
+    BinariesNotFound { searched: String },
+
+    #[error(
+        "running as root, but there is no `postgres` system user to run a private PostgreSQL \
+         as (initdb and postgres refuse to run as root). Install the server package, which \
+         creates that user (`apt-get install -y postgresql` on Debian/Ubuntu), run as a \
+         non-root user, or set DATABASE_URL to an existing PostgreSQL server"
+    )]
+    NoPostgresUser,
+
+    #[error("could not {action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "initdb ({program}) failed with {status} while creating a private PostgreSQL cluster; \
+         set DATABASE_URL to use an existing server instead. Its output ends with:\n{output}"
+    )]
+    Initdb {
+        program: PathBuf,
+        status: ExitStatus,
+        output: String,
+    },
+
+    #[error(
+        "the private PostgreSQL server ({program}) exited with {status} while starting; set \
+         DATABASE_URL to use an existing server instead. Its log ends with:\n{log}"
+    )]
+    ServerExited {
+        program: PathBuf,
+        status: ExitStatus,
+        log: String,
+    },
+
+    #[error(
+        "the private PostgreSQL server did not accept connections on 127.0.0.1:{port} within \
+         {waited:?} (last attempt: {last_error}); the machine may be overloaded, or set \
+         DATABASE_URL to use an existing server instead. Its log ends with:\n{log}"
+    )]
+    StartTimeout {
+        port: u16,
+        waited: Duration,
+        last_error: String,
+        log: String,
+    },
+
+    #[error(
+        "could not start the private PostgreSQL server: {attempts} free loopback ports in a \
+         row were taken by other processes before the server could bind them; retry, or set \
+         DATABASE_URL to use an existing server. The last log ends with:\n{log}"
+    )]
+    PortsExhausted { attempts: u32, log: String },
+
+    #[error("could not send {signal} to the private PostgreSQL server (pid {pid}): {source}")]
+    Signal {
+        signal: Signal,
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
+}
+
+fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> PgTempError {
+    move |source| PgTempError::Io {
+        action: action.into(),
+        source,
+    }
+}
+
+/// A running private PostgreSQL server and the temporary directory it lives in.
+///
+/// Connect with [`url`](Self::url). Call [`stop`](Self::stop) to shut it down and see errors;
+/// dropping it also shuts it down and removes the directory (best effort).
+pub struct PrivatePostgres {
+    port: u16,
+    dir_path: PathBuf,
+    bindir: PathBuf,
+    // Field order matters: the server must be stopped (dropped) before its directory is removed.
+    server: Option<Server>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl fmt::Debug for PrivatePostgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivatePostgres")
+            .field("port", &self.port)
+            .field("dir", &self.dir_path)
+            .field("bindir", &self.bindir)
+            .field("pid", &self.server.as_ref().map(|s| s.child.id()))
+            .finish()
+    }
+}
+
+impl PrivatePostgres {
+    /// Creates a fresh cluster in a new temporary directory and starts a server on a free
+    /// loopback port. Returns once the server accepts connections (typically about 1 s).
+    pub async fn start() -> Result<Self, PgTempError> {
+        Self::start_with_ports(pick_free_port).await
+    }
+
+    /// [`start`](Self::start) with the port source injectable, so tests can force clashes.
+    async fn start_with_ports(
+        mut next_port: impl FnMut() -> io::Result<u16>,
+    ) -> Result<Self, PgTempError> {
+        let started = Instant::now();
+        let bindir = find_bindir()?;
+        let run_as = run_as()?;
+
+        let base = temp_base(run_as.is_some());
+        sweep_stale_dirs(&base);
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir_in(&base)
+            .map_err(io_error(format!(
+                "create a temporary directory in {}",
+                base.display()
+            )))?;
+        let dir_path = dir.path().to_path_buf();
+        // Only the server's user may reach its socket and files.
+        fs::set_permissions(&dir_path, fs::Permissions::from_mode(0o700)).map_err(io_error(
+            format!("restrict access to {}", dir_path.display()),
+        ))?;
+        let owner_file = dir_path.join(OWNER_FILE);
+        fs::write(&owner_file, std::process::id().to_string())
+            .map_err(io_error(format!("write {}", owner_file.display())))?;
+        if let Some(user) = run_as {
+            std::os::unix::fs::chown(&dir_path, Some(user.uid), Some(user.gid)).map_err(
+                io_error(format!(
+                    "give {} to the `{SUPERUSER}` user",
+                    dir_path.display()
+                )),
+            )?;
+        }
+
+        let mut pg = PrivatePostgres {
+            port: 0,
+            dir_path,
+            bindir,
+            server: None,
+            dir: Some(dir),
+        };
+        pg.initdb(run_as).await?;
+
+        let mut last_log = String::new();
+        for attempt in 1..=PORT_ATTEMPTS {
+            pg.port = next_port().map_err(io_error("find a free port on 127.0.0.1"))?;
+            pg.server = Some(pg.spawn_server(run_as)?);
+            match pg.wait_until_ready().await {
+                Ok(()) => {
+                    tracing::info!(
+                        port = pg.port,
+                        dir = %pg.dir_path.display(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "private PostgreSQL started"
+                    );
+                    return Ok(pg);
+                }
+                Err(Startup::PortTaken { log }) => {
+                    tracing::debug!(
+                        port = pg.port,
+                        attempt,
+                        "port taken by another process; retrying on another"
+                    );
+                    // Dropping the server stops it if it is still running.
+                    pg.server = None;
+                    last_log = log;
+                }
+                Err(Startup::Failed(error)) => return Err(error),
+            }
+        }
+        Err(PgTempError::PortsExhausted {
+            attempts: PORT_ATTEMPTS,
+            log: last_log,
+        })
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable`
+    pub fn url(&self) -> String {
+        url_for(self.port)
+    }
+
+    /// The loopback TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The temporary directory holding the cluster (`data/`), the socket and `postgres.log`.
+    /// It is deleted when the server is stopped or dropped.
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+
+    /// Shuts the server down (SIGINT, "fast shutdown"; SIGKILL if it has not exited after
+    /// 30 s), waits for it to exit, and deletes the temporary directory.
+    pub async fn stop(mut self) -> Result<(), PgTempError> {
+        if let Some(mut server) = self.server.take() {
+            server.shutdown().await?;
+        }
+        if let Some(dir) = self.dir.take() {
+            dir.close().map_err(io_error(format!(
+                "remove the temporary directory {}",
+                self.dir_path.display()
+            )))?;
+        }
+        tracing::info!(port = self.port, "private PostgreSQL stopped");
+        Ok(())
+    }
+
+    async fn initdb(&self, run_as: Option<RunAs>) -> Result<(), PgTempError> {
+        let program = self.bindir.join("initdb");
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.arg("-D")
+            .arg(self.dir_path.join("data"))
+            .args([
+                "-A",
+                "trust",
+                "-N",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "-U",
+                SUPERUSER,
+            ])
+            .current_dir(&self.dir_path)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(user) = run_as {
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        let output = cmd
+            .output()
+            .await
+            .map_err(io_error(format!("run {}", program.display())))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Err(PgTempError::Initdb {
+            program,
+            status: output.status,
+            output: tail(&text, LOG_TAIL_LINES),
+        })
+    }
+
+    fn spawn_server(&self, run_as: Option<RunAs>) -> Result<Server, PgTempError> {
+        let program = self.bindir.join("postgres");
+        let log_path = self.dir_path.join(LOG_FILE);
+        let log = fs::File::create(&log_path)
+            .map_err(io_error(format!("create {}", log_path.display())))?;
+        let log_for_stdout = log
+            .try_clone()
+            .map_err(io_error(format!("duplicate {}", log_path.display())))?;
+
+        let mut cmd = std::process::Command::new(&program);
+        cmd.arg("-D")
+            .arg(self.dir_path.join("data"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(&self.dir_path)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .current_dir(&self.dir_path)
+            .stdin(Stdio::null())
+            .stdout(log_for_stdout)
+            .stderr(log)
+            // Own process group: a terminal Ctrl-C reaches us, and we stop the server in order.
+            .process_group(0);
+        if let Some(user) = run_as {
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only makes two
+        // async-signal-safe system calls (prctl, getppid); it allocates nothing and takes no
+        // locks. It runs after std has switched uid/gid, which matters because changing
+        // credentials clears the parent-death signal.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGINT)?;
+                // If we died between fork and prctl, nobody will send the signal: don't start.
+                if nix::unistd::getppid().as_raw() as u32 != parent {
+                    return Err(io::Error::other("parent process exited"));
+                }
+                Ok(())
+            });
+        }
+        spawn_from_parent_thread(cmd).map_err(io_error(format!("start {}", program.display())))
+    }
+
+    async fn wait_until_ready(&mut self) -> Result<(), Startup> {
+        let started = Instant::now();
+        let url = self.url();
+        let data_dir = self.dir_path.join("data");
+        let log_path = self.dir_path.join(LOG_FILE);
+        let program = self.bindir.join("postgres");
+        let server = self
+            .server
+            .as_mut()
+            .expect("wait_until_ready is called right after spawn_server");
+        loop {
+            match server.child.try_wait() {
+                Ok(Some(status)) => {
+                    let log = log_tail(&log_path);
+                    return Err(if port_taken(&log) {
+                        Startup::PortTaken { log }
+                    } else {
+                        Startup::Failed(PgTempError::ServerExited {
+                            program,
+                            status,
+                            log,
+                        })
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Startup::Failed(PgTempError::Io {
+                        action: "check on the private PostgreSQL server process".into(),
+                        source: e,
+                    }));
+                }
+            }
+
+            // Stop waiting on this attempt as soon as our server exits: a foreign process holding
+            // the port may accept the connection and never answer.
+            let mut attempt = std::pin::pin!(tokio::time::timeout(
+                CONNECT_ATTEMPT_TIMEOUT,
+                server_data_dir(&url),
+            ));
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut attempt => break Some(outcome),
+                    () = tokio::time::sleep(POLL_INTERVAL) => {
+                        if !matches!(server.child.try_wait(), Ok(None)) {
+                            break None;
+                        }
+                    }
+                }
+            };
+            let last_error = match outcome {
+                // The check at the top of the loop reports how the server ended.
+                None => continue,
+                Some(Ok(Ok(reported))) if Path::new(&reported) == data_dir => return Ok(()),
+                Some(Ok(Ok(reported))) => {
+                    // Another server grabbed the port between our probe and our server's bind.
+                    tracing::debug!(port = self.port, other = %reported, "port answered by another server");
+                    return Err(Startup::PortTaken {
+                        log: format!(
+                            "port {} is served by another PostgreSQL (data directory {reported})",
+                            self.port
+                        ),
+                    });
+                }
+                Some(Ok(Err(e))) => e.to_string(),
+                Some(Err(_)) => format!("no answer within {CONNECT_ATTEMPT_TIMEOUT:?}"),
+            };
+
+            if started.elapsed() >= START_TIMEOUT {
+                return Err(Startup::Failed(PgTempError::StartTimeout {
+                    port: self.port,
+                    waited: started.elapsed(),
+                    last_error,
+                    log: log_tail(&log_path),
+                }));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// Outcome of one start attempt that did not produce a ready server.
+enum Startup {
+    /// Another process took the port; try again on a different one.
+    PortTaken {
+        log: String,
+    },
+    Failed(PgTempError),
+}
+
+/// Connects once and asks the server where its cluster lives, to be sure it is ours.
+async fn server_data_dir(url: &str) -> Result<String, sqlx::Error> {
+    let mut conn = PgConnection::connect(url).await?;
+    let dir: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+        .fetch_one(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    Ok(dir)
+}
+
+fn url_for(port: u16) -> String {
+    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres?sslmode=disable")
+}
+
+/// Whether a server log says the listen port was already in use.
+fn port_taken(log: &str) -> bool {
+    log.contains("Address already in use")
+}
+
+/// The user `initdb` and `postgres` run as when we are root.
+#[derive(Debug, Clone, Copy)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+/// `None` when not root (run as ourselves); the `postgres` user when root.
+fn run_as() -> Result<Option<RunAs>, PgTempError> {
+    if !geteuid().is_root() {
+        return Ok(None);
+    }
+    match User::from_name(SUPERUSER) {
+        Ok(Some(user)) => Ok(Some(RunAs {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })),
+        Ok(None) => Err(PgTempError::NoPostgresUser),
+        Err(errno) => Err(PgTempError::Io {
+            action: format!("look up the `{SUPERUSER}` user"),
+            source: errno.into(),
+        }),
+    }
+}
+
+/// Base directory for our temporary directory: `$TMPDIR` when it is short enough for socket
+/// paths, else `/tmp`. As root always `/tmp`: the `postgres` user must be able to reach it.
+fn temp_base(as_root: bool) -> PathBuf {
+    let env = std::env::temp_dir();
+    if !as_root && env.is_absolute() && env.as_os_str().len() <= MAX_TEMP_BASE_LEN {
+        env
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+/// Binds `127.0.0.1:0`, notes the port the kernel picked, and releases it. Another process can
+/// take it before the server binds it; [`PrivatePostgres::start`] retries in that case.
+fn pick_free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The last lines of the server log, or a note that it is empty or unreadable.
+fn log_tail(path: &Path) -> String {
+    match fs::read(path) {
+        Ok(bytes) if bytes.is_empty() => "(the log is empty)".to_owned(),
+        Ok(bytes) => tail(&String::from_utf8_lossy(&bytes), LOG_TAIL_LINES),
+        Err(e) => format!("(could not read {}: {e})", path.display()),
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding the binaries
+
+/// Finds the directory holding the PostgreSQL server programs (`initdb` and `postgres`):
+/// `pg_config --bindir` if it has them, else the highest-version `/usr/lib/postgresql/*/bin`
+/// that has them, else the first `$PATH` entry that has them.
+pub fn find_bindir() -> Result<PathBuf, PgTempError> {
+    let from_pg_config = pg_config_bindir();
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    find_bindir_in(
+        from_pg_config.as_deref(),
+        &[Path::new(DEBIAN_ROOT)],
+        &path_dirs,
+    )
+}
+
+/// `pg_config --bindir`, if `pg_config` runs and prints something.
+fn pg_config_bindir() -> Option<PathBuf> {
+    let output = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(output.stdout).ok()?;
+    let dir = dir.trim();
+    (output.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
+/// [`find_bindir`] over explicit candidates: the `pg_config` answer, roots laid out as
+/// `<root>/<version>/bin` (highest version wins), then plain directories in order.
+fn find_bindir_in(
+    pg_config: Option<&Path>,
+    versioned_roots: &[&Path],
+    plain_dirs: &[PathBuf],
+) -> Result<PathBuf, PgTempError> {
+    if let Some(dir) = pg_config.filter(|dir| is_server_bindir(dir)) {
+        return Ok(dir.to_path_buf());
+    }
+
+    let mut versioned: Vec<(Vec<u32>, PathBuf)> = versioned_roots
+        .iter()
+        .filter_map(|root| fs::read_dir(root).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = parse_version(entry.file_name().to_str()?)?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| is_server_bindir(bin))
+        .collect();
+    versioned.sort();
+    if let Some((_, bin)) = versioned.pop() {
+        return Ok(bin);
+    }
+
+    if let Some(dir) = plain_dirs.iter().find(|dir| is_server_bindir(dir)) {
+        return Ok(dir.clone());
+    }
+
+    let mut searched = Vec::new();
+    match pg_config {
+        Some(dir) => searched.push(format!("`pg_config --bindir` ({})", dir.display())),
+        None => searched.push("`pg_config --bindir` (no pg_config)".to_owned()),
+    }
+    for root in versioned_roots {
+        searched.push(format!("{}/*/bin", root.display()));
+    }
+    searched.push("$PATH".to_owned());
+    Err(PgTempError::BinariesNotFound {
+        searched: searched.join(", "),
+    })
+}
+
+/// `"15"` -> `[15]`, `"9.6"` -> `[9, 6]`; anything else is not a version directory.
+fn parse_version(name: &str) -> Option<Vec<u32>> {
+    name.split('.').map(|part| part.parse().ok()).collect()
+}
+
+fn is_server_bindir(dir: &Path) -> bool {
+    ["initdb", "postgres"].iter().all(|program| {
+        fs::metadata(dir.join(program))
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+/// The `postgres` child process. Dropping it stops the server (bounded, blocking).
+struct Server {
+    child: Child,
+    /// Keeps alive the thread that spawned the server (see [`spawn_from_parent_thread`]).
+    _parent_thread: mpsc::Sender<()>,
+}
+
+/// Spawns `cmd` from a dedicated thread that stays alive until the returned sender is dropped.
+///
+/// Linux delivers the parent-death signal when the *thread* that forked the child exits, not
+/// the process. Spawning from a tokio worker or blocking-pool thread would tie the server's
+/// life to that thread (blocking-pool threads exit when idle), so we use our own thread.
+fn spawn_from_parent_thread(mut cmd: std::process::Command) -> io::Result<Server> {
+    let (child_tx, child_rx) = mpsc::sync_channel(1);
+    let (keep_tx, keep_rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("qbo-pg-parent".to_owned())
+        .spawn(move || {
+            let spawned = cmd.spawn();
+            let ok = spawned.is_ok();
+            let _ = child_tx.send(spawned);
+            if ok {
+                // Returns when the `Server` (holding the sender) is dropped.
+                let _ = keep_rx.recv();
+            }
+        })?;
+    let child = child_rx
+        .recv()
+        .map_err(|_| io::Error::other("the thread spawning the server exited unexpectedly"))??;
+    Ok(Server {
+        child,
+        _parent_thread: keep_tx,
+    })
+}
+
+impl Server {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Sends `signal` to the server. Only called while the child is unreaped, so the pid is
+    /// still ours (a zombie keeps its pid until we wait for it).
+    fn signal(&self, signal: Signal) -> Result<(), PgTempError> {
+        kill(self.pid(), signal).map_err(|source| PgTempError::Signal {
+            signal,
+            pid: self.pid().as_raw(),
+            source,
+        })
+    }
+
+    /// Fast shutdown, waiting asynchronously; SIGKILL after [`STOP_TIMEOUT`].
+    async fn shutdown(&mut self) -> Result<ExitStatus, PgTempError> {
+        if let Some(status) = self.child.try_wait().map_err(wait_error)? {
+            return Ok(status);
+        }
+        self.signal(Signal::SIGINT)?;
+        for (deadline, escalate) in [(STOP_TIMEOUT, true), (KILL_WAIT_TIMEOUT, false)] {
+            let started = Instant::now();
+            while started.elapsed() < deadline {
+                if let Some(status) = self.child.try_wait().map_err(wait_error)? {
+                    return Ok(status);
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            if escalate {
+                tracing::warn!(
+                    pid = self.child.id(),
+                    "private PostgreSQL ignored SIGINT for {deadline:?}; sending SIGKILL"
+                );
+                self.signal(Signal::SIGKILL)?;
+            }
+        }
+        Err(wait_error(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "it did not exit even after SIGKILL",
+        )))
+    }
+
+    /// Blocking best-effort version of [`shutdown`](Self::shutdown), for `Drop`.
+    fn shutdown_blocking(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // Already reaped (or unknowable): nothing to signal.
+        }
+        if self.signal(Signal::SIGINT).is_ok() && self.wait_blocking(DROP_STOP_TIMEOUT) {
+            return;
+        }
+        tracing::warn!(
+            pid = self.child.id(),
+            "private PostgreSQL did not stop on SIGINT; sending SIGKILL"
+        );
+        let _ = self.signal(Signal::SIGKILL);
+        if !self.wait_blocking(KILL_WAIT_TIMEOUT) {
+            tracing::error!(
+                pid = self.child.id(),
+                "private PostgreSQL did not exit even after SIGKILL"
+            );
+        }
+    }
+
+    /// Polls for exit for up to `timeout`; true once the child has exited and been reaped.
+    fn wait_blocking(&mut self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return true,
+                Ok(None) if started.elapsed() < timeout => std::thread::sleep(POLL_INTERVAL),
+                _ => return false,
+            }
+        }
+    }
+}
+
+fn wait_error(source: io::Error) -> PgTempError {
+    io_error("wait for the private PostgreSQL server to exit")(source)
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown_blocking();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories left behind by processes that died without cleaning up
+
+/// Deletes `DIR_PREFIX*` directories in `base` whose owner process and server are both gone.
+/// Best effort: anything unclear (no owner file, unreadable, process alive) is left alone.
+fn sweep_stale_dirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(DIR_PREFIX));
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir()); // not following symlinks
+        let path = entry.path();
+        if is_ours && is_dir && is_stale(&path) {
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(dir = %path.display(), "removed a stale private PostgreSQL directory")
+                }
+                Err(e) => {
+                    tracing::debug!(dir = %path.display(), error = %e, "could not remove a stale private PostgreSQL directory")
+                }
+            }
+        }
+    }
+}
+
+fn is_stale(dir: &Path) -> bool {
+    let Some(owner) = read_pid(&dir.join(OWNER_FILE)) else {
+        return false;
+    };
+    if pid_alive(owner) {
+        return false;
+    }
+    // The first line of postmaster.pid is the server's pid; the file is gone after a clean stop.
+    match read_pid(&dir.join("data").join("postmaster.pid")) {
+        Some(server) => !pid_alive(server),
+        None => true,
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    let text = fs::read_to_string(path).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    // 0 and negative numbers would address process groups in kill(2).
+    (pid > 0).then_some(pid)
+}
+
+/// False only when the process certainly does not exist (a reused pid reads as alive: safe).
+fn pid_alive(pid: i32) -> bool {
+    !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_program(dir: &Path, name: &str, mode: u32) {
+        fs::create_dir_all(dir).unwrap();
+        let path = dir.join(name);
+        fs::write(&path, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn fake_server_bindir(dir: &Path) {
+        fake_program(dir, "initdb", 0o755);
+        fake_program(dir, "postgres", 0o755);
+    }
+
+    #[test]
+    fn pg_config_bindir_wins_when_it_has_the_server_programs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let from_pg_config = tmp.path().join("pgconfig/bin");
+        fake_server_bindir(&from_pg_config);
+        let root = tmp.path().join("lib/postgresql");
+        fake_server_bindir(&root.join("17/bin"));
+
+        let found = find_bindir_in(Some(&from_pg_config), &[&root], &[]).unwrap();
+        assert_eq!(found, from_pg_config);
+    }
+
+    #[test]
+    fn falls_back_to_the_highest_version_that_has_initdb() {
+        let tmp = tempfile::tempdir().unwrap();
+        // pg_config from a client-only package: points at a bindir without initdb.
+        let client_only = tmp.path().join("lib/postgresql/16/bin");
+        fake_program(&client_only, "psql", 0o755);
+        let root = tmp.path().join("lib/postgresql");
+        fake_server_bindir(&root.join("9.6/bin"));
+        fake_server_bindir(&root.join("10/bin")); // numeric, not lexical: 10 > 9.6
+        fake_server_bindir(&root.join("not-a-version/bin"));
+        // Non-executable initdb does not count.
+        fake_program(&root.join("18/bin"), "initdb", 0o644);
+        fake_program(&root.join("18/bin"), "postgres", 0o755);
+
+        let found = find_bindir_in(Some(&client_only), &[&root], &[]).unwrap();
+        assert_eq!(found, root.join("10/bin"));
+    }
+
+    #[test]
+    fn highest_version_across_several_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("b");
+        fake_server_bindir(&a.join("13/bin"));
+        fake_server_bindir(&b.join("15/bin"));
+        fake_server_bindir(&b.join("9.6/bin"));
+        let found = find_bindir_in(None, &[&a, &b], &[]).unwrap();
+        assert_eq!(found, b.join("15/bin"));
+    }
+
+    #[test]
+    fn path_is_the_last_resort() {
+        let tmp = tempfile::tempdir().unwrap();
+        let empty_root = tmp.path().join("none");
+        let on_path_without = tmp.path().join("usr/bin");
+        fake_program(&on_path_without, "postgres", 0o755);
+        let on_path = tmp.path().join("usr/local/bin");
+        fake_server_bindir(&on_path);
+
+        let found =
+            find_bindir_in(None, &[&empty_root], &[on_path_without, on_path.clone()]).unwrap();
+        assert_eq!(found, on_path);
+    }
+
+    #[test]
+    fn missing_binaries_say_how_to_install_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("lib/postgresql");
+        fake_program(&root.join("15/bin"), "psql", 0o755);
+        let err = find_bindir_in(None, &[&root], &[tmp.path().to_path_buf()]).unwrap_err();
+        assert!(matches!(err, PgTempError::BinariesNotFound { .. }));
+        let message = err.to_string();
+        assert!(
+            message.contains("apt-get install -y postgresql"),
+            "{message}"
+        );
+        assert!(message.contains("DATABASE_URL"), "{message}");
+        assert!(message.contains(&root.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn versions_parse_numerically() {
+        assert_eq!(parse_version("15"), Some(vec![15]));
+        assert_eq!(parse_version("9.6"), Some(vec![9, 6]));
+        assert_eq!(parse_version("15beta"), None);
+        assert_eq!(parse_version(""), None);
+        assert!(parse_version("9.6") < parse_version("10"));
+    }
+
+    #[test]
+    fn picked_port_is_free_and_bindable() {
+        let port = pick_free_port().unwrap();
+        assert_ne!(port, 0);
+        // It was released, so it can be bound again right away.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        assert_eq!(listener.local_addr().unwrap().port(), port);
+    }
+
+    #[test]
+    fn picked_ports_differ_while_held() {
+        let first = pick_free_port().unwrap();
+        let _held = TcpListener::bind((Ipv4Addr::LOCALHOST, first)).unwrap();
+        let second = pick_free_port().unwrap();
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn port_clash_is_recognised_in_the_server_log() {
+        let log = "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use\n\
+                   HINT:  Is another postmaster already running on port 5432? If not, wait a few seconds and retry.\n\
+                   WARNING:  could not create listen socket for \"127.0.0.1\"\n\
+                   FATAL:  could not create any TCP/IP sockets";
+        assert!(port_taken(log));
+        assert!(!port_taken(
+            "FATAL:  data directory \"/x\" has wrong ownership"
+        ));
+    }
+
+    #[test]
+    fn url_has_the_documented_shape() {
+        assert_eq!(
+            url_for(54321),
+            "postgres://postgres@127.0.0.1:54321/postgres?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+        assert_eq!(tail("", 5), "");
+    }
+
+    #[test]
+    fn temp_base_is_short_and_absolute() {
+        let base = temp_base(false);
+        assert!(base.is_absolute());
+        assert!(base.as_os_str().len() <= MAX_TEMP_BASE_LEN);
+        assert_eq!(temp_base(true), PathBuf::from("/tmp"));
+    }
+
+    #[test]
+    fn sweep_removes_only_dirs_whose_owner_is_gone() {
+        let base = tempfile::tempdir().unwrap();
+        let dead_pid = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            pid
+        };
+        let make = |name: &str, owner: Option<String>| {
+            let dir = base.path().join(name);
+            fs::create_dir_all(dir.join("data")).unwrap();
+            if let Some(owner) = owner {
+                fs::write(dir.join(OWNER_FILE), owner).unwrap();
+            }
+            dir
+        };
+        let stale = make("qbo-pg-stale", Some(dead_pid.to_string()));
+        let alive = make("qbo-pg-alive", Some(std::process::id().to_string()));
+        let server_alive = make("qbo-pg-server", Some(dead_pid.to_string()));
+        fs::write(
+            server_alive.join("data/postmaster.pid"),
+            format!("{}\n/some/dir\n", std::process::id()),
+        )
+        .unwrap();
+        let unowned = make("qbo-pg-unowned", None);
+        let zero = make("qbo-pg-zero", Some("0".to_owned()));
+        let foreign = make("other-stale", Some(dead_pid.to_string()));
+
+        sweep_stale_dirs(base.path());
+
+        assert!(!stale.exists());
+        assert!(alive.exists());
+        assert!(server_alive.exists());
+        assert!(unowned.exists());
+        assert!(zero.exists());
+        assert!(foreign.exists());
+    }
+
+    /// Returns `taken` for the first `clashes` calls, then real free ports.
+    fn ports_with_clashes(taken: u16, clashes: u32) -> impl FnMut() -> io::Result<u16> {
+        let mut calls = 0;
+        move || {
+            calls += 1;
+            if calls <= clashes {
+                Ok(taken)
+            } else {
+                pick_free_port()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_taken_by_another_process_is_retried_on_another() {
+        // A plain listener accepts TCP connections but never speaks the PostgreSQL protocol.
+        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let started = Instant::now();
+        let pg = PrivatePostgres::start_with_ports(ports_with_clashes(taken, 2))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(pg.port(), taken);
+        // A clash is noticed when our server exits, not after a connection timeout.
+        assert!(
+            started.elapsed() < CONNECT_ATTEMPT_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        let mut conn = PgConnection::connect(&pg.url()).await.unwrap();
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        conn.close().await.unwrap();
+        let dir = pg.dir().to_path_buf();
+        pg.stop().await.unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[tokio::test]
+    async fn giving_up_after_repeated_clashes_says_so() {
+        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let err = PrivatePostgres::start_with_ports(ports_with_clashes(taken, PORT_ATTEMPTS))
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, PgTempError::PortsExhausted { attempts, .. } if attempts == PORT_ATTEMPTS),
+            "{message}"
+        );
+        assert!(message.contains("Address already in use"), "{message}");
+        assert!(message.contains("DATABASE_URL"), "{message}");
+    }
+}
