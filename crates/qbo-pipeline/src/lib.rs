@@ -20,6 +20,11 @@
 //! | [`app`] | the commands (`migrate`, `backfill`, `demo`, `runs`) over validated input |
 //! | [`validate`] | data checks, reconciliation with QBO's counts, archived evidence |
 //! | [`pgtemp`] | a private throwaway PostgreSQL from the system's binaries (demo) |
+//! | [`pipelines`] | pipeline names (`qb_<entity>_backfill`) and variables → backfill options (pure) |
+//! | [`schedule`] | next fire times of one-time and cron triggers, time zones, DST, catch-up, retries (pure) |
+//! | [`trigger`] | the trigger store: definitions, YAML apply, lifecycle, claiming with `SKIP LOCKED` |
+//! | [`scheduler`] | the scheduler: `try_run_next(now)` step and the long-running loop |
+//! | [`cli_schedule`] | the `run`, `trigger …` and `scheduler` commands (flags and handlers) |
 //!
 //! The simulated QBO lives in the `qbo-sandbox` crate, the query language in `qbo-query`.
 
@@ -27,6 +32,7 @@ pub mod app;
 pub mod auth;
 pub mod backfill;
 pub mod checkpoint;
+pub mod cli_schedule;
 pub mod client;
 pub mod config;
 pub mod db;
@@ -35,6 +41,10 @@ pub mod extract;
 pub mod ledger;
 pub mod load;
 pub mod pgtemp;
+pub mod pipelines;
+pub mod schedule;
+pub mod scheduler;
+pub mod trigger;
 pub mod validate;
 pub mod window;
 

@@ -52,6 +52,12 @@ enum Command {
     Runs(RunsArgs),
     /// Check the loaded data and reconcile it with QBO's own counts.
     Validate(ValidateArgs),
+    /// Run one pipeline now: qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
+    Run(qbo_pipeline::cli_schedule::RunArgs),
+    /// Triggers: create, list, show, enable, disable, delete, apply FILE.
+    Trigger(qbo_pipeline::cli_schedule::TriggerArgs),
+    /// Fire due triggers until SIGTERM/Ctrl-C (or, with --exit-when-idle, until none is due).
+    Scheduler(qbo_pipeline::cli_schedule::SchedulerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -304,6 +310,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo(args).await,
         Command::Runs(args) => runs(args).await,
         Command::Validate(args) => validate(args).await,
+        Command::Run(args) => qbo_pipeline::cli_schedule::run(args).await,
+        Command::Trigger(args) => qbo_pipeline::cli_schedule::trigger(args).await,
+        Command::Scheduler(args) => qbo_pipeline::cli_schedule::scheduler(args).await,
     }
 }
 

@@ -1,0 +1,505 @@
+//! The `run`, `trigger …` and `scheduler` commands: clap argument types and their handlers.
+//!
+//! Flags are turned into validated input ([`crate::pipelines`], [`crate::trigger::TriggerInput`],
+//! YAML) before the database is touched: bad input is a [`UsageError`] (exit 2) with nothing
+//! written. Handlers return the process exit code; `main.rs` only dispatches to them.
+
+use crate::app::{self, UsageError};
+use crate::backfill::StopSignal;
+use crate::config::{self, DbSettings, HttpSettings, ProcessEnv, QboSettings};
+use crate::pipelines::{self, Variables};
+use crate::schedule::parse_instant;
+use crate::scheduler::{LoopOptions, Scheduler};
+use crate::trigger::{self, TriggerInput, TriggerRow};
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `qbo-pipeline run PIPELINE --var k=v ...`
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
+    pub pipeline: String,
+    /// Pipeline variable KEY=VALUE (repeat): fecha_inicio (alias from), fecha_fin (alias to), chunk.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    #[command(flatten)]
+    pub qbo: QboFlags,
+    /// Never draw progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `qbo-pipeline trigger ...`
+#[derive(Args, Debug)]
+pub struct TriggerArgs {
+    #[command(subcommand)]
+    pub command: TriggerCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TriggerCommand {
+    /// Create a trigger (one-time with --once-at, recurring with --cron).
+    Create(CreateArgs),
+    /// Every trigger with its status, schedule, next fire time and last outcome.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One trigger in full.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a trigger active again (re-arm): attempts reset, next fire time recomputed.
+    Enable {
+        name: String,
+        /// Move a one-time trigger to this instant (RFC 3339; a past instant fires at once).
+        #[arg(long, value_name = "RFC3339")]
+        once_at: Option<String>,
+    },
+    /// Make a trigger inactive; a run in progress finishes and is recorded.
+    Disable { name: String },
+    /// Delete a trigger (its runs stay in the ledger).
+    Delete { name: String },
+    /// Declare the triggers of a YAML file (the old project's triggers.yaml shape); repeatable.
+    Apply {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
+    #[arg(long)]
+    pub pipeline: String,
+    /// Fire once at this instant (RFC 3339, e.g. 2026-02-02T00:02:00Z); a past instant fires at once.
+    #[arg(
+        long,
+        value_name = "RFC3339",
+        conflicts_with = "cron",
+        required_unless_present = "cron"
+    )]
+    pub once_at: Option<String>,
+    /// Fire on this cron expression (5 fields, or @hourly/@daily/@weekly/@monthly/@yearly).
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+    /// IANA time zone the cron expression (and local times) are read in.
+    #[arg(long, value_name = "TZ")]
+    pub timezone: Option<String>,
+    /// A recurring trigger's first fire is not before this time.
+    #[arg(long, value_name = "RFC3339", requires = "cron")]
+    pub start_time: Option<String>,
+    /// Pipeline variable KEY=VALUE (repeat): fecha_inicio (alias from), fecha_fin (alias to), chunk.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Attempts of one fire before the trigger gives up (failed runs resume from checkpoints).
+    #[arg(long, default_value_t = trigger::DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+    /// First wait before a retry, in seconds; doubles per attempt, at most an hour.
+    #[arg(long, default_value_t = trigger::DEFAULT_RETRY_BACKOFF_SECS)]
+    pub retry_backoff_secs: u32,
+    /// Create it inactive (arm it later with `trigger enable`).
+    #[arg(long)]
+    pub inactive: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `qbo-pipeline scheduler`
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// Longest wait between looks for due triggers, in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub poll_secs: u64,
+    /// Fire what is due, then exit when nothing is (for cron jobs and tests).
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    #[command(flatten)]
+    pub qbo: QboFlags,
+    /// Never draw progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// QBO endpoints and client-side limits for the runs these commands start.
+#[derive(Args, Debug)]
+pub struct QboFlags {
+    /// Overrides QBO_API_BASE_URL.
+    #[arg(long)]
+    pub api_base_url: Option<String>,
+    /// Overrides QBO_TOKEN_URL.
+    #[arg(long)]
+    pub token_url: Option<String>,
+    /// Requests per minute per realm (QBO allows 500).
+    #[arg(long, default_value_t = HttpSettings::default().requests_per_minute)]
+    pub rpm: u32,
+    /// Requests in flight per realm (QBO allows 10).
+    #[arg(long, default_value_t = HttpSettings::default().max_in_flight)]
+    pub max_in_flight: u32,
+    /// Retries of one request after 429, 5xx, timeouts or dropped connections.
+    #[arg(long, default_value_t = HttpSettings::default().max_retries)]
+    pub max_retries: u32,
+}
+
+impl QboFlags {
+    fn settings(&self, problems: &mut Vec<String>) -> Option<(QboSettings, HttpSettings)> {
+        let http = HttpSettings {
+            requests_per_minute: self.rpm,
+            max_in_flight: self.max_in_flight,
+            max_retries: self.max_retries,
+            ..HttpSettings::default()
+        };
+        let before = problems.len();
+        problems.extend(http.validate());
+        let qbo = config::qbo_settings(
+            &ProcessEnv,
+            self.api_base_url.as_deref(),
+            self.token_url.as_deref(),
+        )
+        .map_err(|e| problems.extend(e.problems))
+        .ok();
+        match qbo {
+            Some(q) if problems.len() == before => Some((q, http)),
+            _ => None,
+        }
+    }
+}
+
+fn database_settings(problems: &mut Vec<String>) -> Option<DbSettings> {
+    match DbSettings::from_source(&ProcessEnv) {
+        Ok(Some(db)) => Some(db),
+        Ok(None) => {
+            problems.push(
+                "no database configured: set DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DB) or POSTGRES_HOST/PORT/USER/PASSWORD/DB"
+                    .into(),
+            );
+            None
+        }
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    }
+}
+
+fn usage(problems: Vec<String>) -> anyhow::Error {
+    if problems.len() == 1 {
+        UsageError(problems.into_iter().next().unwrap_or_default()).into()
+    } else {
+        let mut text = format!("{} problems:", problems.len());
+        for p in problems {
+            text.push_str("\n  - ");
+            text.push_str(&p);
+        }
+        UsageError(text).into()
+    }
+}
+
+/// First SIGINT/SIGTERM: stop gracefully (the pages in flight commit). Second: exit at once.
+fn install_signal_handlers(stop: StopSignal) {
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            seen += 1;
+            if seen == 1 {
+                eprintln!("stopping: finishing the pages in flight (signal again to exit at once)");
+                stop.stop();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// `run PIPELINE --var ...`: one pipeline, now.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    let vars = pipelines::parse_vars(&args.vars)
+        .map_err(|e| problems.extend(e.problems.clone()))
+        .unwrap_or_default();
+    let pipeline = if problems.is_empty() {
+        pipelines::resolve(&args.pipeline, &vars)
+            .map_err(|e| problems.extend(e.problems))
+            .ok()
+    } else {
+        None
+    };
+    let settings = args.qbo.settings(&mut problems);
+    let db = database_settings(&mut problems);
+    let (Some(pipeline), Some((qbo, http)), Some(db)) = (pipeline, settings, db) else {
+        return Err(usage(problems));
+    };
+    let stop = StopSignal::default();
+    install_signal_handlers(stop.clone());
+    let opts = pipeline.backfill_options(None, !args.no_progress);
+    let report = app::backfill(&qbo, &db, &http, &opts, &stop).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.table());
+    }
+    if let Some(e) = report.error() {
+        eprintln!("error: {e}");
+    }
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `trigger ...`
+pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    // Validate the input first; only then connect.
+    let spec = match &args.command {
+        TriggerCommand::Create(c) => {
+            let vars: Variables = pipelines::parse_vars(&c.vars)
+                .map_err(|e| problems.extend(e.problems.clone()))
+                .unwrap_or_default();
+            let input = TriggerInput {
+                name: c.name.clone(),
+                pipeline: c.pipeline.clone(),
+                once_at: c.once_at.clone(),
+                cron: c.cron.clone(),
+                timezone: c.timezone.clone(),
+                start_time: c.start_time.clone(),
+                variables: vars,
+                status: Some(if c.inactive { "inactive" } else { "active" }.into()),
+                max_attempts: Some(c.max_attempts),
+                retry_backoff_secs: Some(c.retry_backoff_secs),
+                source: "cli".into(),
+            };
+            if problems.is_empty() {
+                input.validate().map_err(|p| problems.extend(p)).ok()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let file_specs = match &args.command {
+        TriggerCommand::Apply { file, .. } => match std::fs::read_to_string(file) {
+            Ok(text) => trigger::parse_yaml(&text, &file.display().to_string())
+                .map_err(|p| problems.extend(p))
+                .ok(),
+            Err(e) => {
+                problems.push(format!("cannot read {}: {e}", file.display()));
+                None
+            }
+        },
+        _ => None,
+    };
+    let once_at = match &args.command {
+        TriggerCommand::Enable {
+            once_at: Some(t), ..
+        } => parse_instant(t, chrono_tz::Tz::UTC)
+            .map_err(|e| problems.push(format!("--once-at: {e}")))
+            .ok(),
+        _ => None,
+    };
+    if let TriggerCommand::Show { name, .. }
+    | TriggerCommand::Enable { name, .. }
+    | TriggerCommand::Disable { name }
+    | TriggerCommand::Delete { name } = &args.command
+        && let Err(e) = trigger::validate_name(name)
+    {
+        problems.push(e);
+    }
+    let db = database_settings(&mut problems);
+    let Some(db) = db.filter(|_| problems.is_empty()) else {
+        return Err(usage(problems));
+    };
+    let pool = app::open_database(&db, 2).await?;
+    let now = Utc::now();
+    let result = async {
+        match args.command {
+            TriggerCommand::Create(c) => {
+                let spec = spec.expect("validated above");
+                let row = trigger::create(&pool, &spec, now).await?;
+                print_row(&row, c.json)?;
+            }
+            TriggerCommand::List { json } => {
+                let rows = trigger::list(&pool).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    print_table(&rows);
+                }
+            }
+            TriggerCommand::Show { name, json } => match trigger::get(&pool, &name).await? {
+                Some(row) => print_row(&row, json)?,
+                None => {
+                    return Err(UsageError(format!(
+                        "no trigger '{name}': see `qbo-pipeline trigger list`"
+                    ))
+                    .into());
+                }
+            },
+            TriggerCommand::Enable { name, .. } => {
+                let row = trigger::enable(&pool, &name, once_at, now).await?;
+                println!(
+                    "trigger {} is active; next fire {}",
+                    row.name,
+                    row.next_fire_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            TriggerCommand::Disable { name } => {
+                let row = trigger::disable(&pool, &name).await?;
+                println!("trigger {} is inactive", row.name);
+            }
+            TriggerCommand::Delete { name } => {
+                trigger::delete(&pool, &name).await?;
+                println!("trigger {name} deleted (its runs stay in `qbo-pipeline runs list`)");
+            }
+            TriggerCommand::Apply { file, json } => {
+                let specs = file_specs.expect("validated above");
+                let report = trigger::apply(&pool, &specs, now).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!(
+                        "{}: {} created, {} updated, {} unchanged",
+                        file.display(),
+                        report.created.len(),
+                        report.updated.len(),
+                        report.unchanged.len()
+                    );
+                    for (what, names) in [
+                        ("created", &report.created),
+                        ("updated", &report.updated),
+                        ("unchanged", &report.unchanged),
+                    ] {
+                        for n in names {
+                            println!("  {what:<9} {n}");
+                        }
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    pool.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_row(row: &TriggerRow, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(row)?);
+    } else {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[TriggerRow]) {
+    let t = |v: Option<chrono::DateTime<Utc>>| {
+        v.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "{:<24} {:<22} {:<8} {:<20} {:<40} {:>5} {:>6} {:<9} {:<20}",
+        "trigger",
+        "pipeline",
+        "status",
+        "next fire (UTC)",
+        "schedule",
+        "tries",
+        "run",
+        "outcome",
+        "last fired (UTC)"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:<22} {:<8} {:<20} {:<40} {:>5} {:>6} {:<9} {:<20}",
+            r.name,
+            r.pipeline,
+            if r.claimed_at.is_some() {
+                "running"
+            } else {
+                r.status.as_str()
+            },
+            t(r.next_fire_at),
+            r.schedule_text(),
+            format!("{}/{}", r.attempts, r.max_attempts),
+            r.last_run_id
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.last_outcome.as_deref().unwrap_or("-"),
+            t(r.last_fired_at),
+        );
+    }
+}
+
+/// `scheduler`: fires due triggers until SIGTERM/Ctrl-C (or idle, with --exit-when-idle).
+/// Exit 0 when stopped by a signal or idle; 1 when a run failed during an --exit-when-idle pass.
+pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    if !(1..=3600).contains(&args.poll_secs) {
+        problems.push(format!(
+            "--poll-secs {} is out of range: use 1..=3600",
+            args.poll_secs
+        ));
+    }
+    let settings = args.qbo.settings(&mut problems);
+    let db = database_settings(&mut problems);
+    let (Some((qbo, http)), Some(db)) = (settings, db) else {
+        return Err(usage(problems));
+    };
+    if !problems.is_empty() {
+        return Err(usage(problems));
+    }
+    let stop = StopSignal::default();
+    install_signal_handlers(stop.clone());
+    let scheduler = Scheduler::new(qbo, db, http, stop.clone())
+        .await?
+        .with_progress(!args.no_progress);
+    let opts = LoopOptions {
+        poll: Duration::from_secs(args.poll_secs),
+        exit_when_idle: args.exit_when_idle,
+    };
+    let report = scheduler.run(&opts).await;
+    scheduler.close().await;
+    let report = report?;
+    eprintln!(
+        "scheduler: {} fired, {} failed, {} interrupted{}",
+        report.fired,
+        report.failed,
+        report.interrupted,
+        if stop.is_stopped() {
+            " (stopped by a signal; interrupted runs resume on the next start)"
+        } else {
+            ""
+        }
+    );
+    Ok(
+        if args.exit_when_idle && report.failed > 0 && !stop.is_stopped() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
