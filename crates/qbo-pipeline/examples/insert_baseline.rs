@@ -28,14 +28,24 @@ async fn main() -> anyhow::Result<()> {
     );
     let url = std::env::var("DATABASE_URL")?;
     let mut conn = PgConnection::connect(&url).await?;
-    let rows: Vec<(String, String, String, Option<chrono::DateTime<chrono::Utc>>, Option<i64>)> =
+    type Row = (
+        String,
+        String,
+        String,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT realm_id, id, payload::text, source_last_updated_utc, sync_token FROM raw.{table} LIMIT $1"
         )))
         .bind(rows_wanted)
         .fetch_all(&mut conn)
         .await?;
-    anyhow::ensure!(!rows.is_empty(), "raw.{table} is empty: run a backfill first");
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "raw.{table} is empty: run a backfill first"
+    );
     let bytes: usize = rows.iter().map(|r| r.2.len()).sum();
     println!(
         "baseline_rows={} avg_payload_bytes={}",
@@ -60,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
                 let realm: Vec<&str> = batch.iter().map(|r| r.0.as_str()).collect();
                 let ids: Vec<&str> = batch.iter().map(|r| r.1.as_str()).collect();
                 let payloads: Vec<&str> = batch.iter().map(|r| r.2.as_str()).collect();
-                let lu: Vec<Option<chrono::DateTime<chrono::Utc>>> = batch.iter().map(|r| r.3).collect();
+                let lu: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+                    batch.iter().map(|r| r.3).collect();
                 let st: Vec<Option<i64>> = batch.iter().map(|r| r.4).collect();
                 sqlx::query(
                     "INSERT INTO public.bench_baseline (realm_id, id, payload, ingested_at_utc, source_last_updated_utc, sync_token)

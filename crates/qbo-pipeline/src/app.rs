@@ -147,7 +147,9 @@ pub async fn demo(
             db
         }
         None => {
-            eprintln!("DATABASE_URL is not set: starting a private PostgreSQL for this demo (its data is discarded at the end)");
+            eprintln!(
+                "DATABASE_URL is not set: starting a private PostgreSQL for this demo (its data is discarded at the end)"
+            );
             let pg = crate::pgtemp::PrivatePostgres::start()
                 .await
                 .map_err(|e| UsageError(e.to_string()))?;
@@ -210,10 +212,10 @@ pub async fn demo(
         })
         .collect();
     sandbox.shutdown().await;
-    if let Some(pg) = private {
-        if let Err(e) = pg.stop().await {
-            tracing::warn!(error = %e, "stopping the private PostgreSQL failed");
-        }
+    if let Some(pg) = private
+        && let Err(e) = pg.stop().await
+    {
+        tracing::warn!(error = %e, "stopping the private PostgreSQL failed");
     }
     let (report, counts) = result?;
     Ok(DemoReport {

@@ -131,13 +131,13 @@ impl Authorizer {
     /// A valid access token, refreshing first when there is none or it is about to expire.
     pub async fn bearer(&self) -> Result<Bearer, AuthError> {
         let mut current = self.current.lock().await;
-        if let Some(t) = current.as_ref() {
-            if t.expires_at > Instant::now() + EXPIRY_MARGIN {
-                return Ok(Bearer {
-                    token: t.value.clone(),
-                    generation: t.generation,
-                });
-            }
+        if let Some(t) = current.as_ref()
+            && t.expires_at > Instant::now() + EXPIRY_MARGIN
+        {
+            return Ok(Bearer {
+                token: t.value.clone(),
+                generation: t.generation,
+            });
         }
         let fresh = self.refresh_with_retries().await?;
         let bearer = Bearer {
@@ -178,10 +178,12 @@ impl Authorizer {
         let realm = self.settings.realm_id.as_str();
         let seed = self.settings.refresh_token.expose_secret();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))")
-            .bind(realm)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))",
+        )
+        .bind(realm)
+        .execute(&mut *tx)
+        .await?;
         let stored: Option<(String, String, i32)> = sqlx::query_as(
             "SELECT refresh_token, seed_refresh_token, rotations FROM qbo_pipeline.oauth_tokens WHERE realm_id = $1",
         )
@@ -191,7 +193,10 @@ impl Authorizer {
         let (using, rotations) = match &stored {
             Some((rt, stored_seed, rotations)) if stored_seed == seed => (rt.clone(), *rotations),
             Some(_) => {
-                tracing::info!(realm, "QBO_REFRESH_TOKEN differs from the stored chain's seed: using it (fresh authorisation)");
+                tracing::info!(
+                    realm,
+                    "QBO_REFRESH_TOKEN differs from the stored chain's seed: using it (fresh authorisation)"
+                );
                 (seed.to_string(), 0)
             }
             None => (seed.to_string(), 0),
@@ -206,7 +211,10 @@ impl Authorizer {
                 Some(self.settings.client_secret.expose_secret()),
             )
             .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[("grant_type", "refresh_token"), ("refresh_token", using.as_str())])
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", using.as_str()),
+            ])
             .send()
             .await
             .map_err(|source| AuthError::Network {
@@ -214,10 +222,13 @@ impl Authorizer {
                 source: source.without_url(),
             })?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|source| AuthError::Network {
-            url: url.clone(),
-            source: source.without_url(),
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| AuthError::Network {
+                url: url.clone(),
+                source: source.without_url(),
+            })?;
         if status != 200 {
             let err: TokenErrorBody = serde_json::from_slice(&body).unwrap_or_default();
             let error = if err.error.is_empty() {
@@ -280,14 +291,14 @@ impl Authorizer {
             access_token_lifetime_s = expires_in.as_secs(),
             "access token refreshed"
         );
-        if let Some(secs) = rt_expires {
-            if secs < REFRESH_TOKEN_WARN_DAYS * 86_400 {
-                tracing::warn!(
-                    realm,
-                    days_left = secs / 86_400,
-                    "the QBO refresh token expires soon: re-authorise the app before then (docs/runbook.md)"
-                );
-            }
+        if let Some(secs) = rt_expires
+            && secs < REFRESH_TOKEN_WARN_DAYS * 86_400
+        {
+            tracing::warn!(
+                realm,
+                days_left = secs / 86_400,
+                "the QBO refresh token expires soon: re-authorise the app before then (docs/runbook.md)"
+            );
         }
         Ok(AccessToken {
             value: SecretString::from(tokens.access_token),

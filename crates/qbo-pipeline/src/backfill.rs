@@ -105,10 +105,24 @@ impl BackfillReport {
         let _ = writeln!(
             out,
             "{:<10} {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10}",
-            "entity", "status", "chunks", "pages", "records", "written", "requests", "retries", "429s", "seconds", "records/s"
+            "entity",
+            "status",
+            "chunks",
+            "pages",
+            "records",
+            "written",
+            "requests",
+            "retries",
+            "429s",
+            "seconds",
+            "records/s"
         );
         for e in &self.entities {
-            let rate = if e.seconds > 0.0 { e.records as f64 / e.seconds } else { 0.0 };
+            let rate = if e.seconds > 0.0 {
+                e.records as f64 / e.seconds
+            } else {
+                0.0
+            };
             let _ = writeln!(
                 out,
                 "{:<10} {:>9} {:>7} {:>10} {:>10} {:>10} {:>9} {:>8} {:>6} {:>8.1} {:>10.0}",
@@ -185,10 +199,13 @@ impl Engine {
         stop: &StopSignal,
     ) -> anyhow::Result<BackfillReport> {
         let started = Instant::now();
-        let pipeline = opts.pipeline.clone().unwrap_or_else(|| match opts.entities.as_slice() {
-            [one] => one.pipeline_name().to_string(),
-            _ => "qb_backfill".to_string(),
-        });
+        let pipeline = opts
+            .pipeline
+            .clone()
+            .unwrap_or_else(|| match opts.entities.as_slice() {
+                [one] => one.pipeline_name().to_string(),
+                _ => "qb_backfill".to_string(),
+            });
         let params = serde_json::json!({
             "entities": opts.entities.iter().map(|e| e.cli_name()).collect::<Vec<_>>(),
             "from": opts.window.from.to_string(),
@@ -250,14 +267,16 @@ impl Engine {
             interrupted: stop.is_stopped(),
         };
         let error = report.error().or_else(|| {
-            report
-                .interrupted
-                .then(|| "interrupted by a stop request; run the same command again to resume".to_string())
+            report.interrupted.then(|| {
+                "interrupted by a stop request; run the same command again to resume".to_string()
+            })
         });
         ledger::finish_run(&self.pool, guard, error.as_deref()).await?;
         match &error {
             None => tracing::info!(run_id, seconds = report.seconds, "backfill succeeded"),
-            Some(e) => tracing::error!(run_id, error = %e, "backfill failed; committed pages stay committed, run the same command again to resume"),
+            Some(e) => {
+                tracing::error!(run_id, error = %e, "backfill failed; committed pages stay committed, run the same command again to resume")
+            }
         }
         Ok(report)
     }
@@ -287,7 +306,9 @@ impl Engine {
             seconds: 0.0,
             error: None,
         };
-        let outcome = self.page_entity(&run, opts, run_id, slots, stop, &mut report).await;
+        let outcome = self
+            .page_entity(&run, opts, run_id, slots, stop, &mut report)
+            .await;
         report.pages = run.pages.load(Ordering::Relaxed);
         report.records = run.records.load(Ordering::Relaxed);
         report.rows_written = run.rows_written.load(Ordering::Relaxed);
@@ -300,11 +321,11 @@ impl Engine {
             Err(ChunkError::Stopped) => "stopped",
             Err(_) => "failed",
         };
-        if let Err(e) = &outcome {
-            if !matches!(e, ChunkError::Stopped) {
-                report.error = Some(e.to_string());
-                tracing::error!(entity = %entity, error = %e, "entity failed");
-            }
+        if let Err(e) = &outcome
+            && !matches!(e, ChunkError::Stopped)
+        {
+            report.error = Some(e.to_string());
+            tracing::error!(entity = %entity, error = %e, "entity failed");
         }
         if let Some(bar) = &run.bar {
             bar.abandon();
@@ -340,10 +361,12 @@ impl Engine {
         let chunks = plan(opts.window, opts.chunk);
         let job = checkpoint::open_job(
             &self.pool,
-            &self.realm,
-            entity,
-            opts.window,
-            opts.chunk,
+            checkpoint::JobKey {
+                realm: &self.realm,
+                entity,
+                window: opts.window,
+                size: opts.chunk,
+            },
             &chunks,
             opts.restart,
             run_id,
@@ -365,7 +388,8 @@ impl Engine {
         .await?;
 
         // QBO's own count of the window, for the progress bar's total and the ETA.
-        let count = extract::count_query(entity, opts.window.start(), opts.window.end()).to_string();
+        let count =
+            extract::count_query(entity, opts.window.start(), opts.window.end()).to_string();
         match self.client.query(&count, &run.stats).await {
             Ok(body) => {
                 let expected = extract::parse_count(&body).ok();
@@ -386,11 +410,16 @@ impl Engine {
             let slots = slots.clone();
             let failed = failed.clone();
             async move {
-                let _slot = slots.acquire_owned().await.expect("semaphore is never closed");
+                let _slot = slots
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
                 if failed.is_stopped() || stop.is_stopped() {
                     return Err(ChunkError::Stopped);
                 }
-                let result = self.page_chunk(run, opts, run_id, job_id, state, stop, &failed).await;
+                let result = self
+                    .page_chunk(run, opts, run_id, job_id, state, stop, &failed)
+                    .await;
                 if result.is_err() {
                     failed.stop();
                 }
@@ -473,7 +502,10 @@ impl Engine {
         let page_size = opts.page_size;
         let mut page_number = state.pages;
         let mut next = Some(Fetch::Keyset(
-            state.cursor.clone().unwrap_or_else(|| qbo_literal(chunk.start)),
+            state
+                .cursor
+                .clone()
+                .unwrap_or_else(|| qbo_literal(chunk.start)),
         ));
         let mut to_write: Option<PendingWrite> = None;
         let mut stopped = false;
@@ -530,7 +562,14 @@ impl Engine {
                 Fetch::Keyset(_) => match extract::next_step(&records, page_size) {
                     PageStep::Done => {
                         let cursor = records.last().map(|r| r.last_updated_text.clone());
-                        (Some(PendingWrite { records, cursor, done: true }), None)
+                        (
+                            Some(PendingWrite {
+                                records,
+                                cursor,
+                                done: true,
+                            }),
+                            None,
+                        )
                     }
                     PageStep::Next(cursor) => (
                         Some(PendingWrite {
@@ -590,7 +629,8 @@ impl Engine {
     fn account(&self, run: &EntityRun, w: Written) {
         run.pages.fetch_add(1, Ordering::Relaxed);
         run.records.fetch_add(w.received, Ordering::Relaxed);
-        run.rows_written.fetch_add(w.rows_written, Ordering::Relaxed);
+        run.rows_written
+            .fetch_add(w.rows_written, Ordering::Relaxed);
         if let Some(bar) = &run.bar {
             bar.inc(w.received);
         }

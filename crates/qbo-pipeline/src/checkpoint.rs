@@ -32,17 +32,39 @@ pub struct Job {
     pub chunks: Vec<ChunkState>,
 }
 
+/// What identifies a job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobKey<'a> {
+    pub realm: &'a str,
+    pub entity: Entity,
+    pub window: Window,
+    pub size: ChunkSize,
+}
+
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    chunk_start: DateTime<Utc>,
+    chunk_end: DateTime<Utc>,
+    cursor_text: Option<String>,
+    pages: i32,
+    records: i64,
+    done: bool,
+}
+
 /// Opens (or resumes, or resets) the job for this backfill.
 pub async fn open_job(
     pool: &PgPool,
-    realm: &str,
-    entity: Entity,
-    window: Window,
-    size: ChunkSize,
+    key: JobKey<'_>,
     chunks: &[Chunk],
     restart: bool,
     run_id: i64,
 ) -> Result<Job, sqlx::Error> {
+    let JobKey {
+        realm,
+        entity,
+        window,
+        size,
+    } = key;
     let mut tx = pool.begin().await?;
     let existing: Option<(i64, String)> = sqlx::query_as(
         "SELECT job_id, status FROM qbo_pipeline.backfill_jobs
@@ -99,7 +121,7 @@ pub async fn open_job(
     .bind(&ends)
     .execute(&mut *tx)
     .await?;
-    let rows: Vec<(DateTime<Utc>, DateTime<Utc>, Option<String>, i32, i64, bool)> = sqlx::query_as(
+    let rows: Vec<CheckpointRow> = sqlx::query_as(
         "SELECT chunk_start, chunk_end, cursor_text, pages, records, done
          FROM qbo_pipeline.checkpoints WHERE job_id = $1 ORDER BY chunk_start",
     )
@@ -112,12 +134,15 @@ pub async fn open_job(
         resumed,
         chunks: rows
             .into_iter()
-            .map(|(start, end, cursor, pages, records, done)| ChunkState {
-                chunk: Chunk { start, end },
-                cursor,
-                pages,
-                records,
-                done,
+            .map(|r| ChunkState {
+                chunk: Chunk {
+                    start: r.chunk_start,
+                    end: r.chunk_end,
+                },
+                cursor: r.cursor_text,
+                pages: r.pages,
+                records: r.records,
+                done: r.done,
             })
             .collect(),
     })
@@ -144,11 +169,13 @@ pub struct EntityLock {
 impl EntityLock {
     pub async fn acquire(pool: &PgPool, realm: &str, entity: Entity) -> Result<Self, sqlx::Error> {
         let mut conn = pool.acquire().await?;
-        let key: i64 = sqlx::query_scalar("SELECT hashtextextended('qbo_pipeline.backfill:' || $1 || ':' || $2, 0)")
-            .bind(realm)
-            .bind(entity.cli_name())
-            .fetch_one(&mut *conn)
-            .await?;
+        let key: i64 = sqlx::query_scalar(
+            "SELECT hashtextextended('qbo_pipeline.backfill:' || $1 || ':' || $2, 0)",
+        )
+        .bind(realm)
+        .bind(entity.cli_name())
+        .fetch_one(&mut *conn)
+        .await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
             .fetch_one(&mut *conn)

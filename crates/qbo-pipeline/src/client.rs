@@ -47,8 +47,8 @@ impl RealmLimits {
 
     /// The limits of `realm` in this process, created on first use with `settings`.
     pub fn for_realm(realm: &RealmId, settings: &HttpSettings) -> Arc<RealmLimits> {
-        static REGISTRY: OnceLock<Mutex<HashMap<(String, u32, u32), Arc<RealmLimits>>>> =
-            OnceLock::new();
+        type Registry = Mutex<HashMap<(String, u32, u32), Arc<RealmLimits>>>;
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
         let key = (
             realm.as_str().to_string(),
             settings.requests_per_minute,
@@ -87,7 +87,12 @@ impl RequestStats {
 /// A failed QBO request.
 #[derive(Debug, thiserror::Error)]
 pub enum QboError {
-    #[error("QBO answered HTTP {status}{}: {message}{}{}", fmt_code(code), fmt_detail(detail), fmt_tid(intuit_tid))]
+    #[error(
+        "QBO answered HTTP {status}{}: {message}{}{}",
+        fmt_code(code),
+        fmt_detail(detail),
+        fmt_tid(intuit_tid)
+    )]
     Fault {
         status: u16,
         code: Option<String>,
@@ -100,7 +105,10 @@ pub enum QboError {
     Network(#[source] reqwest::Error),
     #[error("authorisation failed: {0}")]
     Auth(#[from] AuthError),
-    #[error("QBO sent a response that cannot be read{}: {reason}", fmt_tid(intuit_tid))]
+    #[error(
+        "QBO sent a response that cannot be read{}: {reason}",
+        fmt_tid(intuit_tid)
+    )]
     Decode {
         reason: String,
         intuit_tid: Option<String>,
@@ -110,7 +118,9 @@ pub enum QboError {
 }
 
 fn fmt_code(code: &Option<String>) -> String {
-    code.as_ref().map(|c| format!(" (code {c})")).unwrap_or_default()
+    code.as_ref()
+        .map(|c| format!(" (code {c})"))
+        .unwrap_or_default()
 }
 fn fmt_detail(detail: &Option<String>) -> String {
     detail
@@ -183,9 +193,9 @@ pub fn parse_fault(body: &[u8]) -> Option<(Option<String>, String, Option<String
             .and_then(|x| x.as_str())
             .map(str::to_string)
     };
-    let code = first.get("code").and_then(|c| match c {
-        serde_json::Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+    let code = first.get("code").map(|c| match c {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     });
     Some((
         code,
@@ -341,28 +351,36 @@ impl QboClient {
             .map_err(|e| (QboError::Network(e.without_url()), generation))?;
         if status == 200 {
             // A 200 may still carry a Fault (qbo-api.md §5).
-            if body.starts_with(b"{\"Fault\"") {
-                if let Some((code, message, detail)) = parse_fault(&body) {
-                    return Err((
-                        QboError::Fault {
-                            status,
-                            code,
-                            message,
-                            detail,
-                            intuit_tid,
-                            retry_after,
-                        },
-                        generation,
-                    ));
-                }
+            if body.starts_with(b"{\"Fault\"")
+                && let Some((code, message, detail)) = parse_fault(&body)
+            {
+                return Err((
+                    QboError::Fault {
+                        status,
+                        code,
+                        message,
+                        detail,
+                        intuit_tid,
+                        retry_after,
+                    },
+                    generation,
+                ));
             }
-            tracing::trace!(intuit_tid = intuit_tid.as_deref().unwrap_or("-"), bytes = body.len(), "query answered");
+            tracing::trace!(
+                intuit_tid = intuit_tid.as_deref().unwrap_or("-"),
+                bytes = body.len(),
+                "query answered"
+            );
             return Ok(body);
         }
         let (code, message, detail) = parse_fault(&body).unwrap_or_else(|| {
             let text = String::from_utf8_lossy(&body);
             let snippet: String = text.chars().take(200).collect();
-            (None, format!("HTTP {status}"), Some(snippet).filter(|s| !s.is_empty()))
+            (
+                None,
+                format!("HTTP {status}"),
+                Some(snippet).filter(|s| !s.is_empty()),
+            )
         });
         Err((
             QboError::Fault {
@@ -395,10 +413,19 @@ mod tests {
 
     #[test]
     fn classification_table() {
-        assert_eq!(classify(&fault(429, Some("3001"))), RetryClass::Throttled(None));
-        assert_eq!(classify(&fault(403, Some("3001"))), RetryClass::Throttled(None));
+        assert_eq!(
+            classify(&fault(429, Some("3001"))),
+            RetryClass::Throttled(None)
+        );
+        assert_eq!(
+            classify(&fault(403, Some("3001"))),
+            RetryClass::Throttled(None)
+        );
         assert_eq!(classify(&fault(403, Some("3100"))), RetryClass::Fatal);
-        assert_eq!(classify(&fault(401, Some("3200"))), RetryClass::Unauthorized);
+        assert_eq!(
+            classify(&fault(401, Some("3200"))),
+            RetryClass::Unauthorized
+        );
         assert_eq!(classify(&fault(500, None)), RetryClass::Transient);
         assert_eq!(classify(&fault(503, None)), RetryClass::Transient);
         assert_eq!(classify(&fault(200, Some("10000"))), RetryClass::Transient);

@@ -35,7 +35,11 @@ impl fmt::Display for ConfigError {
         if self.problems.len() == 1 {
             return write!(f, "invalid configuration: {}", self.problems[0]);
         }
-        writeln!(f, "invalid configuration ({} problems):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problems):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -87,7 +91,11 @@ impl RealmId {
         if t.is_empty() {
             return Err("QBO_REALM_ID is empty: set it to your QuickBooks company id".into());
         }
-        if t.len() > 50 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if t.len() > 50
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(format!(
                 "QBO_REALM_ID '{t}' is not a company id: expected up to 50 letters or digits"
             ));
@@ -221,7 +229,9 @@ impl DbSettings {
             return Ok(None);
         }
         let mut url = Url::parse("postgres://localhost").map_err(|e| e.to_string())?;
-        let host = src.get("POSTGRES_HOST").unwrap_or_else(|| "localhost".into());
+        let host = src
+            .get("POSTGRES_HOST")
+            .unwrap_or_else(|| "localhost".into());
         url.set_host(Some(&host))
             .map_err(|e| format!("POSTGRES_HOST '{host}' is not a host name: {e}"))?;
         let port = src.get("POSTGRES_PORT").unwrap_or_else(|| "5432".into());
@@ -283,7 +293,9 @@ pub fn qbo_settings(
         RealmId::parse(&realm).map_err(|e| problems.push(e)).ok()
     };
 
-    let environment = src.get("QBO_ENVIRONMENT").unwrap_or_else(|| "sandbox".into());
+    let environment = src
+        .get("QBO_ENVIRONMENT")
+        .unwrap_or_else(|| "sandbox".into());
     let default_api = match environment.trim().to_ascii_lowercase().as_str() {
         "sandbox" | "" => INTUIT_SANDBOX_API,
         "production" => INTUIT_PRODUCTION_API,
@@ -322,7 +334,9 @@ fn parse_http_url(key: &str, text: &str) -> Result<Url, String> {
     let url = Url::parse(text.trim())
         .map_err(|e| format!("{key} '{text}' is not a URL ({e}): use e.g. https://host:port"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!("{key} '{text}' must start with http:// or https://"));
+        return Err(format!(
+            "{key} '{text}' must start with http:// or https://"
+        ));
     }
     if url.host_str().is_none() {
         return Err(format!("{key} '{text}' has no host"));
@@ -352,7 +366,10 @@ mod tests {
     #[test]
     fn complete_settings_parse_and_hide_secrets() {
         let s = qbo_settings(&env(GOOD), None, None).unwrap();
-        assert_eq!(s.api_base.as_str(), "https://sandbox-quickbooks.api.intuit.com/");
+        assert_eq!(
+            s.api_base.as_str(),
+            "https://sandbox-quickbooks.api.intuit.com/"
+        );
         assert_eq!(s.token_url.as_str(), INTUIT_TOKEN_URL);
         let debug = format!("{s:?}");
         assert!(!debug.contains("very-secret-value"), "{debug}");
@@ -401,7 +418,10 @@ mod tests {
             ("POSTGRES_DB", "qbo_raw_db"),
         ]);
         let db = DbSettings::from_source(&e).unwrap().unwrap();
-        assert_eq!(db.display(), "postgres://loader:***@db.internal:5432/qbo_raw_db");
+        assert_eq!(
+            db.display(),
+            "postgres://loader:***@db.internal:5432/qbo_raw_db"
+        );
         assert!(db.url().contains("p%40ss%2Fword"));
         assert!(!format!("{db:?}").contains("p%40ss"));
         assert!(DbSettings::from_source(&env(&[])).unwrap().is_none());

@@ -70,13 +70,10 @@ pub async fn ensure_database(db: &DbSettings) -> Result<(), DbError> {
         return Ok(());
     }
     let admin = opts.clone().database("postgres");
-    let mut conn = admin
-        .connect()
-        .await
-        .map_err(|source| DbError::Connect {
-            target: db.display().to_string(),
-            source,
-        })?;
+    let mut conn = admin.connect().await.map_err(|source| DbError::Connect {
+        target: db.display().to_string(),
+        source,
+    })?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)
@@ -90,9 +87,13 @@ pub async fn ensure_database(db: &DbSettings) -> Result<(), DbError> {
     if !exists {
         let ident = format!("\"{}\"", name.replace('"', "\"\""));
         let sql = format!("CREATE DATABASE {ident}");
-        if let Err(source) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+        if let Err(source) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+        {
             // Another process may have created it in the meantime.
-            let raced = matches!(&source, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
+            let raced =
+                matches!(&source, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
             if !raced {
                 return Err(DbError::Create {
                     name,

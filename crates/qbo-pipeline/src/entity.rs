@@ -142,7 +142,10 @@ mod tests {
             assert_eq!(text.parse::<EntitySelection>(), Ok(want), "{text}");
         }
         let err = "vendors".parse::<EntitySelection>().unwrap_err();
-        assert!(err.to_string().contains("customers, invoices, items or all"));
+        assert!(
+            err.to_string()
+                .contains("customers, invoices, items or all")
+        );
     }
 
     #[test]

@@ -174,7 +174,10 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
         .map(|payload| {
             let head: Head = serde_json::from_str(payload.get()).map_err(syntax_or_shape)?;
             let text = head.meta.and_then(|m| m.last_updated).ok_or_else(|| {
-                PageError::Shape(format!("record {} has no MetaData.LastUpdatedTime", head.id))
+                PageError::Shape(format!(
+                    "record {} has no MetaData.LastUpdatedTime",
+                    head.id
+                ))
             })?;
             let last_updated = qbo_query::eval::parse_datetime(&text)
                 .ok_or_else(|| {
@@ -190,7 +193,10 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
                 .and_then(|s| s.trim().parse::<i64>().ok())
                 .unwrap_or(0);
             if head.id.is_empty() || head.id.len() > 50 {
-                return Err(PageError::Shape(format!("record Id '{}' is not 1-50 characters", head.id)));
+                return Err(PageError::Shape(format!(
+                    "record Id '{}' is not 1-50 characters",
+                    head.id
+                )));
             }
             Ok(Record {
                 id: head.id,
@@ -244,22 +250,37 @@ mod tests {
     use crate::window::{ChunkSize, Window, parse_day, plan};
 
     fn chunk() -> Chunk {
-        let w = Window::new(parse_day("2015-01-01").unwrap(), parse_day("2015-12-31").unwrap())
-            .unwrap();
+        let w = Window::new(
+            parse_day("2015-01-01").unwrap(),
+            parse_day("2015-12-31").unwrap(),
+        )
+        .unwrap();
         plan(w, ChunkSize::Year)[0]
     }
 
     #[test]
     fn keyset_query_text() {
-        let q = keyset_query(Entity::Customer, &chunk(), "2015-03-01T10:00:00-08:00", 1000);
+        let q = keyset_query(
+            Entity::Customer,
+            &chunk(),
+            "2015-03-01T10:00:00-08:00",
+            1000,
+        );
         let text = q.to_string();
         assert_eq!(
             text,
             "SELECT * FROM Customer WHERE MetaData.LastUpdatedTime >= '2015-03-01T10:00:00-08:00' AND MetaData.LastUpdatedTime <= '2015-12-31T15:59:59-08:00' AND Active IN (true, false) ORDERBY MetaData.LastUpdatedTime ASC STARTPOSITION 1 MAXRESULTS 1000"
         );
-        assert_eq!(qbo_query::parse(&text).unwrap(), q, "printed query re-parses");
+        assert_eq!(
+            qbo_query::parse(&text).unwrap(),
+            q,
+            "printed query re-parses"
+        );
         let inv = keyset_query(Entity::Invoice, &chunk(), "x", 10).to_string();
-        assert!(!inv.contains("Active"), "transactions have no Active field: {inv}");
+        assert!(
+            !inv.contains("Active"),
+            "transactions have no Active field: {inv}"
+        );
     }
 
     #[test]
@@ -269,7 +290,10 @@ mod tests {
         assert!(q.starts_with("SELECT COUNT(*) FROM Item WHERE"), "{q}");
         assert!(q.contains("Active IN (true, false)"), "{q}");
         let t = tie_query(Entity::Invoice, "2015-03-01T10:00:00-08:00", 1001, 1000).to_string();
-        assert!(t.contains("MetaData.LastUpdatedTime = '2015-03-01T10:00:00-08:00'"), "{t}");
+        assert!(
+            t.contains("MetaData.LastUpdatedTime = '2015-03-01T10:00:00-08:00'"),
+            "{t}"
+        );
         assert!(t.contains("STARTPOSITION 1001"), "{t}");
     }
 
@@ -281,10 +305,21 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].id, "5");
         assert_eq!(records[0].sync_token, 1);
-        assert_eq!(records[0].last_updated.to_rfc3339(), "2015-10-08T20:28:29+00:00");
+        assert_eq!(
+            records[0].last_updated.to_rfc3339(),
+            "2015-10-08T20:28:29+00:00"
+        );
         assert!(records[0].payload.get().contains(r#""Balance":100.00"#));
-        assert!(records[0].payload.get().contains(r#"Amy\u2019s \"Bird\" \\ Sanctuary 鳥"#));
-        assert_eq!(next_step(&records, 2), PageStep::Next("2015-10-08T13:28:30-07:00".into()));
+        assert!(
+            records[0]
+                .payload
+                .get()
+                .contains(r#"Amy\u2019s \"Bird\" \\ Sanctuary 鳥"#)
+        );
+        assert_eq!(
+            next_step(&records, 2),
+            PageStep::Next("2015-10-08T13:28:30-07:00".into())
+        );
         assert_eq!(next_step(&records, 3), PageStep::Done);
     }
 
@@ -297,8 +332,14 @@ mod tests {
             Err(PageError::Syntax(_))
         ));
         let no_meta = br#"{"QueryResponse":{"Item":[{"Id":"1"}]}}"#;
-        assert!(matches!(parse_page(no_meta, Entity::Item), Err(PageError::Shape(_))));
-        assert_eq!(parse_count(br#"{"QueryResponse":{"totalCount":41},"time":"x"}"#).unwrap(), 41);
+        assert!(matches!(
+            parse_page(no_meta, Entity::Item),
+            Err(PageError::Shape(_))
+        ));
+        assert_eq!(
+            parse_count(br#"{"QueryResponse":{"totalCount":41},"time":"x"}"#).unwrap(),
+            41
+        );
     }
 
     #[test]

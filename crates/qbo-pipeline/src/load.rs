@@ -88,8 +88,7 @@ pub async fn write_page(
             .filter(|r| match stored.get(&r.id) {
                 None => true,
                 Some((lu, st)) => {
-                    (Some(r.last_updated), r.sync_token)
-                        > (*lu, st.unwrap_or(i64::MIN))
+                    (Some(r.last_updated), r.sync_token) > (*lu, st.unwrap_or(i64::MIN))
                 }
             })
             .collect();
@@ -182,7 +181,12 @@ mod tests {
 
     #[test]
     fn dedupe_keeps_the_newest_version() {
-        let out = dedupe_newest(vec![rec("1", 10, 0), rec("1", 20, 1), rec("2", 5, 0), rec("1", 20, 0)]);
+        let out = dedupe_newest(vec![
+            rec("1", 10, 0),
+            rec("1", 20, 1),
+            rec("2", 5, 0),
+            rec("1", 20, 0),
+        ]);
         let mut out: Vec<(String, i64)> = out.into_iter().map(|r| (r.id, r.sync_token)).collect();
         out.sort();
         assert_eq!(out, vec![("1".into(), 1), ("2".into(), 0)]);

@@ -161,7 +161,9 @@ impl HttpArgs {
             if v.is_finite() && (0.0..=3600.0).contains(&v) {
                 Duration::from_secs_f64(v)
             } else {
-                problems.push(format!("--{name} {v} is out of range: use 0..=3600 seconds"));
+                problems.push(format!(
+                    "--{name} {v} is out of range: use 0..=3600 seconds"
+                ));
                 Duration::ZERO
             }
         };
@@ -170,7 +172,11 @@ impl HttpArgs {
             max_in_flight: self.max_in_flight,
             max_retries: self.max_retries,
             throttle_wait: secs(self.throttle_wait_secs, "throttle-wait-secs", &mut problems),
-            request_timeout: secs(self.request_timeout_secs, "request-timeout-secs", &mut problems),
+            request_timeout: secs(
+                self.request_timeout_secs,
+                "request-timeout-secs",
+                &mut problems,
+            ),
             ..HttpSettings::default()
         };
         problems.extend(s.validate());
@@ -225,7 +231,10 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -261,10 +270,11 @@ fn init_logging(format: LogFormat, filter: &str) {
 /// First SIGINT/SIGTERM: stop gracefully (pages in flight commit). Second: exit at once.
 fn install_signal_handlers(stop: StopSignal) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
         let mut seen = 0;
         loop {
             tokio::select! {
@@ -328,7 +338,9 @@ fn backfill_options(args: &BackfillArgs) -> Result<BackfillOptions, ConfigError>
     let from = parse_day(&args.from).map_err(|e| problems.push(format!("--from: {e}")));
     let to = parse_day(&args.to).map_err(|e| problems.push(format!("--to: {e}")));
     let window = match (from, to) {
-        (Ok(f), Ok(t)) => Window::new(f, t).map_err(|e| problems.push(e.to_string())).ok(),
+        (Ok(f), Ok(t)) => Window::new(f, t)
+            .map_err(|e| problems.push(e.to_string()))
+            .ok(),
         _ => None,
     };
     let chunk = args
@@ -343,7 +355,10 @@ fn backfill_options(args: &BackfillArgs) -> Result<BackfillOptions, ConfigError>
         ));
     }
     if !(1..=64).contains(&args.concurrency) {
-        problems.push(format!("--concurrency {} is out of range: use 1..=64", args.concurrency));
+        problems.push(format!(
+            "--concurrency {} is out of range: use 1..=64",
+            args.concurrency
+        ));
     }
     match (window, chunk) {
         (Some(window), Some(chunk)) if problems.is_empty() => Ok(BackfillOptions {
@@ -365,9 +380,16 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     // Validate everything before touching anything.
     let mut problems = Vec::new();
     let opts = backfill_options(&args).map_err(|e| problems.extend(e.problems));
-    let http = args.http.settings().map_err(|e| problems.extend(e.problems));
-    let qbo = config::qbo_settings(&ProcessEnv, args.api_base_url.as_deref(), args.token_url.as_deref())
+    let http = args
+        .http
+        .settings()
         .map_err(|e| problems.extend(e.problems));
+    let qbo = config::qbo_settings(
+        &ProcessEnv,
+        args.api_base_url.as_deref(),
+        args.token_url.as_deref(),
+    )
+    .map_err(|e| problems.extend(e.problems));
     let db = database_settings().map_err(|e| problems.push(e.0));
     let (Ok(opts), Ok(http), Ok(qbo), Ok(db)) = (opts, http, qbo, db) else {
         return Err(ConfigError { problems }.into());
@@ -383,7 +405,11 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = report.error() {
         eprintln!("error: {e}");
     }
-    Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -412,7 +438,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = demo.report.error() {
         eprintln!("error: {e}");
     }
-    Ok(if demo.report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if demo.report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
@@ -427,7 +457,9 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let window = match (&args.from, &args.to) {
         (None, None) => None,
         (Some(f), Some(t)) => match (parse_day(f), parse_day(t)) {
-            (Ok(f), Ok(t)) => Window::new(f, t).map_err(|e| problems.push(e.to_string())).ok(),
+            (Ok(f), Ok(t)) => Window::new(f, t)
+                .map_err(|e| problems.push(e.to_string()))
+                .ok(),
             (f, t) => {
                 for e in [f.err(), t.err()].into_iter().flatten() {
                     problems.push(e.to_string());
@@ -440,22 +472,33 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let http = args.http.settings().map_err(|e| problems.extend(e.problems));
+    let http = args
+        .http
+        .settings()
+        .map_err(|e| problems.extend(e.problems));
     let qbo = if args.offline {
         None
     } else {
-        config::qbo_settings(&ProcessEnv, args.api_base_url.as_deref(), args.token_url.as_deref())
-            .map_err(|e| {
-                problems.extend(e.problems);
-                problems.push("(or pass --offline to check the database without QBO)".into());
-            })
-            .ok()
+        config::qbo_settings(
+            &ProcessEnv,
+            args.api_base_url.as_deref(),
+            args.token_url.as_deref(),
+        )
+        .map_err(|e| {
+            problems.extend(e.problems);
+            problems.push("(or pass --offline to check the database without QBO)".into());
+        })
+        .ok()
     };
     let db = database_settings().map_err(|e| problems.push(e.0));
-    if let Some(dir) = &args.evidence_dir {
-        if dir.exists() && !dir.is_dir() {
-            problems.push(format!("--evidence-dir {} is not a directory", dir.display()));
-        }
+    if let Some(dir) = &args.evidence_dir
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        problems.push(format!(
+            "--evidence-dir {} is not a directory",
+            dir.display()
+        ));
     }
     let (Ok(http), Ok(db)) = (http, db) else {
         return Err(ConfigError { problems }.into());
@@ -476,7 +519,9 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let realm = qbo.as_ref().map(|q| q.realm_id.as_str().to_string());
     let report = qbo_pipeline::validate::validate(
         &pool,
-        engine.as_ref().map(|e| (e.client.as_ref(), realm.as_deref().unwrap_or_default())),
+        engine
+            .as_ref()
+            .map(|e| (e.client.as_ref(), realm.as_deref().unwrap_or_default())),
         &opts,
     )
     .await?;
@@ -494,7 +539,11 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = evidence {
         eprintln!("evidence archived in {}", dir.display());
     }
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
@@ -508,7 +557,14 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             } else {
                 println!(
                     "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  {:<10} error",
-                    "run", "pipeline", "status", "started (UTC)", "finished (UTC)", "records", "requests", "validated"
+                    "run",
+                    "pipeline",
+                    "status",
+                    "started (UTC)",
+                    "finished (UTC)",
+                    "records",
+                    "requests",
+                    "validated"
                 );
                 for r in rows {
                     println!(
@@ -540,12 +596,16 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .context("reading the run ledger")?
             else {
-                return Err(UsageError(format!("no run {run_id}: see `qbo-pipeline runs list`")).into());
+                return Err(
+                    UsageError(format!("no run {run_id}: see `qbo-pipeline runs list`")).into(),
+                );
             };
             if args.json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"run": run, "entities": entities}))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"run": run, "entities": entities})
+                    )?
                 );
             } else {
                 println!("run {}  {}  {}", run.run_id, run.pipeline, run.status);
@@ -555,7 +615,9 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 println!("  started   {}", run.started_at);
                 println!(
                     "  finished  {}",
-                    run.finished_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+                    run.finished_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into())
                 );
                 if let Some(e) = &run.error {
                     println!("  error     {e}");
@@ -571,7 +633,9 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                         e.pages,
                         e.records,
                         e.rows_written,
-                        e.expected.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                        e.expected
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         e.requests,
                         e.retries,
                         e.throttled

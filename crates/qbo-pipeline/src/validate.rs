@@ -87,7 +87,15 @@ impl Ctx<'_> {
         });
         text.to_string()
     }
-    fn check(&mut self, name: &str, entity: Option<Entity>, window: Option<String>, passed: bool, figures: serde_json::Value, detail: String) {
+    fn check(
+        &mut self,
+        name: &str,
+        entity: Option<Entity>,
+        window: Option<String>,
+        passed: bool,
+        figures: serde_json::Value,
+        detail: String,
+    ) {
         self.checks.push(Check {
             name: name.into(),
             entity: entity.map(|e| e.cli_name().to_string()),
@@ -119,7 +127,9 @@ pub async fn validate(
         let table = entity.table();
         // Volumetry.
         let q = ctx.sql("rows per entity", &format!("SELECT count(*) FROM {table}"));
-        let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
+        let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_one(ctx.pool)
+            .await?;
         rows_per_entity.push((entity.cli_name().to_string(), rows));
         let q = ctx.sql(
             "rows per extraction window",
@@ -130,8 +140,16 @@ pub async fn validate(
                  FROM {table} GROUP BY 1, 2 ORDER BY 1, 2"
             ),
         );
-        let per_window: Vec<(Option<String>, Option<String>, i64, Option<String>, Option<String>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(ctx.pool).await?;
+        type WindowRow = (
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<String>,
+            Option<String>,
+        );
+        let per_window: Vec<WindowRow> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .fetch_all(ctx.pool)
+            .await?;
         for (s, e, n, first, last) in per_window {
             windows.push(WindowVolume {
                 entity: entity.cli_name().into(),
@@ -142,34 +160,84 @@ pub async fn validate(
                 last_ingested: last,
             });
         }
-        ctx.check("volumetry", Some(entity), None, true, json!({"rows": rows}), format!("{rows} rows"));
+        ctx.check(
+            "volumetry",
+            Some(entity),
+            None,
+            true,
+            json!({"rows": rows}),
+            format!("{rows} rows"),
+        );
 
         // Integrity checks.
         let q = ctx.sql("duplicate keys", &format!(
             "SELECT count(*) FROM (SELECT realm_id, id FROM {table} GROUP BY 1, 2 HAVING count(*) > 1) d"));
-        let dups: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
-        ctx.check("no duplicate (realm_id, id)", Some(entity), None, dups == 0, json!({"duplicates": dups}), format!("{dups} duplicated keys"));
+        let dups: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_one(ctx.pool)
+            .await?;
+        ctx.check(
+            "no duplicate (realm_id, id)",
+            Some(entity),
+            None,
+            dups == 0,
+            json!({"duplicates": dups}),
+            format!("{dups} duplicated keys"),
+        );
 
-        let q = ctx.sql("null payloads", &format!("SELECT count(*) FROM {table} WHERE payload IS NULL OR payload = 'null'::jsonb"));
-        let nulls: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
-        ctx.check("no null payload", Some(entity), None, nulls == 0, json!({"null_payloads": nulls}), format!("{nulls} null payloads"));
+        let q = ctx.sql(
+            "null payloads",
+            &format!(
+                "SELECT count(*) FROM {table} WHERE payload IS NULL OR payload = 'null'::jsonb"
+            ),
+        );
+        let nulls: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_one(ctx.pool)
+            .await?;
+        ctx.check(
+            "no null payload",
+            Some(entity),
+            None,
+            nulls == 0,
+            json!({"null_payloads": nulls}),
+            format!("{nulls} null payloads"),
+        );
 
         let q = ctx.sql("payload Id differs from id", &format!(
             "SELECT id FROM {table} WHERE payload->>'Id' IS DISTINCT FROM id ORDER BY id LIMIT {ID_LIST_LIMIT}"));
-        let bad_ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).fetch_all(ctx.pool).await?;
-        let q = ctx.sql("payload Id differs from id (count)", &format!(
-            "SELECT count(*) FROM {table} WHERE payload->>'Id' IS DISTINCT FROM id"));
-        let bad_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
-        ctx.check("payload Id equals id", Some(entity), None, bad_count == 0,
+        let bad_ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_all(ctx.pool)
+            .await?;
+        let q = ctx.sql(
+            "payload Id differs from id (count)",
+            &format!("SELECT count(*) FROM {table} WHERE payload->>'Id' IS DISTINCT FROM id"),
+        );
+        let bad_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_one(ctx.pool)
+            .await?;
+        ctx.check(
+            "payload Id equals id",
+            Some(entity),
+            None,
+            bad_count == 0,
             json!({"mismatches": bad_count, "ids": bad_ids}),
-            if bad_count == 0 { "every payload Id matches".into() } else { format!("{bad_count} rows whose payload Id differs, e.g. {}", bad_ids.join(", ")) });
+            if bad_count == 0 {
+                "every payload Id matches".into()
+            } else {
+                format!(
+                    "{bad_count} rows whose payload Id differs, e.g. {}",
+                    bad_ids.join(", ")
+                )
+            },
+        );
 
         let q = ctx.sql("metadata columns complete", &format!(
             "SELECT count(*) FILTER (WHERE ingested_at_utc IS NULL), count(*) FILTER (WHERE extract_window_start_utc IS NULL),
                     count(*) FILTER (WHERE extract_window_end_utc IS NULL), count(*) FILTER (WHERE page_number IS NULL),
                     count(*) FILTER (WHERE payload->'MetaData'->>'LastUpdatedTime' IS NULL)
              FROM {table}"));
-        let (a, b, c, d, e): (i64, i64, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
+        let (a, b, c, d, e): (i64, i64, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .fetch_one(ctx.pool)
+            .await?;
         let incomplete = a + b + c + d + e;
         ctx.check("metadata columns complete", Some(entity), None, incomplete == 0,
             json!({"ingested_at_utc": a, "extract_window_start_utc": b, "extract_window_end_utc": c, "page_number": d, "payload_last_updated": e}),
@@ -177,20 +245,45 @@ pub async fn validate(
 
         let q = ctx.sql("ingestion time in the future", &format!(
             "SELECT count(*) FROM {table} WHERE ingested_at_utc > (now() AT TIME ZONE 'UTC') + interval '5 minutes'"));
-        let future: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
-        ctx.check("no ingestion time in the future", Some(entity), None, future == 0, json!({"future_rows": future}), format!("{future} rows"));
+        let future: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_one(ctx.pool)
+            .await?;
+        ctx.check(
+            "no ingestion time in the future",
+            Some(entity),
+            None,
+            future == 0,
+            json!({"future_rows": future}),
+            format!("{future} rows"),
+        );
 
         // Freshness.
         let q = ctx.sql("freshness", &format!(
             "SELECT to_char(max(source_last_updated_utc) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {table}"));
-        let newest: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
-        ctx.check("freshness", Some(entity), None, true, json!({"newest_last_updated": newest}),
-            format!("newest LastUpdatedTime loaded: {}", newest.as_deref().unwrap_or("none")));
+        let newest: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_one(ctx.pool)
+            .await?;
+        ctx.check(
+            "freshness",
+            Some(entity),
+            None,
+            true,
+            json!({"newest_last_updated": newest}),
+            format!(
+                "newest LastUpdatedTime loaded: {}",
+                newest.as_deref().unwrap_or("none")
+            ),
+        );
 
         reconcile(&mut ctx, entity, opts).await?;
     }
-    let q = ctx.sql("last successful run", "SELECT max(run_id) FROM qbo_pipeline.runs WHERE status = 'succeeded'");
-    let last_run: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
+    let q = ctx.sql(
+        "last successful run",
+        "SELECT max(run_id) FROM qbo_pipeline.runs WHERE status = 'succeeded'",
+    );
+    let last_run: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+        .fetch_one(ctx.pool)
+        .await?;
     let checks_failed = ctx.checks.iter().filter(|c| !c.passed).count();
     Ok(Report {
         generated_at: Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -205,23 +298,40 @@ pub async fn validate(
     })
 }
 
-async fn reconcile(ctx: &mut Ctx<'_>, entity: Entity, opts: &ValidateOptions) -> anyhow::Result<()> {
+async fn reconcile(
+    ctx: &mut Ctx<'_>,
+    entity: Entity,
+    opts: &ValidateOptions,
+) -> anyhow::Result<()> {
     let table = entity.table();
-    let window = match opts.window {
-        Some(w) => Some(w),
-        None => {
-            let q = ctx.sql("span of extraction windows", &format!(
+    let window =
+        match opts.window {
+            Some(w) => Some(w),
+            None => {
+                let q = ctx.sql("span of extraction windows", &format!(
                 "SELECT min(extract_window_start_utc), max(extract_window_end_utc) FROM {table}"));
-            let (s, e): (Option<String>, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_one(ctx.pool).await?;
-            let day = |t: Option<String>| t.and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok());
-            match (day(s), day(e)) {
-                (Some(s), Some(e)) => Window::new(s, e).ok(),
-                _ => None,
+                let (s, e): (Option<String>, Option<String>) =
+                    sqlx::query_as(sqlx::AssertSqlSafe(q))
+                        .fetch_one(ctx.pool)
+                        .await?;
+                let day = |t: Option<String>| {
+                    t.and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok())
+                };
+                match (day(s), day(e)) {
+                    (Some(s), Some(e)) => Window::new(s, e).ok(),
+                    _ => None,
+                }
             }
-        }
-    };
+        };
     let Some(window) = window else {
-        ctx.check("reconciliation with QBO", Some(entity), None, true, json!({"windows": 0}), "nothing loaded and no --from/--to: nothing to reconcile".into());
+        ctx.check(
+            "reconciliation with QBO",
+            Some(entity),
+            None,
+            true,
+            json!({"windows": 0}),
+            "nothing loaded and no --from/--to: nothing to reconcile".into(),
+        );
         return Ok(());
     };
     let Some(qbo) = ctx.qbo else {
@@ -233,20 +343,47 @@ async fn reconcile(ctx: &mut Ctx<'_>, entity: Entity, opts: &ValidateOptions) ->
     for chunk in plan(window, ChunkSize::Year) {
         let label = format!("{}..{}", chunk.start_rfc3339(), chunk.end_rfc3339());
         let query = extract::count_query(entity, chunk.start, chunk.end).to_string();
-        ctx.queries.push(QueryRecord { purpose: format!("QBO count {entity} {label}"), language: "qbo", text: query.clone() });
+        ctx.queries.push(QueryRecord {
+            purpose: format!("QBO count {entity} {label}"),
+            language: "qbo",
+            text: query.clone(),
+        });
         let qbo_count = extract::parse_count(&qbo.query(&query, &stats).await?)? as i64;
-        let q = ctx.sql("rows in the database for a window", &format!(
-            "SELECT count(*) FROM {table} WHERE source_last_updated_utc BETWEEN $1 AND $2"));
-        let db_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q)).bind(chunk.start).bind(chunk.end).fetch_one(ctx.pool).await?;
+        let q = ctx.sql(
+            "rows in the database for a window",
+            &format!(
+                "SELECT count(*) FROM {table} WHERE source_last_updated_utc BETWEEN $1 AND $2"
+            ),
+        );
+        let db_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .bind(chunk.start)
+            .bind(chunk.end)
+            .fetch_one(ctx.pool)
+            .await?;
         let mut figures = json!({"qbo_count": qbo_count, "db_rows": db_count});
         let mut passed = qbo_count == db_count;
         let mut detail = format!("QBO {qbo_count}, database {db_count}");
         if opts.deep {
-            let qbo_ids = qbo_ids(qbo, &stats, entity, chunk.start, chunk.end, &mut ctx.queries).await?;
-            let q = ctx.sql("ids in the database for a window", &format!(
-                "SELECT id FROM {table} WHERE source_last_updated_utc BETWEEN $1 AND $2"));
+            let qbo_ids = qbo_ids(
+                qbo,
+                &stats,
+                entity,
+                chunk.start,
+                chunk.end,
+                &mut ctx.queries,
+            )
+            .await?;
+            let q = ctx.sql(
+                "ids in the database for a window",
+                &format!("SELECT id FROM {table} WHERE source_last_updated_utc BETWEEN $1 AND $2"),
+            );
             let db_ids: BTreeSet<String> = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q))
-                .bind(chunk.start).bind(chunk.end).fetch_all(ctx.pool).await?.into_iter().collect();
+                .bind(chunk.start)
+                .bind(chunk.end)
+                .fetch_all(ctx.pool)
+                .await?
+                .into_iter()
+                .collect();
             let missing: Vec<&String> = qbo_ids.difference(&db_ids).collect();
             let extra: Vec<&String> = db_ids.difference(&qbo_ids).collect();
             passed = passed && missing.is_empty() && extra.is_empty();
@@ -257,11 +394,31 @@ async fn reconcile(ctx: &mut Ctx<'_>, entity: Entity, opts: &ValidateOptions) ->
             if !missing.is_empty() || !extra.is_empty() {
                 detail.push_str(&format!(
                     "; missing in the database: {} ({}), not in QBO: {} ({})",
-                    missing.len(), missing.iter().take(ID_LIST_LIMIT).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                    extra.len(), extra.iter().take(ID_LIST_LIMIT).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+                    missing.len(),
+                    missing
+                        .iter()
+                        .take(ID_LIST_LIMIT)
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    extra.len(),
+                    extra
+                        .iter()
+                        .take(ID_LIST_LIMIT)
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
         }
-        ctx.check("reconciliation with QBO", Some(entity), Some(label), passed, figures, detail);
+        ctx.check(
+            "reconciliation with QBO",
+            Some(entity),
+            Some(label),
+            passed,
+            figures,
+            detail,
+        );
     }
     Ok(())
 }
@@ -286,7 +443,11 @@ async fn qbo_ids(
         }
         .to_string();
         if log.iter().filter(|q| q.language == "qbo").count() < 200 {
-            log.push(QueryRecord { purpose: format!("QBO Ids {entity}"), language: "qbo", text: query.clone() });
+            log.push(QueryRecord {
+                purpose: format!("QBO Ids {entity}"),
+                language: "qbo",
+                text: query.clone(),
+            });
         }
         let records = extract::parse_page(&qbo.query(&query, stats).await?, entity)?;
         ids.extend(records.iter().map(|r| r.id.clone()));
@@ -311,13 +472,30 @@ impl Report {
     pub fn text(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "validation {} — {} of {} checks failed", if self.passed { "PASSED" } else { "FAILED" }, self.checks_failed, self.checks.len());
+        let _ = writeln!(
+            out,
+            "validation {} — {} of {} checks failed",
+            if self.passed { "PASSED" } else { "FAILED" },
+            self.checks_failed,
+            self.checks.len()
+        );
         for (e, n) in &self.rows_per_entity {
             let _ = writeln!(out, "  {e:<10} {n:>10} rows");
         }
         for c in &self.checks {
-            let scope = [c.entity.clone(), c.window.clone()].into_iter().flatten().collect::<Vec<_>>().join(" ");
-            let _ = writeln!(out, "  [{}] {:<32} {:<50} {}", if c.passed { " ok " } else { "FAIL" }, c.name, scope, c.detail);
+            let scope = [c.entity.clone(), c.window.clone()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "  [{}] {:<32} {:<50} {}",
+                if c.passed { " ok " } else { "FAIL" },
+                c.name,
+                scope,
+                c.detail
+            );
         }
         if let Some(r) = self.last_successful_run {
             let _ = writeln!(out, "  last successful run: {r}");
@@ -329,26 +507,62 @@ impl Report {
         use std::fmt::Write;
         let mut out = String::new();
         let _ = writeln!(out, "# qbo-pipeline validation\n");
-        let _ = writeln!(out, "- generated: {}\n- realm: {}\n- verdict: **{}** ({} of {} checks failed)\n- last successful run: {}\n",
-            self.generated_at, self.realm_id.as_deref().unwrap_or("-"), if self.passed { "PASSED" } else { "FAILED" },
-            self.checks_failed, self.checks.len(), self.last_successful_run.map(|r| r.to_string()).unwrap_or_else(|| "-".into()));
+        let _ = writeln!(
+            out,
+            "- generated: {}\n- realm: {}\n- verdict: **{}** ({} of {} checks failed)\n- last successful run: {}\n",
+            self.generated_at,
+            self.realm_id.as_deref().unwrap_or("-"),
+            if self.passed { "PASSED" } else { "FAILED" },
+            self.checks_failed,
+            self.checks.len(),
+            self.last_successful_run
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
         let _ = writeln!(out, "## Rows per entity\n\n| entity | rows |\n|---|---:|");
         for (e, n) in &self.rows_per_entity {
             let _ = writeln!(out, "| {e} | {n} |");
         }
-        let _ = writeln!(out, "\n## Rows per extraction window\n\n| entity | window start | window end | rows | first ingested | last ingested |\n|---|---|---|---:|---|---|");
+        let _ = writeln!(
+            out,
+            "\n## Rows per extraction window\n\n| entity | window start | window end | rows | first ingested | last ingested |\n|---|---|---|---:|---|---|"
+        );
         for w in &self.windows {
-            let _ = writeln!(out, "| {} | {} | {} | {} | {} | {} |", w.entity, w.window_start, w.window_end, w.rows,
-                w.first_ingested.as_deref().unwrap_or("-"), w.last_ingested.as_deref().unwrap_or("-"));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                w.entity,
+                w.window_start,
+                w.window_end,
+                w.rows,
+                w.first_ingested.as_deref().unwrap_or("-"),
+                w.last_ingested.as_deref().unwrap_or("-")
+            );
         }
-        let _ = writeln!(out, "\n## Checks\n\n| verdict | check | entity | window | detail |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "\n## Checks\n\n| verdict | check | entity | window | detail |\n|---|---|---|---|---|"
+        );
         for c in &self.checks {
-            let _ = writeln!(out, "| {} | {} | {} | {} | {} |", if c.passed { "pass" } else { "**FAIL**" }, c.name,
-                c.entity.as_deref().unwrap_or("-"), c.window.as_deref().unwrap_or("-"), c.detail.replace('|', "\\|"));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                if c.passed { "pass" } else { "**FAIL**" },
+                c.name,
+                c.entity.as_deref().unwrap_or("-"),
+                c.window.as_deref().unwrap_or("-"),
+                c.detail.replace('|', "\\|")
+            );
         }
         let _ = writeln!(out, "\n## Queries that produced these figures\n");
         for q in &self.queries {
-            let _ = writeln!(out, "- {} ({}): `{}`", q.purpose, q.language, q.text.replace('`', "'"));
+            let _ = writeln!(
+                out,
+                "- {} ({}): `{}`",
+                q.purpose,
+                q.language,
+                q.text.replace('`', "'")
+            );
         }
         out
     }
@@ -424,7 +638,16 @@ impl Report {
         let window_bars: Vec<(String, i64)> = self
             .windows
             .iter()
-            .map(|w| (format!("{} {}", w.entity, w.window_start.get(..10).unwrap_or(&w.window_start)), w.rows))
+            .map(|w| {
+                (
+                    format!(
+                        "{} {}",
+                        w.entity,
+                        w.window_start.get(..10).unwrap_or(&w.window_start)
+                    ),
+                    w.rows,
+                )
+            })
             .collect();
         let window_chart = svg_bars("Rows per extraction window", &window_bars);
         format!(
@@ -451,7 +674,10 @@ impl Report {
             failed = self.checks_failed,
             total = self.checks.len(),
             realm = html_escape(self.realm_id.as_deref().unwrap_or("-")),
-            run = self.last_successful_run.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            run = self
+                .last_successful_run
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into()),
         )
     }
 
@@ -466,9 +692,12 @@ impl Report {
             n += 1;
             folder = dir.join(format!("validation-{stamp}-{n}"));
         }
-        std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
         let json = serde_json::to_string_pretty(self)?;
-        let mut sql = String::from("-- The exact SQL (and, as comments, QBO queries) behind the figures of this validation.\n");
+        let mut sql = String::from(
+            "-- The exact SQL (and, as comments, QBO queries) behind the figures of this validation.\n",
+        );
         for q in &self.queries {
             match q.language {
                 "sql" => sql.push_str(&format!("-- {}\n{};\n\n", q.purpose, q.text)),
@@ -487,7 +716,11 @@ impl Report {
     }
 
     /// Records the validation in `qbo_pipeline.validations`, next to the run it checked.
-    pub async fn record(&self, pool: &PgPool, evidence: Option<&std::path::Path>) -> anyhow::Result<()> {
+    pub async fn record(
+        &self,
+        pool: &PgPool,
+        evidence: Option<&std::path::Path>,
+    ) -> anyhow::Result<()> {
         let json = serde_json::to_string(self)?;
         sqlx::query(
             "INSERT INTO qbo_pipeline.validations (run_id, realm_id, passed, checks_failed, evidence_dir, report)

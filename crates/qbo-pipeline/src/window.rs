@@ -187,7 +187,14 @@ mod tests {
 
     #[test]
     fn bad_dates_are_rejected_with_advice() {
-        for bad in ["2023-02-30", "2023-13-01", "20230101", "yesterday", "", "2023-1-1"] {
+        for bad in [
+            "2023-02-30",
+            "2023-13-01",
+            "20230101",
+            "yesterday",
+            "",
+            "2023-1-1",
+        ] {
             let err = parse_day(bad).unwrap_err();
             assert!(err.to_string().contains("YYYY-MM-DD"), "{bad}");
         }
@@ -226,7 +233,13 @@ mod tests {
     #[test]
     fn one_day_window_is_one_chunk() {
         let w = Window::new(d("2020-02-29"), d("2020-02-29")).unwrap();
-        assert_eq!(plan(w, ChunkSize::Year), vec![Chunk { start: w.start(), end: w.end() }]);
+        assert_eq!(
+            plan(w, ChunkSize::Year),
+            vec![Chunk {
+                start: w.start(),
+                end: w.end()
+            }]
+        );
     }
 
     #[test]

@@ -50,18 +50,102 @@ async fn bad_input_exits_2_with_advice_and_writes_nothing() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let good = ["backfill", "--entity", "customers", "--from", "2014-01-01", "--to", "2025-12-31"];
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
-        (vec!["backfill", "--entity", "customers", "--from", "2023-02-30", "--to", "2025-12-31"], vec![], "YYYY-MM-DD"),
-        (vec!["backfill", "--entity", "customers", "--from", "2025-01-02", "--to", "2025-01-01"], vec![], "after"),
-        (vec!["backfill", "--entity", "vendors", "--from", "2014-01-01", "--to", "2025-12-31"], vec![], "unknown entity 'vendors'"),
-        (vec!["backfill", "--entity", "customers", "--fecha-inicio", "2014-01-01", "--fecha-fin", "nope"], vec![], "--to"),
-        ([&good[..], &["--page-size", "0"]].concat(), vec![], "--page-size 0"),
-        ([&good[..], &["--page-size", "1001"]].concat(), vec![], "1 to 1000"),
-        ([&good[..], &["--chunk", "fortnight"]].concat(), vec![], "day, week, month, year"),
-        (good.to_vec(), vec![("QBO_CLIENT_SECRET", "")], "QBO_CLIENT_SECRET is empty"),
-        (good.to_vec(), vec![("QBO_REALM_ID", "not a realm")], "QBO_REALM_ID"),
-        (good.to_vec(), vec![("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere?sslmode=disable")], "cannot connect to PostgreSQL"),
+    let good = [
+        "backfill",
+        "--entity",
+        "customers",
+        "--from",
+        "2014-01-01",
+        "--to",
+        "2025-12-31",
+    ];
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![
+                "backfill",
+                "--entity",
+                "customers",
+                "--from",
+                "2023-02-30",
+                "--to",
+                "2025-12-31",
+            ],
+            vec![],
+            "YYYY-MM-DD",
+        ),
+        (
+            vec![
+                "backfill",
+                "--entity",
+                "customers",
+                "--from",
+                "2025-01-02",
+                "--to",
+                "2025-01-01",
+            ],
+            vec![],
+            "after",
+        ),
+        (
+            vec![
+                "backfill",
+                "--entity",
+                "vendors",
+                "--from",
+                "2014-01-01",
+                "--to",
+                "2025-12-31",
+            ],
+            vec![],
+            "unknown entity 'vendors'",
+        ),
+        (
+            vec![
+                "backfill",
+                "--entity",
+                "customers",
+                "--fecha-inicio",
+                "2014-01-01",
+                "--fecha-fin",
+                "nope",
+            ],
+            vec![],
+            "--to",
+        ),
+        (
+            [&good[..], &["--page-size", "0"]].concat(),
+            vec![],
+            "--page-size 0",
+        ),
+        (
+            [&good[..], &["--page-size", "1001"]].concat(),
+            vec![],
+            "1 to 1000",
+        ),
+        (
+            [&good[..], &["--chunk", "fortnight"]].concat(),
+            vec![],
+            "day, week, month, year",
+        ),
+        (
+            good.to_vec(),
+            vec![("QBO_CLIENT_SECRET", "")],
+            "QBO_CLIENT_SECRET is empty",
+        ),
+        (
+            good.to_vec(),
+            vec![("QBO_REALM_ID", "not a realm")],
+            "QBO_REALM_ID",
+        ),
+        (
+            good.to_vec(),
+            vec![(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:1/nowhere?sslmode=disable",
+            )],
+            "cannot connect to PostgreSQL",
+        ),
     ];
     for (args, env, expect) in cases {
         let mut c = command(dir.path());
@@ -72,7 +156,10 @@ async fn bad_input_exits_2_with_advice_and_writes_nothing() {
         let out = c.args(&args).output().unwrap();
         let all = text(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
-        assert!(all.contains(expect), "{args:?}: expected {expect:?} in {all}");
+        assert!(
+            all.contains(expect),
+            "{args:?}: expected {expect:?} in {all}"
+        );
     }
     // Missing credentials are all named at once.
     let out = command(dir.path())
@@ -82,11 +169,20 @@ async fn bad_input_exits_2_with_advice_and_writes_nothing() {
         .unwrap();
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
-    for var in ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REALM_ID", "QBO_REFRESH_TOKEN"] {
+    for var in [
+        "QBO_CLIENT_ID",
+        "QBO_CLIENT_SECRET",
+        "QBO_REALM_ID",
+        "QBO_REFRESH_TOKEN",
+    ] {
         assert!(all.contains(var), "{var} named in {all}");
     }
     assert!(schemas(&db).await.is_empty(), "nothing was written");
-    assert_eq!(sb.state().stats().requests, 0, "no request reached QBO");
+    assert_eq!(
+        sb.state().stats().requests_total,
+        0,
+        "no request reached QBO"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +200,15 @@ async fn dotenv_is_read_and_the_environment_wins() {
     .unwrap();
     let out = command(dir.path())
         .env("DATABASE_URL", &db.url)
-        .args(["backfill", "--entity", "items", "--from", "2014-01-01", "--to", "2025-12-31"])
+        .args([
+            "backfill",
+            "--entity",
+            "items",
+            "--from",
+            "2014-01-01",
+            "--to",
+            "2025-12-31",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -126,34 +230,62 @@ async fn kill_9_mid_run_then_the_same_command_resumes() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     let args = [
-        "backfill", "--entity", "invoices", "--from", "2014-01-01", "--to", "2025-12-31",
-        "--chunk", "month", "--page-size", "20", "--concurrency", "2", "--no-progress",
+        "backfill",
+        "--entity",
+        "invoices",
+        "--from",
+        "2014-01-01",
+        "--to",
+        "2025-12-31",
+        "--chunk",
+        "month",
+        "--page-size",
+        "20",
+        "--concurrency",
+        "2",
+        "--no-progress",
     ];
     let mut c = command(dir.path());
     with_sandbox(&mut c, &sb, &db);
-    let mut child = c.args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = c
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait until some pages are committed, then kill -9.
     let started = Instant::now();
     loop {
         let pages: Option<i64> = match PgPoolExt::try_pool(&db).await {
-            Some(pool) => sqlx::query_scalar("SELECT sum(pages)::bigint FROM qbo_pipeline.checkpoints")
-                .fetch_one(&pool)
-                .await
-                .ok()
-                .flatten(),
+            Some(pool) => {
+                sqlx::query_scalar("SELECT sum(pages)::bigint FROM qbo_pipeline.checkpoints")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()
+                    .flatten()
+            }
             None => None,
         };
         if pages.unwrap_or(0) >= 10 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress before kill");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress before kill"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let pool = db.pool().await;
-    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM raw.qb_invoices").fetch_one(&pool).await.unwrap();
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM raw.qb_invoices")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(committed > 0);
 
     let mut faults = sb.state().faults();
@@ -172,9 +304,15 @@ async fn kill_9_mid_run_then_the_same_command_resumes() {
     .await
     .unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
-    assert_eq!(runs[0].0, "abandoned", "the killed run is recorded as abandoned");
+    assert_eq!(
+        runs[0].0, "abandoned",
+        "the killed run is recorded as abandoned"
+    );
     assert_eq!(runs[1].0, "succeeded");
-    assert!(runs[1].1 > 0, "finished chunks were skipped on resume: {runs:?}");
+    assert!(
+        runs[1].1 > 0,
+        "finished chunks were skipped on resume: {runs:?}"
+    );
 }
 
 /// Connects only once the database is reachable (used while a child process migrates).
@@ -198,11 +336,22 @@ async fn two_processes_on_one_realm_load_everything_once() {
     let spawn = |entity: &str| {
         let mut c = command(dir.path());
         with_sandbox(&mut c, &sb, &db);
-        c.args(["backfill", "--entity", entity, "--from", "2014-01-01", "--to", "2025-12-31", "--page-size", "100", "--no-progress"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        c.args([
+            "backfill",
+            "--entity",
+            entity,
+            "--from",
+            "2014-01-01",
+            "--to",
+            "2025-12-31",
+            "--page-size",
+            "100",
+            "--no-progress",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
     };
     let a = spawn("all");
     let b = spawn("all");
@@ -226,8 +375,33 @@ async fn no_secret_reaches_any_output() {
     let dir = tempfile::tempdir().unwrap();
     let mut outputs = String::new();
     for args in [
-        vec!["--log", "trace", "backfill", "--entity", "all", "--from", "2014-01-01", "--to", "2025-12-31", "--page-size", "200"],
-        vec!["--log-format", "json", "--log", "debug", "backfill", "--entity", "items", "--from", "2014-01-01", "--to", "2025-12-31", "--json"],
+        vec![
+            "--log",
+            "trace",
+            "backfill",
+            "--entity",
+            "all",
+            "--from",
+            "2014-01-01",
+            "--to",
+            "2025-12-31",
+            "--page-size",
+            "200",
+        ],
+        vec![
+            "--log-format",
+            "json",
+            "--log",
+            "debug",
+            "backfill",
+            "--entity",
+            "items",
+            "--from",
+            "2014-01-01",
+            "--to",
+            "2025-12-31",
+            "--json",
+        ],
         vec!["runs", "list"],
         vec!["runs", "show", "1", "--json"],
     ] {
@@ -242,7 +416,18 @@ async fn no_secret_reaches_any_output() {
     let mut c = command(dir.path());
     with_sandbox(&mut c, &sb, &db);
     c.env("QBO_REFRESH_TOKEN", "a-fresh-but-unknown-token-0123456789");
-    let out = c.args(["backfill", "--entity", "items", "--from", "2014-01-01", "--to", "2025-12-31"]).output().unwrap();
+    let out = c
+        .args([
+            "backfill",
+            "--entity",
+            "items",
+            "--from",
+            "2014-01-01",
+            "--to",
+            "2025-12-31",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     outputs.push_str(&text(&out));
 
@@ -251,10 +436,18 @@ async fn no_secret_reaches_any_output() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    for secret in [sb.client_secret(), sb.refresh_token(), stored.as_str(), "a-fresh-but-unknown-token-0123456789"] {
+    for secret in [
+        sb.client_secret(),
+        sb.refresh_token(),
+        stored.as_str(),
+        "a-fresh-but-unknown-token-0123456789",
+    ] {
         assert!(!outputs.contains(secret), "a secret was printed");
     }
-    assert!(outputs.contains("Re-authorise"), "invalid_grant advice shown");
+    assert!(
+        outputs.contains("Re-authorise"),
+        "invalid_grant advice shown"
+    );
 }
 
 #[tokio::test]
@@ -262,7 +455,17 @@ async fn the_sandbox_command_prints_sourceable_settings_a_backfill_can_use() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     let mut child = command(dir.path())
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--customers", "30", "--invoices", "200", "--items", "20"])
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--customers",
+            "30",
+            "--invoices",
+            "200",
+            "--items",
+            "20",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -285,7 +488,14 @@ async fn the_sandbox_command_prints_sourceable_settings_a_backfill_can_use() {
     .await
     .unwrap();
     let keys: Vec<&str> = lines.iter().map(|(k, _)| k.as_str()).collect();
-    for k in ["QBO_API_BASE_URL", "QBO_TOKEN_URL", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REALM_ID", "QBO_REFRESH_TOKEN"] {
+    for k in [
+        "QBO_API_BASE_URL",
+        "QBO_TOKEN_URL",
+        "QBO_CLIENT_ID",
+        "QBO_CLIENT_SECRET",
+        "QBO_REALM_ID",
+        "QBO_REFRESH_TOKEN",
+    ] {
         assert!(keys.contains(&k), "{k} in {keys:?}");
     }
     let mut c = command(dir.path());
@@ -294,7 +504,15 @@ async fn the_sandbox_command_prints_sourceable_settings_a_backfill_can_use() {
         c.env(k, v.trim_matches(|ch| ch == '\'' || ch == '"'));
     }
     let out = c
-        .args(["backfill", "--entity", "all", "--from", "2014-01-01", "--to", "2025-12-31"])
+        .args([
+            "backfill",
+            "--entity",
+            "all",
+            "--from",
+            "2014-01-01",
+            "--to",
+            "2025-12-31",
+        ])
         .output()
         .unwrap();
     child.kill().ok();
@@ -308,7 +526,10 @@ async fn the_sandbox_command_prints_sourceable_settings_a_backfill_can_use() {
     .unwrap();
     assert!(total >= 250, "{total}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("customers") && stdout.contains("succeeded"), "{stdout}");
+    assert!(
+        stdout.contains("customers") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -316,10 +537,17 @@ async fn migrate_is_repeatable() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     for _ in 0..2 {
-        let out = command(dir.path()).env("DATABASE_URL", &db.url).arg("migrate").output().unwrap();
+        let out = command(dir.path())
+            .env("DATABASE_URL", &db.url)
+            .arg("migrate")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
-    assert_eq!(schemas(&db).await, vec!["qbo_pipeline".to_string(), "raw".to_string()]);
+    assert_eq!(
+        schemas(&db).await,
+        vec!["qbo_pipeline".to_string(), "raw".to_string()]
+    );
     let out = command(dir.path()).arg("migrate").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("DATABASE_URL"));

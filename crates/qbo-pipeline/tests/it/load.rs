@@ -25,7 +25,10 @@ async fn full_load_equals_the_sandbox_inactive_included() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(inactive > 0 && inactive < total, "inactive customers loaded: {inactive}/{total}");
+    assert!(
+        inactive > 0 && inactive < total,
+        "inactive customers loaded: {inactive}/{total}"
+    );
     // Audit columns are complete and consistent with the payload.
     let bad: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM raw.qb_invoices WHERE payload->>'Id' <> id OR realm_id <> $1
@@ -59,8 +62,14 @@ async fn payload_numbers_and_text_are_kept_exactly() {
         )
         .unwrap();
     let id = created["Id"].as_str().unwrap().to_string();
-    let when = created["MetaData"]["LastUpdatedTime"].as_str().unwrap().to_string();
-    let day = qbo_query::eval::parse_datetime(&when).unwrap().date_naive().to_string();
+    let when = created["MetaData"]["LastUpdatedTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let day = qbo_query::eval::parse_datetime(&when)
+        .unwrap()
+        .date_naive()
+        .to_string();
     let w = window(&day, &day);
     let report = backfill(&sb, &db, &fast_http(), &options(&[Entity::Invoice], w)).await;
     assert!(report.succeeded(), "{}", report.table());
@@ -99,24 +108,49 @@ async fn rerunning_an_unchanged_window_rewrites_no_row() {
     let before = versions(pool.clone()).await;
     let second = backfill(&sb, &db, &fast_http(), &opts).await;
     assert!(second.succeeded(), "{}", second.table());
-    assert_eq!(second.entities.iter().map(|e| e.rows_written).sum::<u64>(), 0);
-    assert!(second.entities.iter().all(|e| e.chunks_skipped == 0), "a completed window is re-read, not skipped");
-    assert_eq!(before, versions(pool.clone()).await, "no row got a new version");
+    assert_eq!(
+        second.entities.iter().map(|e| e.rows_written).sum::<u64>(),
+        0
+    );
+    assert!(
+        second.entities.iter().all(|e| e.chunks_skipped == 0),
+        "a completed window is re-read, not skipped"
+    );
+    assert_eq!(
+        before,
+        versions(pool.clone()).await,
+        "no row got a new version"
+    );
 
     // A change in QBO is picked up by the next run, and only that row is rewritten.
-    let some_id = sb.state().all_records("Customer")[0]["Id"].as_str().unwrap().to_string();
-    sb.state().set_clock(Some(chrono::DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z").unwrap().to_utc()));
+    let some_id = sb.state().all_records("Customer")[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sb.state().set_clock(Some(
+        chrono::DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z")
+            .unwrap()
+            .to_utc(),
+    ));
     sb.state()
-        .update("Customer", &some_id, serde_json::json!({"Notes": "changed"}))
+        .update(
+            "Customer",
+            &some_id,
+            serde_json::json!({"Notes": "changed"}),
+        )
         .unwrap();
     let third = backfill(&sb, &db, &fast_http(), &opts).await;
     assert!(third.succeeded());
-    assert_eq!(third.entities.iter().map(|e| e.rows_written).sum::<u64>(), 1);
-    let notes: String = sqlx::query_scalar("SELECT payload->>'Notes' FROM raw.qb_customers WHERE id = $1")
-        .bind(&some_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        third.entities.iter().map(|e| e.rows_written).sum::<u64>(),
+        1
+    );
+    let notes: String =
+        sqlx::query_scalar("SELECT payload->>'Notes' FROM raw.qb_customers WHERE id = $1")
+            .bind(&some_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(notes, "changed");
 }
 
@@ -125,33 +159,95 @@ async fn an_older_version_never_overwrites_a_newer_one() {
     use qbo_pipeline::extract::parse_page;
     use qbo_pipeline::load::{Advance, PageTarget, write_page};
     let db = TestDb::create().await;
-    let pool = qbo_pipeline::app::open_database(&db.settings(), 2).await.unwrap();
-    let guard = qbo_pipeline::ledger::start_run(&pool, "t", None, "r1", &serde_json::json!({})).await.unwrap();
-    let w = window("2015-01-01", "2015-12-31");
-    let chunks = qbo_pipeline::window::plan(w, ChunkSize::Year);
-    let job = qbo_pipeline::checkpoint::open_job(&pool, "r1", Entity::Item, w, ChunkSize::Year, &chunks, false, guard.run_id)
+    let pool = qbo_pipeline::app::open_database(&db.settings(), 2)
         .await
         .unwrap();
+    let guard = qbo_pipeline::ledger::start_run(&pool, "t", None, "r1", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let w = window("2015-01-01", "2015-12-31");
+    let chunks = qbo_pipeline::window::plan(w, ChunkSize::Year);
+    let job = qbo_pipeline::checkpoint::open_job(
+        &pool,
+        qbo_pipeline::checkpoint::JobKey {
+            realm: "r1",
+            entity: Entity::Item,
+            window: w,
+            size: ChunkSize::Year,
+        },
+        &chunks,
+        false,
+        guard.run_id,
+    )
+    .await
+    .unwrap();
     let page = |token: &str, time: &str, name: &str| {
-        format!(r#"{{"QueryResponse":{{"Item":[{{"Id":"9","SyncToken":"{token}","Name":"{name}","MetaData":{{"LastUpdatedTime":"{time}"}}}}]}}}}"#)
+        format!(
+            r#"{{"QueryResponse":{{"Item":[{{"Id":"9","SyncToken":"{token}","Name":"{name}","MetaData":{{"LastUpdatedTime":"{time}"}}}}]}}}}"#
+        )
     };
-    let target = PageTarget { realm: "r1", entity: Entity::Item, run_id: guard.run_id, job_id: job.job_id, chunk: &chunks[0], page_number: 1 };
+    let target = PageTarget {
+        realm: "r1",
+        entity: Entity::Item,
+        run_id: guard.run_id,
+        job_id: job.job_id,
+        chunk: &chunks[0],
+        page_number: 1,
+    };
     let write = |body: String| {
         let pool = pool.clone();
         let target = PageTarget { ..target };
         async move {
-            write_page(&pool, &target, parse_page(body.as_bytes(), Entity::Item).unwrap(), Advance { cursor: None, done: false })
-                .await
-                .unwrap()
+            write_page(
+                &pool,
+                &target,
+                parse_page(body.as_bytes(), Entity::Item).unwrap(),
+                Advance {
+                    cursor: None,
+                    done: false,
+                },
+            )
+            .await
+            .unwrap()
         }
     };
-    assert_eq!(write(page("2", "2015-05-01T10:00:00-07:00", "new")).await.rows_written, 1);
-    assert_eq!(write(page("1", "2015-04-01T10:00:00-07:00", "old")).await.rows_written, 0, "older time loses");
-    assert_eq!(write(page("1", "2015-05-01T10:00:00-07:00", "same time, older token")).await.rows_written, 0);
-    assert_eq!(write(page("3", "2015-05-01T10:00:00-07:00", "same time, newer token")).await.rows_written, 1);
-    let name: String = sqlx::query_scalar("SELECT payload->>'Name' FROM raw.qb_items WHERE id = '9'")
-        .fetch_one(&pool)
+    assert_eq!(
+        write(page("2", "2015-05-01T10:00:00-07:00", "new"))
+            .await
+            .rows_written,
+        1
+    );
+    assert_eq!(
+        write(page("1", "2015-04-01T10:00:00-07:00", "old"))
+            .await
+            .rows_written,
+        0,
+        "older time loses"
+    );
+    assert_eq!(
+        write(page(
+            "1",
+            "2015-05-01T10:00:00-07:00",
+            "same time, older token"
+        ))
         .await
-        .unwrap();
+        .rows_written,
+        0
+    );
+    assert_eq!(
+        write(page(
+            "3",
+            "2015-05-01T10:00:00-07:00",
+            "same time, newer token"
+        ))
+        .await
+        .rows_written,
+        1
+    );
+    let name: String =
+        sqlx::query_scalar("SELECT payload->>'Name' FROM raw.qb_items WHERE id = '9'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(name, "same time, newer token");
 }

@@ -7,13 +7,19 @@ use qbo_pipeline::window::ChunkSize;
 use std::collections::BTreeSet;
 
 fn pacific(utc: &str) -> DateTime<FixedOffset> {
-    let t = DateTime::parse_from_rfc3339(utc).unwrap().with_timezone(&Utc);
+    let t = DateTime::parse_from_rfc3339(utc)
+        .unwrap()
+        .with_timezone(&Utc);
     let la = t.with_timezone(&chrono_tz::America::Los_Angeles);
     la.fixed_offset()
 }
 
 async fn ids(pool: &sqlx::PgPool, entity: Entity) -> BTreeSet<String> {
-    table_rows(pool, entity).await.into_iter().map(|(id, _)| id).collect()
+    table_rows(pool, entity)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
 }
 
 #[tokio::test]
@@ -30,7 +36,9 @@ async fn window_edges_are_whole_utc_days_both_ends_included() {
     ];
     for (id, at, _) in &cases {
         // Stored with QBO's Pacific offset (2020-02-29T16:00:00-08:00 for the first).
-        sb.state().set_record_time("Invoice", id, pacific(at)).unwrap();
+        sb.state()
+            .set_record_time("Invoice", id, pacific(at))
+            .unwrap();
     }
     let w = window("2020-03-01", "2020-03-31");
     let mut opts = options(&[Entity::Invoice], w);
@@ -50,7 +58,10 @@ async fn window_edges_are_whole_utc_days_both_ends_included() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((start.as_str(), end.as_str()), ("2020-03-01T00:00:00Z", "2020-03-01T23:59:59Z"));
+    assert_eq!(
+        (start.as_str(), end.as_str()),
+        ("2020-03-01T00:00:00Z", "2020-03-01T23:59:59Z")
+    );
 }
 
 #[tokio::test]
@@ -61,7 +72,11 @@ async fn ties_at_page_boundaries_are_neither_lost_nor_duplicated() {
     // 13 customers share one second, 4 share the next: with pages of 5 the first group
     // fills whole pages (offset mode) and the second straddles a boundary.
     for (i, r) in customers.iter().take(17).enumerate() {
-        let at = if i < 13 { "2019-07-04T18:30:00Z" } else { "2019-07-04T18:30:01Z" };
+        let at = if i < 13 {
+            "2019-07-04T18:30:00Z"
+        } else {
+            "2019-07-04T18:30:01Z"
+        };
         sb.state()
             .set_record_time("Customer", r["Id"].as_str().unwrap(), pacific(at))
             .unwrap();
@@ -84,7 +99,8 @@ async fn edits_while_paging_lose_no_record_that_stays_in_the_window() {
     let before = sandbox_records(&sb, Entity::Invoice, w);
     // Every page served moves 3 earlier records to "now" (2030: outside the window), which
     // shifts every later offset by 3 — an offset pager would skip records.
-    sb.state().set_clock(Some(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()));
+    sb.state()
+        .set_clock(Some(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()));
     let mut faults = sb.state().faults();
     faults.mutate_during_paging = 3;
     sb.state().set_faults(faults);
@@ -99,11 +115,17 @@ async fn edits_while_paging_lose_no_record_that_stays_in_the_window() {
 
     let after = sandbox_records(&sb, Entity::Invoice, w);
     let moved = before.len() - after.len();
-    assert!(moved >= 30, "the sandbox moved records while paging ({moved})");
+    assert!(
+        moved >= 30,
+        "the sandbox moved records while paging ({moved})"
+    );
     let pool = db.pool().await;
     let loaded = ids(&pool, Entity::Invoice).await;
     let missing: Vec<&String> = after.keys().filter(|id| !loaded.contains(*id)).collect();
-    assert!(missing.is_empty(), "records that stayed in the window were lost: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "records that stayed in the window were lost: {missing:?}"
+    );
     for (id, record) in table_rows(&pool, Entity::Invoice).await {
         if let Some(want) = after.get(&id) {
             assert_eq!(&record, want, "invoice {id}");

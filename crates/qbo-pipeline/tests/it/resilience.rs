@@ -27,9 +27,15 @@ async fn survives_429_storms_5xx_dropped_connections_and_latency() {
     let report = backfill(&sb, &db, &fast_http(), &small_pages(&Entity::ALL)).await;
     assert!(report.succeeded(), "{}", report.table());
     let stats = sb.state().stats();
-    assert!(stats.throttled > 0, "the sandbox throttled: {stats:?}");
-    assert!(stats.server_errors > 0, "the sandbox failed requests: {stats:?}");
-    assert!(stats.dropped > 0, "the sandbox dropped connections: {stats:?}");
+    assert!(stats.throttled_429 > 0, "the sandbox throttled: {stats:?}");
+    assert!(
+        stats.server_errors_5xx > 0,
+        "the sandbox failed requests: {stats:?}"
+    );
+    assert!(
+        stats.dropped > 0,
+        "the sandbox dropped connections: {stats:?}"
+    );
     assert!(report.entities.iter().map(|e| e.retries).sum::<u64>() > 0);
     assert!(report.entities.iter().map(|e| e.throttled).sum::<u64>() > 0);
     let pool = db.pool().await;
@@ -53,7 +59,12 @@ async fn client_limits_keep_the_sandbox_from_ever_answering_429() {
     opts.concurrency = 8;
     let report = backfill(&sb, &db, &http, &opts).await;
     assert!(report.succeeded(), "{}", report.table());
-    assert_eq!(sb.state().stats().throttled, 0, "{:?}", sb.state().stats());
+    assert_eq!(
+        sb.state().stats().throttled_429,
+        0,
+        "{:?}",
+        sb.state().stats()
+    );
 }
 
 #[tokio::test]
@@ -79,8 +90,16 @@ async fn a_rejected_access_token_is_refreshed_mid_run() {
     let report = backfill(&sb, &db, &fast_http(), &opts).await;
     expirer.await.unwrap();
     assert!(report.succeeded(), "{}", report.table());
-    assert!(sb.state().stats().token_refreshes >= 2, "{:?}", sb.state().stats());
-    assert!(sb.state().stats().unauthorized >= 1, "{:?}", sb.state().stats());
+    assert!(
+        sb.state().stats().token_refreshes >= 2,
+        "{:?}",
+        sb.state().stats()
+    );
+    assert!(
+        sb.state().stats().unauthorized_401 >= 1,
+        "{:?}",
+        sb.state().stats()
+    );
     assert_table_equals_sandbox(&db.pool().await, &sb, Entity::Invoice, full_window()).await;
 }
 
@@ -99,12 +118,13 @@ async fn rotated_refresh_tokens_survive_across_runs_started_with_the_same_seed()
         assert!(report.succeeded(), "run {run}: {}", report.table());
     }
     let pool = db.pool().await;
-    let (stored, rotations): (String, i32) =
-        sqlx::query_as("SELECT refresh_token, rotations FROM qbo_pipeline.oauth_tokens WHERE realm_id = $1")
-            .bind(sb.realm_id())
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (stored, rotations): (String, i32) = sqlx::query_as(
+        "SELECT refresh_token, rotations FROM qbo_pipeline.oauth_tokens WHERE realm_id = $1",
+    )
+    .bind(sb.realm_id())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_ne!(stored, sb.refresh_token(), "the rotated token was stored");
     assert!(rotations >= 3);
     // The seed itself is dead now (grace 0): only the stored chain works.
@@ -114,7 +134,10 @@ async fn rotated_refresh_tokens_survive_across_runs_started_with_the_same_seed()
     };
     assert!(!report.succeeded());
     let error = report.error().unwrap();
-    assert!(error.contains("invalid_grant") && error.contains("QBO_REFRESH_TOKEN"), "{error}");
+    assert!(
+        error.contains("invalid_grant") && error.contains("QBO_REFRESH_TOKEN"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +145,13 @@ async fn invalid_grant_stops_the_run_with_advice_and_is_recorded() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
     sb.state().revoke_refresh_tokens();
-    let report = backfill(&sb, &db, &fast_http(), &options(&[Entity::Customer], full_window())).await;
+    let report = backfill(
+        &sb,
+        &db,
+        &fast_http(),
+        &options(&[Entity::Customer], full_window()),
+    )
+    .await;
     assert!(!report.succeeded());
     let pool = db.pool().await;
     let (status, error): (String, Option<String>) =

@@ -41,7 +41,9 @@ impl TestDb {
             rand::random::<u32>()
         );
         let admin = admin_url();
-        let mut conn = PgConnection::connect(&admin).await.expect("connect to DATABASE_URL");
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("connect to DATABASE_URL");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
             .await
@@ -58,7 +60,9 @@ impl TestDb {
     }
 
     pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url).await.expect("connect to test database")
+        PgPool::connect(&self.url)
+            .await
+            .expect("connect to test database")
     }
 }
 
@@ -155,9 +159,15 @@ pub async fn backfill(
     http: &HttpSettings,
     opts: &BackfillOptions,
 ) -> BackfillReport {
-    app::backfill(&qbo_settings(sb), &db.settings(), http, opts, &StopSignal::default())
-        .await
-        .expect("backfill runs")
+    app::backfill(
+        &qbo_settings(sb),
+        &db.settings(),
+        http,
+        opts,
+        &StopSignal::default(),
+    )
+    .await
+    .expect("backfill runs")
 }
 
 /// Every (id, payload) of a destination table, payloads parsed.
@@ -207,8 +217,18 @@ pub async fn assert_table_equals_sandbox(
         table_rows(pool, entity).await.into_iter().collect();
     let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-    assert!(missing.is_empty(), "{entity}: {} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    assert!(extra.is_empty(), "{entity}: {} extra, e.g. {:?}", extra.len(), &extra[..extra.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{entity}: {} missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        extra.is_empty(),
+        "{entity}: {} extra, e.g. {:?}",
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
     for (id, record) in &want {
         assert_eq!(&got[id], record, "{entity} {id}: payload differs");
     }
