@@ -68,6 +68,7 @@ async fn payload_numbers_and_text_are_kept_exactly() {
         .to_string();
     let day = qbo_query::eval::parse_datetime(&when)
         .unwrap()
+        .with_timezone(&chrono::Utc)
         .date_naive()
         .to_string();
     let w = window(&day, &day);

@@ -21,8 +21,14 @@ async fn survives_429_storms_5xx_dropped_connections_and_latency() {
     faults.error_rate = 0.15;
     faults.drop_rate = 0.1;
     faults.latency = Duration::from_millis(5);
-    faults.rpm_limit = Some(150);
+    faults.throttle_rate = 0.1;
     faults.retry_after_secs = Some(0);
+    // A storm: the first 12 queries are all throttled.
+    faults.scripted = vec![qbo_sandbox::ScriptedFault {
+        endpoint: qbo_sandbox::Endpoint::Query,
+        count: 12,
+        action: qbo_sandbox::FaultAction::Status(429),
+    }];
     sb.state().set_faults(faults);
     let report = backfill(&sb, &db, &fast_http(), &small_pages(&Entity::ALL)).await;
     assert!(report.succeeded(), "{}", report.table());
