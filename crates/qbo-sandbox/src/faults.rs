@@ -9,7 +9,6 @@
 //! connection without writing a response and the client sees a connection error. (Served
 //! through [`crate::app`] without [`crate::spawn`], drops fall back to a 503.)
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -183,10 +182,7 @@ fn admit(
     let now = Instant::now();
     let mut limits = state.limits.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(limit) = rpm {
-        let window = limits
-            .window
-            .entry(realm.to_owned())
-            .or_insert_with(VecDeque::new);
+        let window = limits.window.entry(realm.to_owned()).or_default();
         while window
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))

@@ -388,7 +388,7 @@ impl Generator {
 
     /// Whether an inactive name-list record was "deleted" (` (deleted)` name suffix).
     fn is_deleted_name(&self, kind: GenKind, id: u64) -> bool {
-        mix(self.seed, kind.stream() + 6, id) % 2 == 0
+        mix(self.seed, kind.stream() + 6, id).is_multiple_of(2)
     }
 
     fn customer_parent(&self, id: u64) -> Option<u64> {

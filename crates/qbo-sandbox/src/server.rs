@@ -31,8 +31,8 @@ pub fn app(state: Arc<SandboxState>) -> Router {
         )
         .route("/v3/company/{realm}/cdc", get(api::cdc))
         .route("/v3/company/{realm}/{entity}/{id}", get(api::read))
-        .route("/v3/company/{realm}/{*rest}", any(api::unsupported))
         .merge(admin::routes())
+        .fallback(any(api::unsupported))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             pipeline,
