@@ -21,9 +21,11 @@ fn rss_mb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
         })
         .map(|kb| kb / 1024)
         .unwrap_or(0)
@@ -78,7 +80,11 @@ async fn page_window(
             .body(q)
             .send()
             .await?;
-        anyhow::ensure!(response.status().is_success(), "status {}", response.status());
+        anyhow::ensure!(
+            response.status().is_success(),
+            "status {}",
+            response.status()
+        );
         let body = response.text().await?;
         bytes += body.len() as u64;
         let n = rows_in(&body);
@@ -96,7 +102,10 @@ async fn page_window(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let invoices = args.first().copied().unwrap_or(1_000_000);
     let limit = args.get(1).copied().unwrap_or(200_000);
     println!("rss before start: {} MB", rss_mb());
@@ -128,8 +137,15 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let token = token["access_token"].as_str().unwrap_or_default().to_owned();
-    let url = format!("{}/v3/company/{}/query", sandbox.base_url(), sandbox.realm_id());
+    let token = token["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let url = format!(
+        "{}/v3/company/{}/query",
+        sandbox.base_url(),
+        sandbox.realm_id()
+    );
     let (start, end) = (qbo_sandbox::generate::START, qbo_sandbox::generate::END);
     let mut worst: f64 = f64::MAX;
     for streams in [1u64, 2] {

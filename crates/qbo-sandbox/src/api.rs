@@ -328,3 +328,72 @@ fn cdc_body(
     out.push_str("\"}");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{Generator, Meta};
+    use crate::store::PageRow;
+    use chrono::TimeZone;
+
+    fn generator() -> Generator {
+        Generator {
+            seed: 1,
+            customers: 3,
+            items: 3,
+            invoices: 3,
+        }
+    }
+
+    #[test]
+    fn empty_page_and_empty_cdc_shapes() {
+        let t = Utc.timestamp_millis_opt(1_601_384_690_776).unwrap();
+        let page = Page {
+            entity: "Customer".into(),
+            generated: None,
+            start: 7,
+            rows: Vec::new(),
+        };
+        assert_eq!(
+            page_body(&generator(), &page, t),
+            r#"{"QueryResponse":{},"time":"2020-09-29T06:04:50.776-07:00"}"#
+        );
+        let sections = vec![("Estimate".to_owned(), None, Vec::new())];
+        assert_eq!(
+            cdc_body(&generator(), &sections, t),
+            r#"{"CDCResponse":[{"QueryResponse":[{}]}],"time":"2020-09-29T06:04:50.776-07:00"}"#
+        );
+    }
+
+    #[test]
+    fn page_echoes_start_and_counts_rows() {
+        let g = generator();
+        let t = Utc.timestamp_millis_opt(1_601_384_690_776).unwrap();
+        let meta = Meta {
+            create: 1_500_000_000,
+            lut: 1_500_000_000,
+            sync: 0,
+            active: true,
+        };
+        let rows = (1..=2)
+            .map(|id| PageRow {
+                id,
+                meta,
+                stored: None,
+            })
+            .collect();
+        let page = Page {
+            entity: "Item".into(),
+            generated: Some(GenKind::Item),
+            start: 21,
+            rows,
+        };
+        let body = page_body(&g, &page, t);
+        assert!(body.starts_with(r#"{"QueryResponse":{"Item":[{"Name":"#));
+        assert!(body.ends_with(
+            r#"],"startPosition":21,"maxResults":2},"time":"2020-09-29T06:04:50.776-07:00"}"#
+        ));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["QueryResponse"]["Item"][1]["Id"], "2");
+    }
+}

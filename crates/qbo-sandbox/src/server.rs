@@ -27,10 +27,18 @@ pub fn app(state: Arc<SandboxState>) -> Router {
         .route(TOKEN_PATH, post(oauth::token_endpoint))
         .route(
             "/v3/company/{realm}/query",
-            get(api::query_get).post(api::query_post),
+            get(api::query_get)
+                .post(api::query_post)
+                .fallback(api::unsupported),
         )
-        .route("/v3/company/{realm}/cdc", get(api::cdc))
-        .route("/v3/company/{realm}/{entity}/{id}", get(api::read))
+        .route(
+            "/v3/company/{realm}/cdc",
+            get(api::cdc).fallback(api::unsupported),
+        )
+        .route(
+            "/v3/company/{realm}/{entity}/{id}",
+            get(api::read).fallback(api::unsupported),
+        )
         .merge(admin::routes())
         .fallback(any(api::unsupported))
         .layer(axum::middleware::from_fn_with_state(

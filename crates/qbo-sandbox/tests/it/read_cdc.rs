@@ -29,6 +29,22 @@ async fn read_by_id_and_its_errors() {
     let a = world.get("invoice/99999").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.json()["Fault"]["Error"][0]["code"], "610");
+    let post = crate::support::answer(
+        world
+            .http
+            .post(world.api("customer/1"))
+            .bearer_auth(&world.access)
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(post.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        post.json()["Fault"]["Error"][0]["Message"],
+        "Unsupported Operation"
+    );
     let a = world.get("frobnicator/1").await;
     assert_eq!(
         a.json()["Fault"]["Error"][0]["Message"],
