@@ -180,6 +180,26 @@ async fn main() -> anyhow::Result<()> {
             bytes as f64 / records.max(1) as f64
         );
     }
+    for q in [
+        "SELECT COUNT(*) FROM Invoice WHERE MetaData.LastUpdatedTime >= '2015-01-01' AND MetaData.LastUpdatedTime <= '2020-12-31'",
+        "SELECT * FROM Customer MAXRESULTS 1000",
+        "SELECT * FROM Invoice WHERE DocNumber = '1000500'",
+    ] {
+        let began = Instant::now();
+        let response = http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("Content-Type", "application/text")
+            .body(q)
+            .send()
+            .await?;
+        let status = response.status();
+        let len = response.text().await?.len();
+        println!(
+            "{:>7.1} ms  {status} {len:>9} bytes  {q}",
+            began.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     let rss_end = rss_mb();
     println!("rss after serving: {rss_end} MB");
     let stats = sandbox.state().stats();

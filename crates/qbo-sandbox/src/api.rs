@@ -69,9 +69,15 @@ async fn answer_query(state: &Arc<SandboxState>, text: &str, time: DateTime<Utc>
         Ok(q) => q,
         Err(e) => return respond::parse_error(&e.qbo_detail(), time),
     };
-    let (outcome, generator) = {
-        let store = state.store();
+    // Payload conditions can scan a million records: keep that off the async workers.
+    let worker = state.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let store = worker.store();
         (store.query(&query), store.generator().clone())
+    })
+    .await;
+    let Ok((outcome, generator)) = joined else {
+        return respond::system_fault(StatusCode::INTERNAL_SERVER_ERROR, time);
     };
     let page = match outcome {
         Err(QueryError::Validation(detail)) => return respond::validation_error(&detail, time),

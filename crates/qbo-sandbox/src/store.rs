@@ -501,6 +501,17 @@ impl Store {
         } else {
             query.max_results.unwrap_or(100)
         };
+        // Top-level properties the residual conditions and a payload ORDERBY need.
+        let order_field = match &order {
+            Order::Field(o) => Some(o.field.clone()),
+            _ => None,
+        };
+        let mut fields: Vec<&str> = residual.iter().map(|c| c.field.as_str()).collect();
+        fields.extend(order_field.as_deref());
+        let fields: Vec<&str> = fields
+            .iter()
+            .map(|f| f.split('.').next().unwrap_or(f))
+            .collect();
         let keep = |id: u64, row: &Row, value: Option<&Value>| -> bool {
             if row.deleted || !index.iter().all(|c| c.matches(id, row)) {
                 return false;
@@ -512,7 +523,7 @@ impl Store {
             let value = match value {
                 Some(v) => v,
                 None => {
-                    owned = self.value_of(table, id, row);
+                    owned = self.projection(table, id, row, &fields);
                     &owned
                 }
             };
@@ -532,36 +543,56 @@ impl Store {
             // Keep going only while a COUNT needs it or the page is not full.
             count_only || (rows.len() as u64) < take
         };
-        match order {
+        let passes_index =
+            |id: u64, row: &Row| !row.deleted && index.iter().all(|c| c.matches(id, row));
+        let ordered: Option<Box<dyn Iterator<Item = (u64, &Row)> + '_>> = match &order {
             Order::Lut(direction) => {
                 let (lo, hi) = lut_range(&index);
-                if lo <= hi {
-                    let range = table.by_time.range((lo, 0)..=(hi, u64::MAX));
-                    let iter: Box<dyn Iterator<Item = &(i64, u64)>> = match direction {
-                        Direction::Asc => Box::new(range),
-                        Direction::Desc => Box::new(range.rev()),
-                    };
-                    for &(_, id) in iter {
-                        if let Some(row) = table.rows.get(&id)
-                            && keep(id, row, None)
-                            && !visit(id, row)
-                        {
-                            break;
+                let range = if lo <= hi {
+                    table.by_time.range((lo, 0)..=(hi, u64::MAX))
+                } else {
+                    table.by_time.range((0, 0)..(0, 0))
+                };
+                let keys: Box<dyn Iterator<Item = &(i64, u64)>> = match direction {
+                    Direction::Asc => Box::new(range),
+                    Direction::Desc => Box::new(range.rev()),
+                };
+                Some(Box::new(keys.filter_map(|(_, id)| {
+                    table.rows.get(id).map(|row| (*id, row))
+                })))
+            }
+            Order::Id(direction) => Some(match direction {
+                Direction::Asc => Box::new(table.rows.iter().map(|(id, row)| (*id, row))),
+                Direction::Desc => Box::new(table.rows.iter().rev().map(|(id, row)| (*id, row))),
+            }),
+            _ => None,
+        };
+        if let Some(ordered) = ordered {
+            let mut candidates = ordered.filter(|(id, row)| passes_index(*id, row));
+            if residual.is_empty() {
+                for (id, row) in candidates {
+                    if !visit(id, row) {
+                        break;
+                    }
+                }
+            } else {
+                // Payload conditions: evaluate blocks in parallel, visit in order.
+                'blocks: loop {
+                    let block: Vec<(u64, &Row)> = candidates.by_ref().take(4096).collect();
+                    if block.is_empty() {
+                        break;
+                    }
+                    let verdicts = self.residual_verdicts(table, &block, &residual, &fields);
+                    for ((id, row), ok) in block.into_iter().zip(verdicts) {
+                        if ok && !visit(id, row) {
+                            break 'blocks;
                         }
                     }
                 }
             }
-            Order::Id(direction) => {
-                let iter: Box<dyn Iterator<Item = (&u64, &Row)>> = match direction {
-                    Direction::Asc => Box::new(table.rows.iter()),
-                    Direction::Desc => Box::new(table.rows.iter().rev()),
-                };
-                for (&id, row) in iter {
-                    if keep(id, row, None) && !visit(id, row) {
-                        break;
-                    }
-                }
-            }
+        }
+        match order {
+            Order::Lut(_) | Order::Id(_) => {}
             Order::Create(direction) => {
                 let mut matched: Vec<(i64, u64, &Row)> = table
                     .rows
@@ -585,7 +616,7 @@ impl Store {
                     if row.deleted || !index.iter().all(|c| c.matches(id, row)) {
                         continue;
                     }
-                    let value = self.value_of(table, id, row);
+                    let value = self.projection(table, id, row, &fields);
                     if keep(id, row, Some(&value)) {
                         matched.push((id, row, value));
                     }
@@ -607,6 +638,79 @@ impl Store {
             start,
             rows,
         }))
+    }
+
+    /// Whether each `(id, row)` satisfies the payload conditions, using every core for big
+    /// blocks.
+    fn residual_verdicts(
+        &self,
+        table: &Table,
+        block: &[(u64, &Row)],
+        residual: &[&Condition],
+        fields: &[&str],
+    ) -> Vec<bool> {
+        let eval = |(id, row): &(u64, &Row)| {
+            let value = self.projection(table, *id, row, fields);
+            residual.iter().all(|c| c.matches(&value))
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        if threads < 2 || block.len() < 512 {
+            return block.iter().map(eval).collect();
+        }
+        let chunk = block.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = block
+                .chunks(chunk)
+                .map(|part| {
+                    (
+                        part.len(),
+                        scope.spawn(move || part.iter().map(eval).collect::<Vec<bool>>()),
+                    )
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|(len, handle)| handle.join().unwrap_or_else(|_| vec![false; len]))
+                .collect()
+        })
+    }
+
+    /// The record reduced to the top-level properties in `fields` (ASCII case-insensitive):
+    /// enough to evaluate conditions and sort, far cheaper than parsing a whole generated
+    /// payload (only the wanted members are parsed).
+    fn projection(&self, table: &Table, id: u64, row: &Row, fields: &[&str]) -> Value {
+        let wanted = |key: &str| fields.iter().any(|f| f.eq_ignore_ascii_case(key));
+        let mut out = Map::new();
+        match (&row.stored, table.generated) {
+            (Some(stored), _) => {
+                if let Value::Object(object) = &stored.value {
+                    for (k, v) in object {
+                        if wanted(k) {
+                            out.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            (None, Some(kind)) => {
+                let text = self.generator.json(kind, id, &row.meta);
+                let members: Vec<(String, &serde_json::value::RawValue)> =
+                    match serde_json::from_str::<RawMembers<'_>>(&text) {
+                        Ok(m) => m.0,
+                        Err(_) => Vec::new(),
+                    };
+                for (k, raw) in members {
+                    if wanted(&k)
+                        && let Ok(v) = serde_json::from_str::<Value>(raw.get())
+                    {
+                        out.insert(k, v);
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        Value::Object(out)
     }
 
     /// The record's current value.
@@ -940,6 +1044,34 @@ impl Store {
     }
 }
 
+/// A JSON object's members, values left as raw text.
+struct RawMembers<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawMembers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Members<'a> {
+            type Value = RawMembers<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some((k, v)) =
+                    map.next_entry::<String, &'de serde_json::value::RawValue>()?
+                {
+                    members.push((k, v));
+                }
+                Ok(RawMembers(members))
+            }
+        }
+        d.deserialize_map(Members(std::marker::PhantomData))
+    }
+}
+
 fn set_last_updated(object: &mut Map<String, Value>, secs: i64) {
     let entry = object
         .entry("MetaData")
@@ -1155,6 +1287,29 @@ mod tests {
             ),
             vec![7]
         );
+    }
+
+    #[test]
+    fn projections_answer_like_full_payloads() {
+        let s = store();
+        for q in [
+            "SELECT * FROM Invoice WHERE billaddr.city = 'Tucson' MAXRESULTS 1000",
+            "SELECT * FROM Invoice WHERE TotalAmt > '2000.00' MAXRESULTS 1000",
+            "SELECT * FROM Customer WHERE DisplayName LIKE '%Café%' AND Active IN (true, false)",
+        ] {
+            let query = qbo_query::parse(q).unwrap();
+            let entity = s.resolve(&query.entity).unwrap();
+            let expected: Vec<u64> = s
+                .all_values(&entity)
+                .iter()
+                .filter(|v| query.matches(v))
+                .map(|v| v["Id"].as_str().unwrap().parse().unwrap())
+                .collect();
+            let mut got = page(&s, q);
+            got.sort_unstable();
+            assert!(!expected.is_empty(), "{q}");
+            assert_eq!(got, expected, "{q}");
+        }
     }
 
     #[test]
