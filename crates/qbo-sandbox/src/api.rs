@@ -20,7 +20,7 @@ use crate::generate::GenKind;
 use crate::oauth::url_form;
 use crate::respond::{self, FaultError, JSON_FAULT, JSON_OK};
 use crate::state::SandboxState;
-use crate::store::{CdcRow, Page, QueryError, QueryOutcome, Store};
+use crate::store::{CdcRow, Page, QueryError, QueryOutcome, Store, WriteError, WriteOutcome};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -203,6 +203,92 @@ pub async fn read(
     push_json_str(&mut out, &canonical);
     out.push(':');
     Store::render_into(&generator, generated, &row, &mut out);
+    out.push_str(",\"time\":\"");
+    out.push_str(&pacific_millis(time));
+    out.push_str("\"}");
+    respond::json(StatusCode::OK, JSON_OK, out)
+}
+
+/// `POST /v3/company/{realm}/{entity}[?operation=delete|void]`: create, update (sparse or
+/// full; both merge the sent top-level properties), delete or void.
+pub async fn write(
+    State(state): State<Arc<SandboxState>>,
+    Path((_realm, entity)): Path<(String, String)>,
+    Query(params): Params,
+    OriginalUri(uri): OriginalUri,
+    body: String,
+) -> Response {
+    let time = state.now();
+    let fault = |message: &str, detail: &str, code: &str, element: Option<&str>| {
+        let body = respond::fault_body(
+            &[FaultError {
+                message,
+                detail,
+                code,
+                element,
+            }],
+            "ValidationFault",
+            Some(time),
+        );
+        respond::json(StatusCode::BAD_REQUEST, JSON_FAULT, body)
+    };
+    let invalid = |detail: &str| {
+        fault(
+            "Request has invalid or unsupported property",
+            &format!("Property Name:{detail}"),
+            "2010",
+            None,
+        )
+    };
+    let body: serde_json::Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return invalid(&e.to_string()),
+    };
+    let operation = params.get("operation").map(|o| o.to_ascii_lowercase());
+    let result = state
+        .store_mut()
+        .write(&entity, body, operation.as_deref(), time.timestamp());
+    let (canonical, outcome) = match result {
+        Ok(done) => done,
+        Err(WriteError::NotFound) => {
+            return fault(
+                "Object Not Found",
+                "Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees.",
+                "610",
+                Some(""),
+            );
+        }
+        Err(WriteError::Stale) => {
+            return fault(
+                "Stale Object Error",
+                "Stale Object Error : You and another user were working on this at the same time. The other user finished before you did, so your work was not saved.",
+                "5010",
+                Some(""),
+            );
+        }
+        Err(WriteError::Duplicate) => {
+            return fault(
+                "Duplicate Name Exists Error",
+                "The name supplied already exists. : null",
+                "6240",
+                None,
+            );
+        }
+        Err(WriteError::Invalid(detail)) => return invalid(&detail),
+        Err(WriteError::Unsupported) => return unsupported_operation(uri.path(), time),
+    };
+    let mut out = String::with_capacity(2048);
+    out.push('{');
+    push_json_str(&mut out, &canonical);
+    out.push(':');
+    match outcome {
+        WriteOutcome::Record(value) => out.push_str(&value.to_string()),
+        WriteOutcome::Deleted(id) => {
+            out.push_str("{\"domain\":\"QBO\",\"status\":\"Deleted\",\"Id\":\"");
+            out.push_str(&id.to_string());
+            out.push_str("\"}");
+        }
+    }
     out.push_str(",\"time\":\"");
     out.push_str(&pacific_millis(time));
     out.push_str("\"}");

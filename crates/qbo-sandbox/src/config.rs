@@ -237,11 +237,13 @@ pub enum FaultAction {
 pub enum Endpoint {
     Query,
     Read,
+    /// `POST /v3/company/{realm}/{entity}` (create, update, delete, void).
+    Write,
     Cdc,
     Token,
     Admin,
     Other,
-    /// Matches every API endpoint (query, read, cdc) in a scripted fault.
+    /// Matches every API endpoint (query, read, write, cdc) in a scripted fault.
     Any,
 }
 
@@ -250,6 +252,7 @@ impl Endpoint {
         match self {
             Endpoint::Query => "query",
             Endpoint::Read => "read",
+            Endpoint::Write => "write",
             Endpoint::Cdc => "cdc",
             Endpoint::Token => "token",
             Endpoint::Admin => "admin",
@@ -262,7 +265,10 @@ impl Endpoint {
     pub fn covers(self, actual: Endpoint) -> bool {
         self == actual
             || (self == Endpoint::Any
-                && matches!(actual, Endpoint::Query | Endpoint::Read | Endpoint::Cdc))
+                && matches!(
+                    actual,
+                    Endpoint::Query | Endpoint::Read | Endpoint::Write | Endpoint::Cdc
+                ))
     }
 }
 

@@ -152,6 +152,7 @@ pub fn classify(path: &str) -> (Endpoint, Option<&str>) {
     let endpoint = match (parts.next(), parts.next()) {
         (Some(q), None) if q.eq_ignore_ascii_case("query") => Endpoint::Query,
         (Some(c), None) if c.eq_ignore_ascii_case("cdc") => Endpoint::Cdc,
+        (Some(_), None) => Endpoint::Write,
         _ => Endpoint::Read,
     };
     (endpoint, realm)

@@ -36,6 +36,10 @@ pub fn app(state: Arc<SandboxState>) -> Router {
             get(api::cdc).fallback(api::unsupported),
         )
         .route(
+            "/v3/company/{realm}/{entity}",
+            post(api::write).fallback(api::unsupported),
+        )
+        .route(
             "/v3/company/{realm}/{entity}/{id}",
             get(api::read).fallback(api::unsupported),
         )

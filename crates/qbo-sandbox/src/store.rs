@@ -1072,6 +1072,264 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for RawMembers<'a> {
     }
 }
 
+/// Why a v3 write was refused (QBO fault codes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// 610 Object Not Found.
+    NotFound,
+    /// 5010 Stale Object Error (SyncToken mismatch).
+    Stale,
+    /// 6240 Duplicate Name Exists Error.
+    Duplicate,
+    /// 2010 Request has invalid or unsupported property (detail).
+    Invalid(String),
+    /// 400 code "500" Unsupported Operation.
+    Unsupported,
+}
+
+/// What a v3 write produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// The record after the write (`{"<E>": record}`).
+    Record(Value),
+    /// `{"<E>":{"domain":"QBO","status":"Deleted","Id":".."}}`.
+    Deleted(u64),
+}
+
+/// The fields a write never sets directly.
+const SYSTEM_FIELDS: &[&str] = &["Id", "SyncToken", "MetaData", "domain", "sparse", "status"];
+
+fn display_name_of(object: &Map<String, Value>) -> Option<String> {
+    object
+        .get("DisplayName")
+        .or_else(|| object.get("Name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+impl Store {
+    /// `POST /v3/company/{realm}/{entity}[?operation=delete|void]` with `body`: create (no
+    /// `Id`), sparse or full update (same `SyncToken` required; an update that changes nothing
+    /// keeps the SyncToken, as QBO does), delete or void of a transaction.
+    pub fn write(
+        &mut self,
+        entity: &str,
+        body: Value,
+        operation: Option<&str>,
+        now: i64,
+    ) -> Result<(String, WriteOutcome), WriteError> {
+        let canonical = self.resolve(entity).ok_or(WriteError::Unsupported)?;
+        let name_list = EntityKind::new(&canonical).name_list;
+        let Value::Object(body) = body else {
+            return Err(WriteError::Invalid(
+                "the request body must be a JSON object".into(),
+            ));
+        };
+        let id = match body.get("Id") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or(WriteError::NotFound)?,
+            ),
+        };
+        let current = match id {
+            Some(id) => Some(
+                self.get_value(&canonical, id)
+                    .map_err(|_| WriteError::NotFound)?,
+            ),
+            None => None,
+        };
+        if let (Some(current), Some(_)) = (&current, id) {
+            let have = current.get("SyncToken").and_then(Value::as_str);
+            let sent = body.get("SyncToken").and_then(Value::as_str);
+            if sent.is_none() || sent != have {
+                return Err(WriteError::Stale);
+            }
+        }
+        let sync_of = |v: &Value| {
+            v.get("SyncToken")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match (operation, id, current) {
+            (Some("delete"), Some(id), Some(_)) => {
+                if name_list {
+                    return Err(WriteError::Unsupported);
+                }
+                self.delete(&canonical, id, now)
+                    .map_err(|_| WriteError::NotFound)?;
+                Ok((canonical, WriteOutcome::Deleted(id)))
+            }
+            (Some("void"), Some(id), Some(current)) => {
+                if name_list {
+                    return Err(WriteError::Unsupported);
+                }
+                let Value::Object(mut object) = current else {
+                    return Err(WriteError::NotFound);
+                };
+                let zero = Value::Number(0u8.into());
+                if let Some(Value::Array(lines)) = object.get_mut("Line") {
+                    for line in lines.iter_mut() {
+                        if let Some(amount) = line.get_mut("Amount") {
+                            *amount = zero.clone();
+                        }
+                    }
+                }
+                for key in ["TotalAmt", "Balance", "HomeTotalAmt", "HomeBalance"] {
+                    if let Some(v) = object.get_mut(key) {
+                        *v = zero.clone();
+                    }
+                }
+                if let Some(Value::Object(tax)) = object.get_mut("TxnTaxDetail")
+                    && let Some(v) = tax.get_mut("TotalTax")
+                {
+                    *v = zero.clone();
+                }
+                let note = Value::String("Voided".into());
+                if object.contains_key("PrivateNote") {
+                    object.insert("PrivateNote".into(), note);
+                } else {
+                    let at = object
+                        .keys()
+                        .position(|k| k == "CurrencyRef")
+                        .map_or(object.len(), |i| i + 1);
+                    object.shift_insert(at, "PrivateNote".into(), note);
+                }
+                let sync = sync_of(&Value::Object(object.clone()));
+                object.insert("SyncToken".into(), Value::String((sync + 1).to_string()));
+                set_last_updated(&mut object, now);
+                let value = Value::Object(object);
+                self.replace(&canonical, id, value.clone())?;
+                Ok((canonical, WriteOutcome::Record(value)))
+            }
+            (Some(_), _, _) => Err(WriteError::Unsupported),
+            (None, Some(id), Some(current)) => {
+                let Value::Object(mut object) = current.clone() else {
+                    return Err(WriteError::NotFound);
+                };
+                let old_name = display_name_of(&object);
+                for (k, v) in &body {
+                    if !SYSTEM_FIELDS.contains(&k.as_str()) {
+                        object.insert(k.clone(), v.clone());
+                    }
+                }
+                if name_list {
+                    let new_name = display_name_of(&object);
+                    if new_name != old_name
+                        && let Some(name) = &new_name
+                    {
+                        if self.name_taken(&canonical, name, Some(id)) {
+                            return Err(WriteError::Duplicate);
+                        }
+                        if !body.contains_key("FullyQualifiedName")
+                            && let Some(Value::String(fqn)) = object.get_mut("FullyQualifiedName")
+                        {
+                            *fqn = match fqn.rsplit_once(':') {
+                                Some((parent, _)) => format!("{parent}:{name}"),
+                                None => name.clone(),
+                            };
+                        }
+                        if !body.contains_key("PrintOnCheckName")
+                            && object.get("PrintOnCheckName").and_then(Value::as_str)
+                                == old_name.as_deref()
+                            && object.contains_key("PrintOnCheckName")
+                        {
+                            object.insert("PrintOnCheckName".into(), Value::String(name.clone()));
+                        }
+                    }
+                }
+                if Value::Object(object.clone()) == current {
+                    return Ok((canonical, WriteOutcome::Record(current)));
+                }
+                object.insert(
+                    "SyncToken".into(),
+                    Value::String((sync_of(&current) + 1).to_string()),
+                );
+                set_last_updated(&mut object, now);
+                let value = Value::Object(object);
+                self.replace(&canonical, id, value.clone())?;
+                Ok((canonical, WriteOutcome::Record(value)))
+            }
+            (None, None, _) => {
+                let mut record = body;
+                if name_list {
+                    let name = display_name_of(&record).or_else(|| {
+                        let parts: Vec<&str> = ["GivenName", "FamilyName"]
+                            .iter()
+                            .filter_map(|k| record.get(*k).and_then(Value::as_str))
+                            .collect();
+                        (!parts.is_empty()).then(|| parts.join(" "))
+                    });
+                    let Some(name) = name else {
+                        return Err(WriteError::Invalid(
+                            "Required param missing, need to supply the required value for the API: DisplayName or Name".into(),
+                        ));
+                    };
+                    if self.name_taken(&canonical, &name, None) {
+                        return Err(WriteError::Duplicate);
+                    }
+                    let key = if record.contains_key("Name") && !record.contains_key("DisplayName")
+                    {
+                        "Name"
+                    } else {
+                        "DisplayName"
+                    };
+                    record
+                        .entry(key)
+                        .or_insert_with(|| Value::String(name.clone()));
+                    record
+                        .entry("FullyQualifiedName")
+                        .or_insert_with(|| Value::String(name.clone()));
+                    if key == "DisplayName" {
+                        record
+                            .entry("PrintOnCheckName")
+                            .or_insert_with(|| Value::String(name.clone()));
+                    }
+                }
+                let value = self
+                    .create(&canonical, Value::Object(record), now)
+                    .map_err(|e| WriteError::Invalid(e.to_string()))?;
+                Ok((canonical, WriteOutcome::Record(value)))
+            }
+            _ => Err(WriteError::NotFound),
+        }
+    }
+
+    /// Whether an active record of `canonical` other than `except` has this display name.
+    fn name_taken(&self, canonical: &str, name: &str, except: Option<u64>) -> bool {
+        let Some(table) = self.tables.get(canonical) else {
+            return false;
+        };
+        let field = ["DisplayName", "Name"];
+        table.rows.iter().any(|(id, row)| {
+            Some(*id) != except && !row.deleted && row.meta.active && {
+                let v = self.projection(table, *id, row, &field);
+                display_name_of(v.as_object().unwrap_or(&Map::new()))
+                    .is_some_and(|n| n.to_lowercase() == name.to_lowercase())
+            }
+        })
+    }
+
+    /// Stores `value` as record `id` (index entry from the value).
+    fn replace(&mut self, canonical: &str, id: u64, value: Value) -> Result<(), WriteError> {
+        let table = self
+            .table_mut(canonical)
+            .map_err(|_| WriteError::NotFound)?;
+        let (_, meta) = row_meta(&value, table.kind.name_list).map_err(WriteError::Invalid)?;
+        table.insert(
+            id,
+            Row {
+                meta,
+                deleted: false,
+                stored: Some(StoredRecord::new(value)),
+            },
+        );
+        Ok(())
+    }
+}
+
 fn set_last_updated(object: &mut Map<String, Value>, secs: i64) {
     let entry = object
         .entry("MetaData")

@@ -195,3 +195,111 @@ async fn same_seed_same_bytes_other_seed_other_bytes() {
         b.state().all_records("Customer")
     );
 }
+
+#[tokio::test]
+async fn v3_writes_create_update_void_delete_and_refuse_stale_tokens() {
+    let world = World::start(small()).await;
+    let post = |path: &'static str, body: &'static str| {
+        let request = world
+            .http
+            .post(world.api(path))
+            .bearer_auth(&world.access)
+            .header("Content-Type", "application/json")
+            .body(body);
+        async move { crate::support::answer(request.send().await.unwrap()).await }
+    };
+    let created = post(
+        "customer",
+        r#"{"DisplayName":"Nuevo Cliente Ñ","Notes":"x"}"#,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let v = created.json();
+    assert_eq!(v["Customer"]["Id"], "41");
+    assert_eq!(v["Customer"]["FullyQualifiedName"], "Nuevo Cliente Ñ");
+    assert_eq!(
+        world
+            .count("SELECT COUNT(*) FROM Customer WHERE DisplayName = 'Nuevo Cliente Ñ'")
+            .await,
+        1
+    );
+    let dup = post("customer", r#"{"DisplayName":"nuevo cliente ñ"}"#).await;
+    assert_eq!(dup.status, StatusCode::BAD_REQUEST);
+    assert_eq!(dup.json()["Fault"]["Error"][0]["code"], "6240");
+    let stale = post(
+        "customer",
+        r#"{"Id":"41","SyncToken":"7","sparse":true,"Notes":"y"}"#,
+    )
+    .await;
+    assert_eq!(stale.json()["Fault"]["Error"][0]["code"], "5010");
+    let updated = post(
+        "customer",
+        r#"{"Id":"41","SyncToken":"0","sparse":true,"Notes":"y"}"#,
+    )
+    .await;
+    assert_eq!(updated.json()["Customer"]["SyncToken"], "1");
+    assert_eq!(updated.json()["Customer"]["Notes"], "y");
+    // Void a generated invoice: amounts 0, PrivateNote "Voided", SyncToken + 1.
+    let before = world.state().record("Invoice", "4").unwrap();
+    let sync = before["SyncToken"].as_str().unwrap().to_owned();
+    let body = format!(r#"{{"Id":"4","SyncToken":"{sync}"}}"#);
+    let voided = crate::support::answer(
+        world
+            .http
+            .post(world.api("invoice?operation=void"))
+            .bearer_auth(&world.access)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let v = voided.json();
+    assert_eq!(v["Invoice"]["PrivateNote"], "Voided");
+    assert_eq!(v["Invoice"]["TotalAmt"].to_string(), "0");
+    assert!(
+        v["Invoice"]["Line"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["Amount"] == serde_json::json!(0))
+    );
+    assert_ne!(v["Invoice"]["SyncToken"], sync.as_str());
+    // Transactions delete; name lists do not.
+    let sync = world.state().record("Invoice", "5").unwrap()["SyncToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = crate::support::answer(
+        world
+            .http
+            .post(world.api("invoice?operation=delete"))
+            .bearer_auth(&world.access)
+            .body(format!(r#"{{"Id":"5","SyncToken":"{sync}"}}"#))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        deleted
+            .body
+            .starts_with(r#"{"Invoice":{"domain":"QBO","status":"Deleted","Id":"5"},"time":""#)
+    );
+    assert_eq!(world.get("invoice/5").await.status, StatusCode::BAD_REQUEST);
+    let refused = post(
+        "customer?operation=delete",
+        r#"{"Id":"41","SyncToken":"1"}"#,
+    )
+    .await;
+    assert_eq!(
+        refused.json()["Fault"]["Error"][0]["Message"],
+        "Unsupported Operation"
+    );
+    let bad = post("invoice", "{not json").await;
+    assert_eq!(bad.json()["Fault"]["Error"][0]["code"], "2010");
+    let missing = post("invoice", r#"{"Id":"99999","SyncToken":"0"}"#).await;
+    assert_eq!(missing.json()["Fault"]["Error"][0]["code"], "610");
+    assert_eq!(world.state().stats().requests_by_endpoint["write"], 9);
+}

@@ -1,7 +1,13 @@
-//! Every recorded query, read, CDC and error exchange in `shared/fixtures/qbo-recorded`
-//! replayed against a sandbox loaded (`--data` file) with that recording's records: same
-//! status, Content-Type, `WWW-Authenticate`, and the same body text (key order and number
-//! literals included) except the top-level `time`.
+//! Every recorded query, read, CDC and error exchange in `shared/fixtures/qbo-recorded`, and
+//! the recorded writes the sandbox models (delete, void, no-op deactivation, full update,
+//! duplicate name), replayed against a sandbox loaded (`--data` file) with that recording's
+//! records: same status, Content-Type, `WWW-Authenticate`, and the same body text (key order
+//! and number literals included) except the top-level `time`. Writes that set
+//! `LastUpdatedTime` run with the sandbox clock pinned to the recorded value.
+//!
+//! Not replayed: `read/salesreceipt_read_then_update.json` #1 (QBO recomputes replaced lines:
+//! not modelled); the full-update exchange is compared ignoring key order (QBO inserts new
+//! properties in schema order; the sandbox appends them).
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +40,7 @@ fn recordings() -> Vec<PathBuf> {
         files.extend(entries);
     }
     for name in [
+        "errors/400_duplicate_name_6240.json",
         "errors/400_query_validation_error_4001.json",
         "errors/401_authentication_failed_token_expired.json",
         "errors/400_unsupported_operation_500_and_invalid_id_2030.json",
@@ -43,10 +50,18 @@ fn recordings() -> Vec<PathBuf> {
     files
 }
 
-fn replayable(interaction: &Value) -> bool {
-    let request = &interaction["request"];
-    let path = request["path"].as_str().unwrap_or_default();
-    request["method"] == "GET" || (request["method"] == "POST" && path.ends_with("/query"))
+/// Exchanges not replayed (see the module doc).
+const SKIPPED: &[(&str, usize)] = &[("read/salesreceipt_read_then_update.json", 1)];
+
+/// Exchanges compared ignoring key order.
+const ORDER_FREE: &[(&str, usize)] = &[("read/customer_read_then_full_update.json", 1)];
+
+/// Recordings whose records come from another recording.
+fn data_source(name: &str) -> &str {
+    match name {
+        "errors/400_duplicate_name_6240.json" => "query/customer_count_then_select_all.json",
+        other => other,
+    }
 }
 
 /// Records in the successful GET responses of a recording, by entity, first one wins.
@@ -113,8 +128,12 @@ async fn recorded_exchanges_replay_identically() {
         let name = file.strip_prefix(fixtures()).unwrap().display().to_string();
         let recording: Value =
             serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let source: Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join(data_source(&name))).unwrap(),
+        )
+        .unwrap();
         let data = tmp.join(name.replace('/', "_"));
-        let records = Value::Object(records_of(&recording)).to_string();
+        let records = Value::Object(records_of(&source)).to_string();
         let world_realm = SandboxConfig::default().realm_id;
         std::fs::write(&data, records.replace("{realm}", &world_realm)).unwrap();
         let world = World::start(SandboxConfig {
@@ -130,11 +149,25 @@ async fn recorded_exchanges_replay_identically() {
             .iter()
             .enumerate()
         {
-            if !replayable(interaction) {
+            if SKIPPED.contains(&(name.as_str(), i)) {
                 continue;
             }
             let request = &interaction["request"];
             let expected = &interaction["response"];
+            let path = request["path"].as_str().unwrap();
+            let is_query = path.ends_with("/query");
+            // A write stamps LastUpdatedTime: pin the clock to the recorded one.
+            let stamped = expected["body"].as_object().and_then(|o| {
+                o.values()
+                    .find_map(|v| v["MetaData"]["LastUpdatedTime"].as_str())
+            });
+            if request["method"] == "POST" && !is_query {
+                world.state().set_clock(
+                    stamped
+                        .and_then(qbo_query::parse_datetime)
+                        .map(|t| t.to_utc()),
+                );
+            }
             let url = format!(
                 "{}{}",
                 world.sandbox.base_url(),
@@ -155,7 +188,14 @@ async fn recorded_exchanges_replay_identically() {
                 world
                     .http
                     .post(&url)
-                    .header("Content-Type", "application/text")
+                    .header(
+                        "Content-Type",
+                        if is_query {
+                            "application/text"
+                        } else {
+                            "application/json"
+                        },
+                    )
                     .body(request["body"].as_str().unwrap_or_default().to_owned())
             };
             let got = answer(
@@ -196,7 +236,17 @@ async fn recorded_exchanges_replay_identically() {
             };
             let (want_text, want_time) = split_time(&expected_body);
             let (got_text, got_time) = split_time(&got_body);
-            if want_text != got_text {
+            let order_free = ORDER_FREE.contains(&(name.as_str(), i));
+            let same = if order_free {
+                let strip = |mut v: Value| {
+                    v.as_object_mut().map(|o| o.shift_remove("time"));
+                    v
+                };
+                strip(expected_body.clone()) == strip(got_body.clone())
+            } else {
+                want_text == got_text
+            };
+            if !same {
                 let at = want_text
                     .bytes()
                     .zip(got_text.bytes())
@@ -227,6 +277,7 @@ async fn recorded_exchanges_replay_identically() {
         failures.len(),
         failures.join("\n")
     );
-    // 8 query files (20 exchanges), 8 read GETs, 1 CDC, 2 + 1 + 2 error exchanges.
-    assert_eq!(replayed, 34, "every replayable exchange must be replayed");
+    // 8 query files (20 exchanges), 8 read GETs + 5 writes, 1 CDC, 1 + 2 + 1 + 2 error
+    // exchanges.
+    assert_eq!(replayed, 40, "every replayable exchange must be replayed");
 }
