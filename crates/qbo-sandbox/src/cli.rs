@@ -48,6 +48,9 @@ pub struct SandboxArgs {
     /// Requests per minute per realm (QBO: 500).
     #[arg(long)]
     pub rpm_limit: Option<u32>,
+    /// Requests per second per realm (QBO: 10).
+    #[arg(long)]
+    pub rps_limit: Option<u32>,
     /// Requests in flight per realm (QBO: 10).
     #[arg(long)]
     pub max_in_flight: Option<u32>,
@@ -90,6 +93,7 @@ impl SandboxArgs {
                 .then(|| Duration::from_secs(self.cdc_horizon_days * 86_400)),
             faults: Faults {
                 rpm_limit: self.rpm_limit,
+                rps_limit: self.rps_limit,
                 max_in_flight: self.max_in_flight,
                 error_rate: self.error_rate,
                 throttle_rate: self.throttle_rate,

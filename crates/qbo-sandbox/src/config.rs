@@ -176,6 +176,9 @@ impl FromStr for Rotation {
 pub struct Faults {
     /// Requests per minute per realm (QBO: 500), sliding 60 s window; over it → 429.
     pub rpm_limit: Option<u32>,
+    /// Requests per second per realm (QBO: 10 per realm and app), sliding 1 s window;
+    /// over it → 429.
+    pub rps_limit: Option<u32>,
     /// Requests in flight per realm (QBO: 10); over it → 429.
     pub max_in_flight: Option<u32>,
     /// Share of requests answered 500 or 503 (SystemFault 10000).

@@ -173,42 +173,74 @@ impl Drop for InFlight {
     }
 }
 
-/// Admission under the rpm window and in-flight limit; `None` = throttle.
+/// Drops instants older than `span` and tells whether another fits under `limit`.
+fn window_has_room(
+    windows: &mut std::collections::HashMap<String, std::collections::VecDeque<Instant>>,
+    realm: &str,
+    now: Instant,
+    span: Duration,
+    limit: Option<u32>,
+) -> bool {
+    let Some(limit) = limit else {
+        return true;
+    };
+    let window = windows.entry(realm.to_owned()).or_default();
+    while window
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= span)
+    {
+        window.pop_front();
+    }
+    window.len() < limit as usize
+}
+
+/// Admission under the per-minute and per-second windows and the in-flight limit;
+/// `None` = throttle. Only admitted requests count towards the windows.
 fn admit(
     state: &Arc<SandboxState>,
     realm: &str,
-    rpm: Option<u32>,
-    max_in_flight: Option<u32>,
+    faults: &crate::config::Faults,
 ) -> Option<InFlight> {
     let now = Instant::now();
-    let mut limits = state.limits.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(limit) = rpm {
-        let window = limits.window.entry(realm.to_owned()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit as usize {
-            return None;
-        }
+    let mut guard = state.limits.lock().unwrap_or_else(|p| p.into_inner());
+    let limits = &mut *guard;
+    if !window_has_room(
+        &mut limits.window,
+        realm,
+        now,
+        Duration::from_secs(60),
+        faults.rpm_limit,
+    ) || !window_has_room(
+        &mut limits.second,
+        realm,
+        now,
+        Duration::from_secs(1),
+        faults.rps_limit,
+    ) {
+        return None;
     }
     let current = limits.in_flight.get(realm).copied().unwrap_or(0);
-    if let Some(max) = max_in_flight
+    if let Some(max) = faults.max_in_flight
         && current >= max
     {
         return None;
     }
-    if rpm.is_some() {
+    if faults.rpm_limit.is_some() {
         limits
             .window
             .entry(realm.to_owned())
             .or_default()
             .push_back(now);
     }
+    if faults.rps_limit.is_some() {
+        limits
+            .second
+            .entry(realm.to_owned())
+            .or_default()
+            .push_back(now);
+    }
     limits.in_flight.insert(realm.to_owned(), current + 1);
-    drop(limits);
+    drop(guard);
     state.note_in_flight(current + 1);
     Some(InFlight {
         state: state.clone(),
@@ -327,7 +359,7 @@ async fn guarded(
     if realm != state.realm_id() {
         return Outcome::Answer(respond::forbidden(now));
     }
-    let Some(slot) = admit(state, realm, faults.rpm_limit, faults.max_in_flight) else {
+    let Some(slot) = admit(state, realm, &faults) else {
         return Outcome::Answer(respond::throttled(faults.retry_after_secs, now));
     };
     if !faults.latency.is_zero() {
@@ -382,6 +414,8 @@ mod tests {
         assert_eq!(classify("/favicon.ico"), (Endpoint::Other, None));
     }
 
+    use crate::config::Faults;
+
     #[test]
     fn rpm_window_and_in_flight_limit() {
         let state = Arc::new(
@@ -393,17 +427,31 @@ mod tests {
             })
             .unwrap(),
         );
-        let a = admit(&state, "r", Some(2), None);
-        let b = admit(&state, "r", Some(2), None);
+        let rpm = Faults {
+            rpm_limit: Some(2),
+            ..Faults::default()
+        };
+        let a = admit(&state, "r", &rpm);
+        let b = admit(&state, "r", &rpm);
         assert!(a.is_some() && b.is_some());
-        assert!(admit(&state, "r", Some(2), None).is_none());
-        assert!(admit(&state, "other", Some(2), None).is_some());
+        assert!(admit(&state, "r", &rpm).is_none());
+        assert!(admit(&state, "other", &rpm).is_some());
         drop((a, b));
-        let first = admit(&state, "x", None, Some(1));
+        let rps = Faults {
+            rps_limit: Some(1),
+            ..Faults::default()
+        };
+        assert!(admit(&state, "s", &rps).is_some());
+        assert!(admit(&state, "s", &rps).is_none());
+        let one = Faults {
+            max_in_flight: Some(1),
+            ..Faults::default()
+        };
+        let first = admit(&state, "x", &one);
         assert!(first.is_some());
-        assert!(admit(&state, "x", None, Some(1)).is_none());
+        assert!(admit(&state, "x", &one).is_none());
         drop(first);
-        assert!(admit(&state, "x", None, Some(1)).is_some());
+        assert!(admit(&state, "x", &one).is_some());
         assert_eq!(state.stats().in_flight_max, 2);
     }
 }

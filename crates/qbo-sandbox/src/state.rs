@@ -72,6 +72,8 @@ struct Counters {
 pub(crate) struct Limits {
     /// Admission instants in the last 60 s, per realm.
     pub window: HashMap<String, VecDeque<Instant>>,
+    /// Admission instants in the last second, per realm.
+    pub second: HashMap<String, VecDeque<Instant>>,
     pub in_flight: HashMap<String, u32>,
 }
 
