@@ -350,7 +350,8 @@ impl SandboxState {
     }
 
     /// Every current record of `entity`, inactive included (deleted transactions excluded),
-    /// exactly as served, by numeric Id.
+    /// exactly as served, by numeric Id. Materialises every payload: meant for test-sized
+    /// books, not a million invoices (use [`SandboxState::count`] there).
     pub fn all_records(&self, entity: &str) -> Vec<Value> {
         self.store().all_values(entity)
     }
