@@ -15,3 +15,6 @@ mod resilience;
 // The binary: bad input (exit 2, nothing written), kill -9 and resume, two processes,
 // secrets never printed, runs ledger.
 mod cli;
+// Triggers and the scheduler: one-time life, retries, racing schedulers, catch-up, SIGTERM,
+// `trigger apply` idempotence, bad input.
+mod scheduler;
