@@ -1100,6 +1100,28 @@ triggers:
     }
 
     #[test]
+    fn the_shipped_example_file_is_valid() {
+        let specs = parse_yaml(
+            include_str!("../../../triggers.example.yaml"),
+            "triggers.example.yaml",
+        )
+        .unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "invoice_trigger",
+                "customers_trigger",
+                "items_trigger",
+                "items_nightly"
+            ]
+        );
+        // 19:06 in Guayaquil is 00:06 UTC, as the old project's table says.
+        assert_eq!(specs[2].describe(), "once 2026-02-02T00:06:00Z");
+        assert_eq!(specs[3].status, TriggerStatus::Inactive);
+    }
+
+    #[test]
     fn a_file_wide_pipeline_serves_entries_without_one() {
         let text = "pipeline: qb_invoices_backfill\ntriggers:\n- name: invoice_trigger\n  schedule_interval: '@once'\n  start_time: '2026-02-02 00:00:00'\n  variables: {fecha_inicio: '2014-01-01', fecha_fin: '2025-12-31'}\n";
         let specs = parse_yaml(text, "f").unwrap();
