@@ -769,6 +769,31 @@ async fn disabling_and_rearming_a_trigger_as_the_runbook_says() {
     .await;
     ok(&["scheduler", "--exit-when-idle"]).await;
     assert_eq!(runs(&db).await.len(), 2);
+    // The runbook's SQL for triggers runs as written.
+    let runbook = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/runbook.md"
+    ))
+    .unwrap();
+    let section = &runbook[runbook
+        .find("## Triggers and the scheduler")
+        .expect("runbook section")..];
+    let pool = db.pool().await;
+    let mut statements = 0;
+    for block in section.split("```sql").skip(1) {
+        let sql = &block[..block.find("```").unwrap()];
+        for statement in sql.split(';').filter(|s| {
+            s.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim().starts_with("--"))
+        }) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            statements += 1;
+        }
+    }
+    assert!(statements >= 2, "{statements}");
     ok(&["trigger", "delete", "items_trigger"]).await;
     assert_eq!(runs(&db).await.len(), 2, "runs outlive their trigger");
     // `run` runs a pipeline now, outside any trigger.
