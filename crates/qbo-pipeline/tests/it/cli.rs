@@ -45,7 +45,7 @@ async fn schemas(db: &TestDb) -> Vec<String> {
     .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_exits_2_with_advice_and_writes_nothing() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
@@ -185,7 +185,7 @@ async fn bad_input_exits_2_with_advice_and_writes_nothing() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dotenv_is_read_and_the_environment_wins() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
@@ -219,7 +219,7 @@ async fn dotenv_is_read_and_the_environment_wins() {
     assert!(n > 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_run_then_the_same_command_resumes() {
     let mut config = small_company();
     config.invoices = 1500;
@@ -323,7 +323,7 @@ impl PgPoolExt {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_realm_load_everything_once() {
     let sb = sandbox(qbo_sandbox::SandboxConfig {
         rotation: qbo_sandbox::Rotation::EveryRefresh,
@@ -364,7 +364,7 @@ async fn two_processes_on_one_realm_load_everything_once() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_any_output() {
     let sb = sandbox(qbo_sandbox::SandboxConfig {
         rotation: qbo_sandbox::Rotation::EveryRefresh,
@@ -450,7 +450,7 @@ async fn no_secret_reaches_any_output() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_command_prints_sourceable_settings_a_backfill_can_use() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
@@ -532,7 +532,7 @@ async fn the_sandbox_command_prints_sourceable_settings_a_backfill_can_use() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_is_repeatable() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
