@@ -175,6 +175,20 @@ await check('LIKE with an apostrophe and IN over Ids: findCustomers criteria arr
   assert.deepEqual(ids(rows(inq, 'Customer')).sort(), [...some].sort());
 });
 
+await check('ORDERBY: findCustomers({asc: "DisplayName"}) is the exact reverse of {desc: "DisplayName"}', async () => {
+  const asc = ids(rows(await call('findCustomers', { asc: 'DisplayName' }), 'Customer'));
+  const desc = ids(rows(await call('findCustomers', { desc: 'DisplayName' }), 'Customer'));
+  assert.equal(asc.length, activeCustomers.length);
+  assert.deepEqual([...desc].reverse(), asc);
+});
+
+await check('Active IN (true,false): findCustomers({Active: [true, false], count: true}) counts inactive ones too', async () => {
+  const c = await call('findCustomers', { Active: [true, false], count: true });
+  assert.equal(c.QueryResponse.totalCount, allCustomers.length);
+  const inactive = await call('findCustomers', { Active: false });
+  assert.deepEqual(ids(rows(inactive, 'Customer')).sort(), ids(allCustomers.filter((x) => x.Active === false)).sort());
+});
+
 await check('getInvoice(id): the library returns the unwrapped Invoice, equal to the sandbox record', async () => {
   const target = allInvoices[Math.floor(allInvoices.length / 2)];
   const inv = await call('getInvoice', target.Id);
@@ -230,15 +244,26 @@ await check('deleteInvoice(id): the library reads the invoice then posts operati
   assert.equal(i.QueryResponse.totalCount, allInvoices.length - 1);
 });
 
-await check('changeDataCapture([Customer, Invoice], Date): sees the created customer and the deleted invoice', async () => {
+let voidedInvoice;
+await check('voidInvoice(id): the library reads the invoice then posts operation=void; amounts become 0', async () => {
+  voidedInvoice = allInvoices.find((i) => Number(i.TotalAmt) > 0 && i.Id !== deletedInvoice.Id);
+  await call('voidInvoice', voidedInvoice.Id);
+  const inv = await call('getInvoice', voidedInvoice.Id);
+  assert.equal(Number(inv.TotalAmt), 0);
+  assert.equal(Number(inv.Balance), 0);
+  assert.equal(inv.SyncToken, String(Number(voidedInvoice.SyncToken) + 1));
+});
+
+await check('changeDataCapture([Customer, Invoice], Date): sees the created customer, the deleted and the voided invoice', async () => {
   const data = await call('changeDataCapture', ['Customer', 'Invoice'], since);
   const qrs = data.CDCResponse[0].QueryResponse;
   const byEntity = Object.fromEntries(['Customer', 'Invoice'].map((e) => [e, qrs.flatMap((q) => q[e] || [])]));
   assert.deepEqual(ids(byEntity.Customer), [created.Id]);
   const current = await call('getCustomer', created.Id);
   assert.deepEqual(byEntity.Customer[0], current, 'CDC carries the latest full payload');
-  assert.deepEqual(ids(byEntity.Invoice), [deletedInvoice.Id]);
-  assert.equal(byEntity.Invoice[0].status, 'Deleted');
+  assert.deepEqual(ids(byEntity.Invoice).sort(), [deletedInvoice.Id, voidedInvoice.Id].sort());
+  assert.equal(byEntity.Invoice.find((i) => i.Id === deletedInvoice.Id).status, 'Deleted');
+  assert.equal(Number(byEntity.Invoice.find((i) => i.Id === voidedInvoice.Id).TotalAmt), 0);
 });
 
 console.log(`RESULT passed=${passed} failed=${failed} known=${known}`);

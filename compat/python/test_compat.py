@@ -38,6 +38,7 @@ from quickbooks.exceptions import (AuthorizationException, ObjectNotFoundExcepti
                                    ValidationException)
 from quickbooks.objects.customer import Customer
 from quickbooks.objects.invoice import Invoice
+from quickbooks.objects.item import Item
 
 REQUIRED = ["QBO_API_BASE_URL", "QBO_TOKEN_URL", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET",
             "QBO_REALM_ID", "QBO_REFRESH_TOKEN"]
@@ -135,6 +136,7 @@ def make_client(auth_client, refresh_token):
 all_customers = admin("/records/Customer")
 active_customers = [c for c in all_customers if c.get("Active", True)]
 all_invoices = admin("/records/Invoice")
+active_items = [i for i in admin("/records/Item") if i.get("Active", True)]
 apostrophe_customer = next(c for c in active_customers if "'" in c["DisplayName"])
 print(f"# python-quickbooks {version('python-quickbooks')}, intuit-oauth {version('intuit-oauth')}; "
       f"sandbox holds {len(all_customers)} customers ({len(active_customers)} active), "
@@ -245,6 +247,21 @@ def _():
     assert sorted(c.Id for c in chosen) == sorted(some)
 
 
+@check("Item.all(): python-quickbooks sends SELECT *, Sku FROM Item; every active item")
+def _():
+    items = Item.all(max_results=1000, qb=state["qb"])
+    assert sorted(i.Id for i in items) == sorted(i["Id"] for i in active_items)
+
+
+@check("ORDER BY: Customer.all(order_by='DisplayName DESC') is the reverse of order_by='DisplayName'")
+def _():
+    qb = state["qb"]
+    asc = [c.Id for c in Customer.all(order_by="DisplayName", max_results=1000, qb=qb)]
+    desc = [c.Id for c in Customer.all(order_by="DisplayName DESC", max_results=1000, qb=qb)]
+    assert len(asc) == len(active_customers)
+    assert desc[::-1] == asc
+
+
 @check("Invoice.get(id): the typed Invoice matches the sandbox record")
 def _():
     target = all_invoices[len(all_invoices) // 2]
@@ -311,15 +328,28 @@ def _():
     state["deleted"] = inv.Id
 
 
-@check("change_data_capture([Customer, Invoice], datetime): the created customer and the deleted invoice")
+@check("Invoice.void(): POST /invoice?operation=void; amounts become 0")
+def _():
+    qb = state["qb"]
+    target = next(i for i in all_invoices[1:] if float(i["TotalAmt"]) > 0)
+    Invoice.get(target["Id"], qb=qb).void(qb=qb)
+    inv = Invoice.get(target["Id"], qb=qb)
+    assert float(inv.TotalAmt) == 0 and float(inv.Balance) == 0
+    assert inv.SyncToken == str(int(target["SyncToken"]) + 1)
+    state["voided"] = inv.Id
+
+
+@check("change_data_capture([Customer, Invoice], datetime): the created customer, the deleted and the voided invoice")
 def _():
     cdc = change_data_capture([Customer, Invoice], since, qb=state["qb"])
     customers = list(cdc.Customer)
     invoices = list(cdc.Invoice)
     assert [c.Id for c in customers] == [state["created"].Id]
     assert customers[0].SyncToken == state["created"].SyncToken
-    assert [i.Id for i in invoices] == [state["deleted"]]
-    assert invoices[0].status == "Deleted"
+    assert sorted(i.Id for i in invoices) == sorted([state["deleted"], state["voided"]])
+    by_id = {i.Id: i for i in invoices}
+    assert by_id[state["deleted"]].status == "Deleted"
+    assert float(by_id[state["voided"]].TotalAmt) == 0
 
 
 discovery_server.shutdown()
