@@ -18,3 +18,6 @@ mod cli;
 // Triggers and the scheduler: one-time life, retries, racing schedulers, catch-up, SIGTERM,
 // `trigger apply` idempotence, bad input.
 mod scheduler;
+// Validation: clean loads pass; deleted, tampered, added and never-seen records are caught;
+// evidence files; stable JSON (snapshot); exit codes.
+mod validate;
