@@ -1153,6 +1153,8 @@ impl Store {
                 .and_then(|s| s.parse::<u64>().ok())
                 .unwrap_or(0)
         };
+        // `operation=update` (node-quickbooks, Intuit's Java SDK) is an ordinary update.
+        let operation = operation.filter(|o| *o != "update");
         match (operation, id, current) {
             (Some("delete"), Some(id), Some(_)) => {
                 if name_list {
