@@ -6,6 +6,7 @@
 
 use crate::app::{self, UsageError};
 use crate::backfill::StopSignal;
+use crate::cli_common::{HttpArgs, install_signal_handlers};
 use crate::config::{self, DbSettings, HttpSettings, ProcessEnv, QboSettings};
 use crate::pipelines::{self, Variables};
 use crate::schedule::parse_instant;
@@ -140,27 +141,18 @@ pub struct QboFlags {
     /// Overrides QBO_TOKEN_URL.
     #[arg(long)]
     pub token_url: Option<String>,
-    /// Requests per minute per realm (QBO allows 500).
-    #[arg(long, default_value_t = HttpSettings::default().requests_per_minute)]
-    pub rpm: u32,
-    /// Requests in flight per realm (QBO allows 10).
-    #[arg(long, default_value_t = HttpSettings::default().max_in_flight)]
-    pub max_in_flight: u32,
-    /// Retries of one request after 429, 5xx, timeouts or dropped connections.
-    #[arg(long, default_value_t = HttpSettings::default().max_retries)]
-    pub max_retries: u32,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 impl QboFlags {
     fn settings(&self, problems: &mut Vec<String>) -> Option<(QboSettings, HttpSettings)> {
-        let http = HttpSettings {
-            requests_per_minute: self.rpm,
-            max_in_flight: self.max_in_flight,
-            max_retries: self.max_retries,
-            ..HttpSettings::default()
-        };
         let before = problems.len();
-        problems.extend(http.validate());
+        let http = self
+            .http
+            .settings()
+            .map_err(|e| problems.extend(e.problems))
+            .ok();
         let qbo = config::qbo_settings(
             &ProcessEnv,
             self.api_base_url.as_deref(),
@@ -168,8 +160,8 @@ impl QboFlags {
         )
         .map_err(|e| problems.extend(e.problems))
         .ok();
-        match qbo {
-            Some(q) if problems.len() == before => Some((q, http)),
+        match (qbo, http) {
+            (Some(q), Some(http)) if problems.len() == before => Some((q, http)),
             _ => None,
         }
     }
@@ -203,31 +195,6 @@ fn usage(problems: Vec<String>) -> anyhow::Error {
         }
         UsageError(text).into()
     }
-}
-
-/// First SIGINT/SIGTERM: stop gracefully (the pages in flight commit). Second: exit at once.
-fn install_signal_handlers(stop: StopSignal) {
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        let mut seen = 0;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            seen += 1;
-            if seen == 1 {
-                eprintln!("stopping: finishing the pages in flight (signal again to exit at once)");
-                stop.stop();
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
 }
 
 /// `run PIPELINE --var ...`: one pipeline, now.

@@ -17,6 +17,7 @@
 //! | [`checkpoint`] | backfill jobs, chunk checkpoints, per-entity advisory lock |
 //! | [`ledger`] | the run ledger: runs, per-entity figures, abandoned-run detection |
 //! | [`backfill`] | the engine tying the above together, concurrency and progress |
+//! | [`cli_common`] | flags, signal handling and database target shared by the commands |
 //! | [`app`] | the commands (`migrate`, `backfill`, `demo`, `runs`) over validated input |
 //! | [`validate`] | data checks, reconciliation with QBO's counts, archived evidence |
 //! | [`pgtemp`] | a private throwaway PostgreSQL from the system's binaries (demo) |
@@ -32,6 +33,7 @@ pub mod app;
 pub mod auth;
 pub mod backfill;
 pub mod checkpoint;
+pub mod cli_common;
 pub mod cli_schedule;
 pub mod client;
 pub mod config;

@@ -7,12 +7,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use qbo_pipeline::app::{self, DemoOptions, UsageError, is_usage_error};
 use qbo_pipeline::backfill::{BackfillOptions, StopSignal};
-use qbo_pipeline::config::{self, ConfigError, DbSettings, HttpSettings, ProcessEnv};
+use qbo_pipeline::cli_common::{HttpArgs, database_settings, install_signal_handlers};
+use qbo_pipeline::config::{self, ConfigError, DbSettings, ProcessEnv};
 use qbo_pipeline::entity::{self, EntitySelection};
 use qbo_pipeline::ledger;
 use qbo_pipeline::window::{ChunkSize, Window, parse_day};
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -136,59 +136,6 @@ struct BackfillArgs {
 }
 
 #[derive(Args, Debug)]
-struct HttpArgs {
-    /// Requests per minute per realm (QBO allows 500).
-    #[arg(long, default_value_t = HttpSettings::default().requests_per_minute)]
-    rpm: u32,
-    /// Requests in flight per realm (QBO allows 10).
-    #[arg(long, default_value_t = HttpSettings::default().max_in_flight)]
-    max_in_flight: u32,
-    /// Retries of one request after 429, 5xx, timeouts or dropped connections.
-    #[arg(long, default_value_t = HttpSettings::default().max_retries)]
-    max_retries: u32,
-    /// Seconds to wait after a 429 that has no Retry-After header.
-    #[arg(long, default_value_t = 60.0)]
-    throttle_wait_secs: f64,
-    /// Seconds before a request is abandoned and retried.
-    #[arg(long, default_value_t = 130.0)]
-    request_timeout_secs: f64,
-}
-
-impl HttpArgs {
-    fn settings(&self) -> Result<HttpSettings, ConfigError> {
-        let mut problems = Vec::new();
-        let secs = |v: f64, name: &str, problems: &mut Vec<String>| {
-            if v.is_finite() && (0.0..=3600.0).contains(&v) {
-                Duration::from_secs_f64(v)
-            } else {
-                problems.push(format!(
-                    "--{name} {v} is out of range: use 0..=3600 seconds"
-                ));
-                Duration::ZERO
-            }
-        };
-        let s = HttpSettings {
-            requests_per_minute: self.rpm,
-            max_in_flight: self.max_in_flight,
-            max_retries: self.max_retries,
-            throttle_wait: secs(self.throttle_wait_secs, "throttle-wait-secs", &mut problems),
-            request_timeout: secs(
-                self.request_timeout_secs,
-                "request-timeout-secs",
-                &mut problems,
-            ),
-            ..HttpSettings::default()
-        };
-        problems.extend(s.validate());
-        if problems.is_empty() {
-            Ok(s)
-        } else {
-            Err(ConfigError { problems })
-        }
-    }
-}
-
-#[derive(Args, Debug)]
 struct DemoArgs {
     #[arg(long, default_value_t = DemoOptions::default().customers)]
     customers: u64,
@@ -266,42 +213,6 @@ fn init_logging(format: LogFormat, filter: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-/// First SIGINT/SIGTERM: stop gracefully (pages in flight commit). Second: exit at once.
-fn install_signal_handlers(stop: StopSignal) {
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        let mut seen = 0;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            seen += 1;
-            if seen == 1 {
-                eprintln!("stopping: finishing the pages in flight (signal again to exit at once)");
-                stop.stop();
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
-}
-
-fn database_settings() -> Result<DbSettings, UsageError> {
-    DbSettings::from_source(&ProcessEnv)
-        .map_err(UsageError)?
-        .ok_or_else(|| {
-            UsageError(
-                "no database configured: set DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DB) or POSTGRES_HOST/PORT/USER/PASSWORD/DB"
-                    .into(),
-            )
-        })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -21,3 +21,5 @@ mod scheduler;
 // Validation: clean loads pass; deleted, tampered, added and never-seen records are caught;
 // evidence files; stable JSON (snapshot); exit codes.
 mod validate;
+// The private throwaway PostgreSQL behind the zero-configuration demo.
+mod pgtemp;

@@ -1,0 +1,99 @@
+//! Command-line pieces shared by every command: client-side limit flags, signal handling,
+//! the database target.
+
+use crate::app::UsageError;
+use crate::backfill::StopSignal;
+use crate::config::{ConfigError, DbSettings, HttpSettings, ProcessEnv};
+use clap::Args;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// Requests per minute per realm (QBO allows 500).
+    #[arg(long, default_value_t = HttpSettings::default().requests_per_minute)]
+    pub rpm: u32,
+    /// Requests in flight per realm (QBO allows 10).
+    #[arg(long, default_value_t = HttpSettings::default().max_in_flight)]
+    pub max_in_flight: u32,
+    /// Retries of one request after 429, 5xx, timeouts or dropped connections.
+    #[arg(long, default_value_t = HttpSettings::default().max_retries)]
+    pub max_retries: u32,
+    /// Seconds to wait after a 429 that has no Retry-After header.
+    #[arg(long, default_value_t = 60.0)]
+    pub throttle_wait_secs: f64,
+    /// Seconds before a request is abandoned and retried.
+    #[arg(long, default_value_t = 130.0)]
+    pub request_timeout_secs: f64,
+}
+
+impl HttpArgs {
+    /// The validated settings; every problem is reported.
+    pub fn settings(&self) -> Result<HttpSettings, ConfigError> {
+        let mut problems = Vec::new();
+        let secs = |v: f64, name: &str, problems: &mut Vec<String>| {
+            if v.is_finite() && (0.0..=3600.0).contains(&v) {
+                Duration::from_secs_f64(v)
+            } else {
+                problems.push(format!(
+                    "--{name} {v} is out of range: use 0..=3600 seconds"
+                ));
+                Duration::ZERO
+            }
+        };
+        let s = HttpSettings {
+            requests_per_minute: self.rpm,
+            max_in_flight: self.max_in_flight,
+            max_retries: self.max_retries,
+            throttle_wait: secs(self.throttle_wait_secs, "throttle-wait-secs", &mut problems),
+            request_timeout: secs(
+                self.request_timeout_secs,
+                "request-timeout-secs",
+                &mut problems,
+            ),
+            ..HttpSettings::default()
+        };
+        problems.extend(s.validate());
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: stop gracefully (pages in flight commit). Second: exit at once.
+pub fn install_signal_handlers(stop: StopSignal) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            seen += 1;
+            if seen == 1 {
+                eprintln!("stopping: finishing the pages in flight (signal again to exit at once)");
+                stop.stop();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// `DATABASE_URL` or `POSTGRES_*`; a usage error when neither is set.
+pub fn database_settings() -> Result<DbSettings, UsageError> {
+    DbSettings::from_source(&ProcessEnv)
+        .map_err(UsageError)?
+        .ok_or_else(|| {
+            UsageError(
+                "no database configured: set DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DB) or POSTGRES_HOST/PORT/USER/PASSWORD/DB"
+                    .into(),
+            )
+        })
+}
