@@ -3,10 +3,11 @@
 //!
 //! A job is one entity of one realm over one window with one chunking. When a run starts and
 //! the job is `in_progress` (an earlier run failed or was killed), its finished chunks are
-//! skipped and unfinished ones continue from their cursor; when it is `complete` (or
-//! `--restart` is given) every chunk starts over, so re-running a window re-reads it and
-//! picks up changes. Checkpoint rows are advanced by [`crate::load`] in the same transaction
-//! as the rows they cover.
+//! skipped and unfinished ones continue from their cursor. When it is `complete`, every chunk
+//! starts over but keeps the time it was last completely loaded (`completed_at`), which lets
+//! the engine prove a past chunk unchanged with one `COUNT(*)` instead of reading it again
+//! ([`crate::backfill`]). `--restart` forgets everything, `completed_at` included. Checkpoint
+//! rows are advanced by [`crate::load`] in the same transaction as the rows they cover.
 
 use crate::entity::Entity;
 use crate::window::{Chunk, ChunkSize, Window};
@@ -22,6 +23,8 @@ pub struct ChunkState {
     pub pages: i32,
     pub records: i64,
     pub done: bool,
+    /// When the chunk was last completely loaded (by this job, in an earlier run).
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -49,6 +52,7 @@ struct CheckpointRow {
     pages: i32,
     records: i64,
     done: bool,
+    completed_at: Option<DateTime<Utc>>,
 }
 
 /// Opens (or resumes, or resets) the job for this backfill.
@@ -80,11 +84,23 @@ pub async fn open_job(
     .await?;
     let (job_id, resumed) = match existing {
         Some((id, status)) if status == "in_progress" && !restart => (id, true),
-        Some((id, _)) => {
+        Some((id, _)) if restart => {
             sqlx::query("DELETE FROM qbo_pipeline.checkpoints WHERE job_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            (id, false)
+        }
+        Some((id, _)) => {
+            // Complete: start every chunk over, remembering when each was last loaded.
+            sqlx::query(
+                "UPDATE qbo_pipeline.checkpoints
+                 SET cursor_text = NULL, pages = 0, records = 0, done = false, updated_at = now()
+                 WHERE job_id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             (id, false)
         }
         None => {
@@ -122,7 +138,7 @@ pub async fn open_job(
     .execute(&mut *tx)
     .await?;
     let rows: Vec<CheckpointRow> = sqlx::query_as(
-        "SELECT chunk_start, chunk_end, cursor_text, pages, records, done
+        "SELECT chunk_start, chunk_end, cursor_text, pages, records, done, completed_at
          FROM qbo_pipeline.checkpoints WHERE job_id = $1 ORDER BY chunk_start",
     )
     .bind(job_id)
@@ -143,9 +159,44 @@ pub async fn open_job(
                 pages: r.pages,
                 records: r.records,
                 done: r.done,
+                completed_at: r.completed_at,
             })
             .collect(),
     })
+}
+
+/// Records that a chunk was proved unchanged since it was last loaded: it counts as done
+/// for this run, and as loaded as of now for the next one.
+pub async fn mark_verified(
+    pool: &PgPool,
+    job_id: i64,
+    chunk: &Chunk,
+    records: i64,
+    run_id: i64,
+    entity: Entity,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE qbo_pipeline.checkpoints SET done = true, records = $3, run_id = $4,
+             completed_at = now(), updated_at = now()
+         WHERE job_id = $1 AND chunk_start = $2",
+    )
+    .bind(job_id)
+    .bind(chunk.start)
+    .bind(records)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE qbo_pipeline.run_entities SET chunks_done = chunks_done + 1,
+             chunks_verified = chunks_verified + 1
+         WHERE run_id = $1 AND entity = $2",
+    )
+    .bind(run_id)
+    .bind(entity.cli_name())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Marks the job complete: the next run of the same window starts over.

@@ -208,6 +208,7 @@ pub struct RunEntityRow {
     pub chunks_total: i32,
     pub chunks_done: i32,
     pub chunks_skipped: i32,
+    pub chunks_verified: i32,
     pub pages: i32,
     pub records: i64,
     pub rows_written: i64,
@@ -248,7 +249,7 @@ pub async fn show_run(
     .await?;
     let Some(run) = run else { return Ok(None) };
     let entities = sqlx::query_as(
-        "SELECT entity, status, chunks_total, chunks_done, chunks_skipped, pages, records, rows_written,
+        "SELECT entity, status, chunks_total, chunks_done, chunks_skipped, chunks_verified, pages, records, rows_written,
                 requests, retries, throttled, expected
          FROM qbo_pipeline.run_entities WHERE run_id = $1 ORDER BY entity",
     )

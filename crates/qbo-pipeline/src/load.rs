@@ -133,7 +133,8 @@ pub async fn write_page(
     sqlx::query(
         "UPDATE qbo_pipeline.checkpoints SET
              cursor_text = coalesce($3, cursor_text), pages = $4, records = records + $5,
-             done = $6, run_id = $7, updated_at = now()
+             done = $6, run_id = $7, updated_at = now(),
+             completed_at = CASE WHEN $6 THEN now() ELSE completed_at END
          WHERE job_id = $1 AND chunk_start = $2",
     )
     .bind(target.job_id)

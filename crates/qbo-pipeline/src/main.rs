@@ -536,12 +536,13 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 }
                 for e in entities {
                     println!(
-                        "  {:<10} {:<10} chunks {}/{} (skipped {}) pages {} records {} written {} expected {} requests {} retries {} 429s {}",
+                        "  {:<10} {:<10} chunks {}/{} (resumed past {}, unchanged {}) pages {} records {} written {} expected {} requests {} retries {} 429s {}",
                         e.entity,
                         e.status,
                         e.chunks_done,
                         e.chunks_total,
                         e.chunks_skipped,
+                        e.chunks_verified,
                         e.pages,
                         e.records,
                         e.rows_written,
