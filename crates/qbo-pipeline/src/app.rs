@@ -117,7 +117,7 @@ impl Default for DemoOptions {
                 parse_day("2025-12-31").expect("valid"),
             )
             .expect("valid window"),
-            chunk: ChunkSize::Year,
+            chunk: ChunkSize::Auto,
             progress: true,
         }
     }

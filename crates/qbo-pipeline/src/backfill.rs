@@ -23,7 +23,7 @@ use crate::entity::Entity;
 use crate::extract::{self, PageError, PageStep, Record};
 use crate::ledger;
 use crate::load::{self, Advance, PageTarget, Written};
-use crate::window::{Chunk, ChunkSize, Window, plan, qbo_literal};
+use crate::window::{Chunk, ChunkSize, Window, plan, plan_auto, qbo_literal};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use sqlx::PgPool;
@@ -392,7 +392,19 @@ impl Engine {
     ) -> Result<(), ChunkError> {
         let entity = run.entity;
         let lock = EntityLock::acquire(&self.pool, &self.realm, entity).await?;
-        let chunks = plan(opts.window, opts.chunk);
+        // QBO's own count of the window: sizes an `auto` plan, and gives the progress bar its
+        // total and ETA.
+        let count =
+            extract::count_query(entity, opts.window.start(), opts.window.end()).to_string();
+        let body = self.client.query(&count, &run.stats).await?;
+        let expected = match extract::parse_count(&body) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(entity = %entity, error = %e, "QBO's count of the window is unreadable; an auto plan falls back to years");
+                None
+            }
+        };
+        report.expected = expected;
         let job = checkpoint::open_job(
             &self.pool,
             checkpoint::JobKey {
@@ -401,7 +413,12 @@ impl Engine {
                 window: opts.window,
                 size: opts.chunk,
             },
-            &chunks,
+            || match (opts.chunk, expected) {
+                (ChunkSize::Auto, Some(n)) => {
+                    plan_auto(opts.window, n, opts.page_size, opts.concurrency, Utc::now())
+                }
+                (size, _) => plan(opts.window, size),
+            },
             opts.restart,
             run_id,
         )
@@ -412,6 +429,7 @@ impl Engine {
         if job.resumed {
             tracing::info!(entity = %entity, chunks_done = skipped, chunks = job.chunks.len(), "resuming an interrupted backfill from its checkpoints");
         }
+        tracing::debug!(entity = %entity, expected = ?expected, chunks = job.chunks.len(), chunking = %opts.chunk, "planned");
         ledger::start_entity(
             &self.pool,
             run_id,
@@ -420,21 +438,10 @@ impl Engine {
             skipped as i32,
         )
         .await?;
-
-        // QBO's own count of the window, for the progress bar's total and the ETA.
-        let count =
-            extract::count_query(entity, opts.window.start(), opts.window.end()).to_string();
-        match self.client.query(&count, &run.stats).await {
-            Ok(body) => {
-                let expected = extract::parse_count(&body).ok();
-                report.expected = expected;
-                if let (Some(bar), Some(n)) = (&run.bar, expected) {
-                    bar.set_length(n);
-                    let already: i64 = job.chunks.iter().map(|c| c.records).sum();
-                    bar.set_position(already.max(0) as u64);
-                }
-            }
-            Err(e) => return Err(e.into()),
+        if let (Some(bar), Some(n)) = (&run.bar, expected) {
+            bar.set_length(n);
+            let already: i64 = job.chunks.iter().map(|c| c.records).sum();
+            bar.set_position(already.max(0) as u64);
         }
 
         let pending: Vec<ChunkState> = job.chunks.into_iter().filter(|c| !c.done).collect();

@@ -1,7 +1,8 @@
 //! Backfill jobs and their per-chunk checkpoints (`qbo_pipeline.backfill_jobs`,
 //! `qbo_pipeline.checkpoints`).
 //!
-//! A job is one entity of one realm over one window with one chunking. When a run starts and
+//! A job is one entity of one realm over one window with one chunking; its chunks are fixed
+//! when it is first planned. When a run starts and
 //! the job is `in_progress` (an earlier run failed or was killed), its finished chunks are
 //! skipped and unfinished ones continue from their cursor. When it is `complete`, every chunk
 //! starts over but keeps the time it was last completely loaded (`completed_at`), which lets
@@ -56,10 +57,14 @@ struct CheckpointRow {
 }
 
 /// Opens (or resumes, or resets) the job for this backfill.
+///
+/// `plan` gives the chunks of a job that has none yet (a new job, or one `--restart`
+/// cleared); a job that has checkpoints keeps their chunks, so an `auto` plan made from an
+/// earlier count stays the plan of its resumes and re-runs.
 pub async fn open_job(
     pool: &PgPool,
     key: JobKey<'_>,
-    chunks: &[Chunk],
+    plan: impl FnOnce() -> Vec<Chunk>,
     restart: bool,
     run_id: i64,
 ) -> Result<Job, sqlx::Error> {
@@ -125,18 +130,26 @@ pub async fn open_job(
     .bind(run_id)
     .execute(&mut *tx)
     .await?;
-    let starts: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.start).collect();
-    let ends: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.end).collect();
-    sqlx::query(
-        "INSERT INTO qbo_pipeline.checkpoints (job_id, chunk_start, chunk_end)
-         SELECT $1, s, e FROM UNNEST($2::timestamptz[], $3::timestamptz[]) AS u(s, e)
-         ON CONFLICT (job_id, chunk_start) DO NOTHING",
+    let planned: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM qbo_pipeline.checkpoints WHERE job_id = $1)",
     )
     .bind(job_id)
-    .bind(&starts)
-    .bind(&ends)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
+    if !planned {
+        let chunks = plan();
+        let starts: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.start).collect();
+        let ends: Vec<DateTime<Utc>> = chunks.iter().map(|c| c.end).collect();
+        sqlx::query(
+            "INSERT INTO qbo_pipeline.checkpoints (job_id, chunk_start, chunk_end)
+             SELECT $1, s, e FROM UNNEST($2::timestamptz[], $3::timestamptz[]) AS u(s, e)",
+        )
+        .bind(job_id)
+        .bind(&starts)
+        .bind(&ends)
+        .execute(&mut *tx)
+        .await?;
+    }
     let rows: Vec<CheckpointRow> = sqlx::query_as(
         "SELECT chunk_start, chunk_end, cursor_text, pages, records, done, completed_at
          FROM qbo_pipeline.checkpoints WHERE job_id = $1 ORDER BY chunk_start",

@@ -107,8 +107,9 @@ struct BackfillArgs {
     /// Last day (UTC, YYYY-MM-DD), included.
     #[arg(long = "to", visible_alias = "fecha-fin")]
     to: String,
-    /// How the window is split: day, week, month, year or whole.
-    #[arg(long, default_value = "year")]
+    /// How the window is split: auto (sized from QBO's count of the window), day, week,
+    /// month, year or whole.
+    #[arg(long, default_value = "auto")]
     chunk: String,
     /// Records per page (QBO's maximum is 1000).
     #[arg(long, default_value_t = 1000)]

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `fecha_inicio` | `from` | first UTC day, `YYYY-MM-DD`, required |
 //! | `fecha_fin` | `to` | last UTC day, included, required |
-//! | `chunk` | | `day`, `week`, `month`, `year` (default) or `whole` |
+//! | `chunk` | | `auto` (default), `day`, `week`, `month`, `year` or `whole` |
 //!
 //! An unknown pipeline or variable, a missing or malformed one, is a [`PipelineError`] listing
 //! every problem; callers turn it into a usage error (exit 2) before anything is written.
@@ -209,7 +209,7 @@ mod tests {
         .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.entity, Entity::Invoice);
-        assert_eq!(a.chunk, ChunkSize::Year);
+        assert_eq!(a.chunk, ChunkSize::Auto);
         let opts = a.backfill_options(Some("invoice_trigger"), false);
         assert_eq!(opts.entities, vec![Entity::Invoice]);
         assert_eq!(opts.pipeline.as_deref(), Some("qb_invoices_backfill"));

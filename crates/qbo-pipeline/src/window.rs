@@ -1,8 +1,10 @@
 //! Extraction windows and their chunks (pure; no I/O).
 //!
 //! A backfill covers whole UTC days, both ends included: `[from T00:00:00Z, to T23:59:59Z]`.
-//! The window is split into chunks (calendar days, 7-day weeks, calendar months or years, or
-//! the whole window), each an independent unit of paging, concurrency and checkpointing.
+//! The window is split into chunks (calendar days, 7-day weeks, calendar months or years, the
+//! whole window, or `auto`: a number of equal day-aligned spans sized from QBO's count of the
+//! window, see [`auto_chunks`]), each an independent unit of paging, concurrency and
+//! checkpointing.
 //! QBO timestamps have one-second precision, so inclusive second bounds lose nothing.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
@@ -69,9 +71,11 @@ pub enum ChunkSize {
     Day,
     Week,
     Month,
-    #[default]
     Year,
     Whole,
+    /// Sized from the data: see [`auto_chunks`].
+    #[default]
+    Auto,
 }
 
 impl ChunkSize {
@@ -82,6 +86,7 @@ impl ChunkSize {
             ChunkSize::Month => "month",
             ChunkSize::Year => "year",
             ChunkSize::Whole => "whole",
+            ChunkSize::Auto => "auto",
         }
     }
 }
@@ -101,8 +106,9 @@ impl FromStr for ChunkSize {
             "month" => Ok(ChunkSize::Month),
             "year" => Ok(ChunkSize::Year),
             "whole" | "none" => Ok(ChunkSize::Whole),
+            "auto" => Ok(ChunkSize::Auto),
             other => Err(format!(
-                "unknown chunk size '{other}': use day, week, month, year or whole"
+                "unknown chunk size '{other}': use auto, day, week, month, year or whole"
             )),
         }
     }
@@ -125,7 +131,8 @@ impl Chunk {
     }
 }
 
-/// Splits the window into consecutive, non-overlapping chunks covering it exactly.
+/// Splits the window into consecutive, non-overlapping chunks covering it exactly. `Auto`
+/// needs QBO's count of the window ([`plan_auto`]); without one it falls back to years.
 pub fn plan(window: Window, size: ChunkSize) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     let mut day = window.from;
@@ -134,7 +141,7 @@ pub fn plan(window: Window, size: ChunkSize) -> Vec<Chunk> {
             ChunkSize::Day => day.succ_opt(),
             ChunkSize::Week => day.checked_add_days(chrono::Days::new(7)),
             ChunkSize::Month => first_of_next_month(day),
-            ChunkSize::Year => NaiveDate::from_ymd_opt(day.year() + 1, 1, 1),
+            ChunkSize::Year | ChunkSize::Auto => NaiveDate::from_ymd_opt(day.year() + 1, 1, 1),
             ChunkSize::Whole => None,
         };
         let last_day = match next {
@@ -150,6 +157,77 @@ pub fn plan(window: Window, size: ChunkSize) -> Vec<Chunk> {
             None => break,
         }
     }
+    chunks
+}
+
+/// Pages an `auto` chunk is sized to hold at least once a window outgrows the parallel plan:
+/// each chunk costs at most one partial page, so this keeps chunking under 0.5% of requests.
+pub const AUTO_PAGES_PER_CHUNK: u64 = 200;
+/// Pages a chunk holds at least when the window is split for parallelism alone.
+pub const AUTO_MIN_PAGES_PER_CHUNK: u64 = 25;
+
+/// How many chunks `auto` splits a window of `expected` records into.
+///
+/// Every chunk ends with a partial page (or an empty one), so chunks cost requests: a fixed
+/// calendar split of a large window spends about half a request per chunk. `auto` uses
+/// enough chunks to keep `concurrency` of them paging at once (as long as each still holds
+/// [`AUTO_MIN_PAGES_PER_CHUNK`] pages), and beyond that one chunk per
+/// [`AUTO_PAGES_PER_CHUNK`] pages, so the overhead stays under 0.5% of the window's requests
+/// however large it is. The result never exceeds the window's days (chunks are whole days).
+pub fn auto_chunks(expected: u64, page_size: u32, concurrency: usize, days: u64) -> u64 {
+    let pages = expected.div_ceil(u64::from(page_size.max(1)));
+    let for_size = pages.div_ceil(AUTO_PAGES_PER_CHUNK);
+    let for_parallelism = (concurrency as u64).min(pages / AUTO_MIN_PAGES_PER_CHUNK);
+    for_size.max(for_parallelism).clamp(1, days.max(1))
+}
+
+/// Splits the window into `count` consecutive day-aligned spans of (nearly) equal length.
+pub fn plan_even(window: Window, count: u64) -> Vec<Chunk> {
+    let days = (window.to - window.from).num_days() as u64 + 1;
+    let count = count.clamp(1, days);
+    (0..count)
+        .map(|i| {
+            let first = window.from + chrono::Days::new(days * i / count);
+            let last = window.from + chrono::Days::new(days * (i + 1) / count - 1);
+            Chunk {
+                start: day_start(first),
+                end: day_start(last) + Duration::seconds(86_399),
+            }
+        })
+        .collect()
+}
+
+/// The `auto` plan of a window QBO counts `expected` records in (see [`auto_chunks`]).
+///
+/// Days from yesterday on (at `now`) are still open: records keep entering them, so a later
+/// re-run must read them again. They get a chunk of their own, so that such a re-run reads
+/// only them and proves the closed past unchanged ([`crate::backfill`]).
+pub fn plan_auto(
+    window: Window,
+    expected: u64,
+    page_size: u32,
+    concurrency: usize,
+    now: DateTime<Utc>,
+) -> Vec<Chunk> {
+    let open_from = (now - Duration::days(1)).date_naive();
+    let (closed, open) = if open_from > window.from && open_from <= window.to {
+        let last_closed = open_from.pred_opt().expect("after window.from");
+        (
+            Window {
+                from: window.from,
+                to: last_closed,
+            },
+            Some(Chunk {
+                start: day_start(open_from),
+                end: window.end(),
+            }),
+        )
+    } else {
+        (window, None)
+    };
+    let days = (closed.to - closed.from).num_days() as u64 + 1;
+    let mut chunks = plan_even(closed, auto_chunks(expected, page_size, concurrency, days));
+    chunks.extend(open);
     chunks
 }
 
@@ -228,6 +306,85 @@ mod tests {
         assert_eq!(months[0].start_rfc3339(), "2015-03-15T00:00:00Z");
         assert_eq!(months[0].end_rfc3339(), "2015-03-31T23:59:59Z");
         assert_eq!(months[1].start_rfc3339(), "2015-04-01T00:00:00Z");
+    }
+
+    #[test]
+    fn auto_sizes_chunks_from_the_count() {
+        let days = 4383; // 2014-01-01..2025-12-31
+        // Small windows: one chunk; then enough for `concurrency`, each of >= 25 pages.
+        assert_eq!(auto_chunks(0, 1000, 4, days), 1);
+        assert_eq!(auto_chunks(20_000, 1000, 4, days), 1);
+        assert_eq!(auto_chunks(50_000, 1000, 4, days), 2);
+        assert_eq!(auto_chunks(100_000, 1000, 4, days), 4);
+        assert_eq!(auto_chunks(800_000, 1000, 4, days), 4);
+        // Large windows: one chunk per 200 pages, so at most 0.5% more requests.
+        assert_eq!(auto_chunks(1_000_000, 1000, 4, days), 5);
+        assert_eq!(auto_chunks(10_000_000, 1000, 4, days), 50);
+        assert_eq!(auto_chunks(1_000_000, 100, 4, days), 50);
+        assert_eq!(auto_chunks(1_000_000, 1000, 10, days), 10);
+        // Never more chunks than days.
+        assert_eq!(auto_chunks(10_000_000, 1000, 4, 3), 3);
+        assert_eq!(auto_chunks(10_000_000, 1000, 4, 1), 1);
+        for pages in [1u64, 7, 25, 99, 100, 999, 1000, 1001, 5_000, 123_456] {
+            let k = auto_chunks(pages * 1000, 1000, 4, days);
+            assert!(k <= pages.div_ceil(AUTO_PAGES_PER_CHUNK).max(4), "{pages}");
+            // Monotonic: more data never means fewer chunks.
+            assert!(
+                auto_chunks(pages * 1000 + 1000, 1000, 4, days) >= k,
+                "{pages}"
+            );
+        }
+    }
+
+    #[test]
+    fn even_plans_tile_the_window_exactly() {
+        let w = Window::new(d("2014-01-01"), d("2025-12-31")).unwrap();
+        for count in [1, 2, 3, 5, 7, 50, 4383, 10_000] {
+            let chunks = plan_even(w, count);
+            assert_eq!(chunks.len() as u64, count.min(4383), "{count}");
+            assert_eq!(chunks.first().unwrap().start, w.start(), "{count}");
+            assert_eq!(chunks.last().unwrap().end, w.end(), "{count}");
+            for pair in chunks.windows(2) {
+                assert_eq!(pair[1].start - pair[0].end, Duration::seconds(1), "{count}");
+            }
+            let lengths: Vec<i64> = chunks
+                .iter()
+                .map(|c| (c.end - c.start).num_days() + 1)
+                .collect();
+            let (min, max) = (lengths.iter().min().unwrap(), lengths.iter().max().unwrap());
+            assert!(max - min <= 1, "{count}: {lengths:?}");
+        }
+    }
+
+    #[test]
+    fn auto_plans_keep_open_days_in_a_chunk_of_their_own() {
+        let w = Window::new(d("2014-01-01"), d("2025-12-31")).unwrap();
+        let later = Utc.with_ymd_and_hms(2026, 11, 28, 15, 0, 0).unwrap();
+        let five = plan_auto(w, 1_000_000, 1000, 4, later);
+        assert_eq!(five, plan_even(w, 5));
+        assert_eq!(five[1].start_rfc3339(), "2016-05-26T00:00:00Z");
+        assert_eq!(plan_auto(w, 10, 1000, 4, later), plan(w, ChunkSize::Whole));
+
+        // The window reaches the present: yesterday and today are one more chunk.
+        let now = Utc.with_ymd_and_hms(2025, 7, 10, 0, 30, 0).unwrap();
+        let chunks = plan_auto(w, 1_000_000, 1000, 4, now);
+        assert_eq!(chunks.len(), 6);
+        let open = chunks.last().unwrap();
+        assert_eq!(open.start_rfc3339(), "2025-07-09T00:00:00Z");
+        assert_eq!(open.end, w.end());
+        assert_eq!(chunks[4].end_rfc3339(), "2025-07-08T23:59:59Z");
+        assert_eq!(chunks[0].start, w.start());
+        for pair in chunks.windows(2) {
+            assert_eq!(pair[1].start - pair[0].end, Duration::seconds(1));
+        }
+        // A window of only open days is sized like any other.
+        let recent = Window::new(d("2025-07-09"), d("2025-07-10")).unwrap();
+        assert_eq!(
+            plan_auto(recent, 1_000_000, 1000, 4, now),
+            plan_even(recent, 2)
+        );
+        let single = Window::new(d("2025-07-10"), d("2025-07-10")).unwrap();
+        assert_eq!(plan_auto(single, 5, 1000, 4, now).len(), 1);
     }
 
     #[test]
