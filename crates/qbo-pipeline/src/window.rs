@@ -169,16 +169,22 @@ pub const AUTO_MIN_PAGES_PER_CHUNK: u64 = 25;
 /// How many chunks `auto` splits a window of `expected` records into.
 ///
 /// Every chunk ends with a partial page (or an empty one), so chunks cost requests: a fixed
-/// calendar split of a large window spends about half a request per chunk. `auto` uses
-/// enough chunks to keep `concurrency` of them paging at once (as long as each still holds
-/// [`AUTO_MIN_PAGES_PER_CHUNK`] pages), and beyond that one chunk per
-/// [`AUTO_PAGES_PER_CHUNK`] pages, so the overhead stays under 0.5% of the window's requests
-/// however large it is. The result never exceeds the window's days (chunks are whole days).
+/// calendar split of a large window spends about half a request per chunk. `auto` aims at
+/// `concurrency` chunks, so that many page at once, as long as each holds at least
+/// [`AUTO_MIN_PAGES_PER_CHUNK`] pages (a small window is one chunk). A window of more than
+/// [`AUTO_PAGES_PER_CHUNK`] pages per concurrent chunk gets more chunks, each of at least
+/// that many pages, so the overhead stays under 0.5% of the window's requests however large
+/// it is; their number is a multiple of `concurrency`, so the last wave of chunks keeps every
+/// slot busy. The result never exceeds the window's days (chunks are whole days).
 pub fn auto_chunks(expected: u64, page_size: u32, concurrency: usize, days: u64) -> u64 {
     let pages = expected.div_ceil(u64::from(page_size.max(1)));
-    let for_size = pages.div_ceil(AUTO_PAGES_PER_CHUNK);
-    let for_parallelism = (concurrency as u64).min(pages / AUTO_MIN_PAGES_PER_CHUNK);
-    for_size.max(for_parallelism).clamp(1, days.max(1))
+    let concurrency = (concurrency as u64).max(1);
+    let chunks = if pages >= AUTO_PAGES_PER_CHUNK * concurrency {
+        pages / (AUTO_PAGES_PER_CHUNK * concurrency) * concurrency
+    } else {
+        concurrency.min(pages / AUTO_MIN_PAGES_PER_CHUNK)
+    };
+    chunks.clamp(1, days.max(1))
 }
 
 /// Splits the window into `count` consecutive day-aligned spans of (nearly) equal length.
@@ -311,23 +317,26 @@ mod tests {
     #[test]
     fn auto_sizes_chunks_from_the_count() {
         let days = 4383; // 2014-01-01..2025-12-31
-        // Small windows: one chunk; then enough for `concurrency`, each of >= 25 pages.
+        // Small windows: one chunk; then up to `concurrency`, each of >= 25 pages.
         assert_eq!(auto_chunks(0, 1000, 4, days), 1);
         assert_eq!(auto_chunks(20_000, 1000, 4, days), 1);
         assert_eq!(auto_chunks(50_000, 1000, 4, days), 2);
         assert_eq!(auto_chunks(100_000, 1000, 4, days), 4);
-        assert_eq!(auto_chunks(800_000, 1000, 4, days), 4);
-        // Large windows: one chunk per 200 pages, so at most 0.5% more requests.
-        assert_eq!(auto_chunks(1_000_000, 1000, 4, days), 5);
-        assert_eq!(auto_chunks(10_000_000, 1000, 4, days), 50);
-        assert_eq!(auto_chunks(1_000_000, 100, 4, days), 50);
+        assert_eq!(auto_chunks(1_000_000, 1000, 4, days), 4);
         assert_eq!(auto_chunks(1_000_000, 1000, 10, days), 10);
+        // Large windows: chunks of >= 200 pages (< 0.5% more requests), in multiples of
+        // `concurrency`.
+        assert_eq!(auto_chunks(1_600_000, 1000, 4, days), 8);
+        assert_eq!(auto_chunks(10_000_000, 1000, 4, days), 48);
+        assert_eq!(auto_chunks(1_000_000, 100, 4, days), 48);
+        assert_eq!(auto_chunks(10_000_000, 1000, 1, days), 50);
         // Never more chunks than days.
         assert_eq!(auto_chunks(10_000_000, 1000, 4, 3), 3);
         assert_eq!(auto_chunks(10_000_000, 1000, 4, 1), 1);
         for pages in [1u64, 7, 25, 99, 100, 999, 1000, 1001, 5_000, 123_456] {
             let k = auto_chunks(pages * 1000, 1000, 4, days);
             assert!(k <= pages.div_ceil(AUTO_PAGES_PER_CHUNK).max(4), "{pages}");
+            assert!(k == 1 || pages / k >= AUTO_MIN_PAGES_PER_CHUNK, "{pages}");
             // Monotonic: more data never means fewer chunks.
             assert!(
                 auto_chunks(pages * 1000 + 1000, 1000, 4, days) >= k,
@@ -360,19 +369,19 @@ mod tests {
     fn auto_plans_keep_open_days_in_a_chunk_of_their_own() {
         let w = Window::new(d("2014-01-01"), d("2025-12-31")).unwrap();
         let later = Utc.with_ymd_and_hms(2026, 11, 28, 15, 0, 0).unwrap();
-        let five = plan_auto(w, 1_000_000, 1000, 4, later);
-        assert_eq!(five, plan_even(w, 5));
-        assert_eq!(five[1].start_rfc3339(), "2016-05-26T00:00:00Z");
+        let four = plan_auto(w, 1_000_000, 1000, 4, later);
+        assert_eq!(four, plan_even(w, 4));
+        assert_eq!(four[1].start_rfc3339(), "2016-12-31T00:00:00Z");
         assert_eq!(plan_auto(w, 10, 1000, 4, later), plan(w, ChunkSize::Whole));
 
         // The window reaches the present: yesterday and today are one more chunk.
         let now = Utc.with_ymd_and_hms(2025, 7, 10, 0, 30, 0).unwrap();
         let chunks = plan_auto(w, 1_000_000, 1000, 4, now);
-        assert_eq!(chunks.len(), 6);
+        assert_eq!(chunks.len(), 5);
         let open = chunks.last().unwrap();
         assert_eq!(open.start_rfc3339(), "2025-07-09T00:00:00Z");
         assert_eq!(open.end, w.end());
-        assert_eq!(chunks[4].end_rfc3339(), "2025-07-08T23:59:59Z");
+        assert_eq!(chunks[3].end_rfc3339(), "2025-07-08T23:59:59Z");
         assert_eq!(chunks[0].start, w.start());
         for pair in chunks.windows(2) {
             assert_eq!(pair[1].start - pair[0].end, Duration::seconds(1));
