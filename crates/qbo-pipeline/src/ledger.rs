@@ -165,9 +165,12 @@ pub async fn finish_entity(
     expected: Option<i64>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE qbo_pipeline.run_entities SET status = $3, requests = $4, retries = $5, throttled = $6,
-             expected = coalesce($7, expected)
-         WHERE run_id = $1 AND entity = $2",
+        // An upsert: an entity that failed before it was planned (its first request is the
+        // window count) still gets its row, status and request figures.
+        "INSERT INTO qbo_pipeline.run_entities (run_id, entity, status, requests, retries, throttled, expected)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (run_id, entity) DO UPDATE SET status = $3, requests = $4, retries = $5,
+             throttled = $6, expected = coalesce($7, run_entities.expected)",
     )
     .bind(run_id)
     .bind(entity)

@@ -170,4 +170,12 @@ async fn invalid_grant_stops_the_run_with_advice_and_is_recorded() {
     let error = error.unwrap();
     assert!(error.contains("Re-authorise"), "{error}");
     assert!(!error.contains(sb.refresh_token()));
+    // The entity failed on its first request, before it was planned: the ledger still has it.
+    let entities: Vec<(String, String)> =
+        sqlx::query_as("SELECT entity, status FROM qbo_pipeline.run_entities WHERE run_id = $1")
+            .bind(report.run_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(entities, [("customers".to_string(), "failed".to_string())]);
 }
