@@ -59,6 +59,19 @@ impl Window {
     pub fn end(&self) -> DateTime<Utc> {
         day_start(self.to) + Duration::seconds(86_399)
     }
+
+    /// Number of days, both ends included.
+    pub fn days(&self) -> u64 {
+        (self.to - self.from).num_days() as u64 + 1
+    }
+
+    /// The window as one chunk: `[start, end]`.
+    pub fn chunk(&self) -> Chunk {
+        Chunk {
+            start: self.start(),
+            end: self.end(),
+        }
+    }
 }
 
 fn day_start(d: NaiveDate) -> DateTime<Utc> {
@@ -148,10 +161,13 @@ pub fn plan(window: Window, size: ChunkSize) -> Vec<Chunk> {
             Some(n) if n <= window.to => n.pred_opt().unwrap_or(window.to),
             _ => window.to,
         };
-        chunks.push(Chunk {
-            start: day_start(day),
-            end: day_start(last_day) + Duration::seconds(86_399),
-        });
+        chunks.push(
+            Window {
+                from: day,
+                to: last_day,
+            }
+            .chunk(),
+        );
         match last_day.succ_opt() {
             Some(n) => day = n,
             None => break,
@@ -189,16 +205,15 @@ pub fn auto_chunks(expected: u64, page_size: u32, concurrency: usize, days: u64)
 
 /// Splits the window into `count` consecutive day-aligned spans of (nearly) equal length.
 pub fn plan_even(window: Window, count: u64) -> Vec<Chunk> {
-    let days = (window.to - window.from).num_days() as u64 + 1;
+    let days = window.days();
     let count = count.clamp(1, days);
     (0..count)
         .map(|i| {
-            let first = window.from + chrono::Days::new(days * i / count);
-            let last = window.from + chrono::Days::new(days * (i + 1) / count - 1);
-            Chunk {
-                start: day_start(first),
-                end: day_start(last) + Duration::seconds(86_399),
+            Window {
+                from: window.from + chrono::Days::new(days * i / count),
+                to: window.from + chrono::Days::new(days * (i + 1) / count - 1),
             }
+            .chunk()
         })
         .collect()
 }
@@ -223,16 +238,19 @@ pub fn plan_auto(
                 from: window.from,
                 to: last_closed,
             },
-            Some(Chunk {
-                start: day_start(open_from),
-                end: window.end(),
-            }),
+            Some(
+                Window {
+                    from: open_from,
+                    to: window.to,
+                }
+                .chunk(),
+            ),
         )
     } else {
         (window, None)
     };
-    let days = (closed.to - closed.from).num_days() as u64 + 1;
-    let mut chunks = plan_even(closed, auto_chunks(expected, page_size, concurrency, days));
+    let count = auto_chunks(expected, page_size, concurrency, closed.days());
+    let mut chunks = plan_even(closed, count);
     chunks.extend(open);
     chunks
 }
