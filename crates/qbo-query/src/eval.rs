@@ -77,47 +77,47 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<FixedOffset>> {
     if !matches!(bytes[10], b'T' | b't') {
         return None;
     }
-    let time = &s[11..];
+    // `get`, not `[..]`: both offsets are character boundaries (the bytes before them are
+    // ASCII, checked above), and `get` keeps that from ever becoming a panic.
+    let (day, time) = (s.get(..10)?, s.get(11..)?);
     let (local, offset) = if let Some(local) = time.strip_suffix(['Z', 'z']) {
         (local, utc)
     } else if let Some(sign_at) = time.find(['+', '-']) {
-        (&time[..sign_at], parse_offset(&time[sign_at..])?)
+        let (local, zone) = time.split_at_checked(sign_at)?;
+        (local, parse_offset(zone)?)
     } else {
         (time, utc)
     };
-    let local = format!("{}T{local}", &s[..10]);
+    let local = format!("{day}T{local}");
     let naive = NaiveDateTime::parse_from_str(&local, "%Y-%m-%dT%H:%M:%S%.f")
         .or_else(|_| NaiveDateTime::parse_from_str(&local, "%Y-%m-%dT%H:%M"))
         .ok()?;
     offset.from_local_datetime(&naive).single()
 }
 
-/// `+HH`, `-HHMM` or `-HH:MM`.
+/// `+HH`, `-HHMM` or `-HH:MM`. Works on bytes: the text comes from the network and may hold
+/// any character, so it is never sliced at a byte offset that could split one.
 fn parse_offset(zone: &str) -> Option<FixedOffset> {
-    let (sign, digits) = match zone.split_at_checked(1)? {
-        ("+", rest) => (1, rest),
-        ("-", rest) => (-1, rest),
+    let (sign, digits) = match zone.as_bytes() {
+        [b'+', rest @ ..] => (1, rest),
+        [b'-', rest @ ..] => (-1, rest),
         _ => return None,
     };
-    let (hours, minutes) = match digits.len() {
-        2 => (digits, "00"),
-        4 => digits.split_at(2),
-        5 if digits.as_bytes()[2] == b':' => (&digits[..2], &digits[3..]),
+    let (hours, minutes) = match *digits {
+        [h1, h2] => (two_digits(h1, h2)?, 0),
+        [h1, h2, m1, m2] | [h1, h2, b':', m1, m2] => (two_digits(h1, h2)?, two_digits(m1, m2)?),
         _ => return None,
     };
-    if !hours
-        .bytes()
-        .chain(minutes.bytes())
-        .all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let hours: i32 = hours.parse().ok()?;
-    let minutes: i32 = minutes.parse().ok()?;
     if minutes >= 60 {
         return None;
     }
     FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+}
+
+/// The value of two ASCII digits (`0..=99`), or `None` when either byte is not one.
+fn two_digits(tens: u8, units: u8) -> Option<i32> {
+    (tens.is_ascii_digit() && units.is_ascii_digit())
+        .then(|| i32::from(tens - b'0') * 10 + i32::from(units - b'0'))
 }
 
 /// A number written the way JSON or QBO writes one (`-12`, `300.00`, `.5`, `1e3`), as its
@@ -540,6 +540,44 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(instant(text), expected, "{text}");
         }
+    }
+
+    /// A UTC offset holding non-ASCII characters used to be split at a byte that is not a
+    /// character boundary (`str::split_at` panics there): it must read as "not a datetime".
+    #[test]
+    fn non_ascii_offsets_are_rejected_without_panicking() {
+        let cases = [
+            // Four bytes after the sign, byte 2 inside a character: the old `split_at(2)`.
+            "2015-10-08T13:28:29+0\u{2212}",
+            "2015-10-08T13:28:29-\u{2212}0",
+            "2015-10-08T13:28:29-0é0",
+            "2015-10-08T13:28:29+😀",
+            "2015-10-08T13:28:29-é:0",
+            // The shapes of the report: five or more bytes after the sign.
+            "2015-10-08T13:28:29-0é:00",
+            "2015-10-08T13:28:29+0\u{2212}00",
+            "2015-10-08T13:28:29+07\u{2236}00",
+            "2015-10-08T13:28:29-０７:００",
+            "2015-10-08T13:28:29+é",
+            "2015-10-08T13:28:29-\u{2212}",
+            // Non-ASCII elsewhere in the time.
+            "2015-10-08T13:28:2é-07:00",
+            "2015-10-08Té",
+            "2015-10-08T😀Z",
+        ];
+        for text in cases {
+            let parsed = std::panic::catch_unwind(|| parse_datetime(text));
+            assert!(
+                matches!(parsed, Ok(None)),
+                "{text:?}: {parsed:?} (expected Ok(None))"
+            );
+        }
+        // A condition whose record holds such a value evaluates instead of panicking.
+        let record = json!({"MetaData": {"LastUpdatedTime": "2015-10-08T13:28:29+0\u{2212}"}});
+        let q = parse("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '2015-10-01'")
+            .expect("valid query");
+        let matched = std::panic::catch_unwind(|| q.matches(&record));
+        assert!(matches!(matched, Ok(true)), "compared as text: {matched:?}");
     }
 
     #[test]
