@@ -6,7 +6,7 @@
 
 use crate::auth::Authorizer;
 use crate::backfill::{BackfillOptions, BackfillReport, Engine, StopSignal};
-use crate::client::{QboClient, http_client};
+use crate::client::{QboClient, http_client, token_http_client};
 use crate::config::{ConfigError, DbSettings, HttpSettings, QboSettings, RealmId};
 use crate::db::{self, DbError};
 use crate::entity::Entity;
@@ -45,10 +45,33 @@ pub async fn open_database(db: &DbSettings, max_connections: u32) -> anyhow::Res
     Ok(pool)
 }
 
+/// Connects for a command that only reads or changes existing state (`runs`, `trigger show`,
+/// `trigger delete`, ...): a database that was never migrated holds nothing, so `None` is
+/// returned and nothing is created in it. A database from an older version is upgraded
+/// (reading it needs the current schema).
+pub async fn open_existing_database(
+    db: &DbSettings,
+    max_connections: u32,
+) -> anyhow::Result<Option<PgPool>> {
+    let pool = db::connect(db, max_connections)
+        .await
+        .map_err(|e| UsageError(e.to_string()))?;
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('qbo_pipeline.runs') IS NOT NULL")
+        .fetch_one(&pool)
+        .await?;
+    if !migrated {
+        pool.close().await;
+        return Ok(None);
+    }
+    db::migrate(&pool, db).await?;
+    Ok(Some(pool))
+}
+
 /// Builds the engine for one realm: token store, authorised client, limits.
 pub fn engine(pool: PgPool, qbo: &QboSettings, http: &HttpSettings) -> anyhow::Result<Engine> {
     let client = http_client(http).context("building the HTTP client")?;
-    let auth = Arc::new(Authorizer::new(client.clone(), qbo.clone(), pool.clone()));
+    let token_client = token_http_client(http).context("building the HTTP client")?;
+    let auth = Arc::new(Authorizer::new(token_client, qbo.clone(), pool.clone()));
     let qbo_client = QboClient::new(client, &qbo.api_base, &qbo.realm_id, auth, http.clone())
         .context("building the QBO API URL")?;
     Ok(Engine {
@@ -176,6 +199,7 @@ pub async fn demo(
         refresh_token: SecretString::from(sandbox.refresh_token().to_string()),
         api_base: url::Url::parse(&sandbox.base_url())?,
         token_url: url::Url::parse(&sandbox.token_url())?,
+        token_key: None,
     };
     let backfill_opts = BackfillOptions {
         entities: Entity::ALL.to_vec(),

@@ -9,8 +9,24 @@
 //! - Access tokens are kept in memory, refreshed a minute before expiry and after a 401 (the
 //!   caller passes the generation it was refused with, so one 401 storm causes one refresh).
 //! - No token or secret ever reaches a log line, an error or `Debug` output.
+//!
+//! # What is guaranteed about a rotated refresh token
+//! - Intuit's answer is checked before anything is stored: both tokens present, at most
+//!   [`MAX_TOKEN_LEN`] printable ASCII characters; lifetimes clamped to sane ranges (so no
+//!   value can make the statement that stores the token fail, or overflow a clock).
+//! - The new refresh token is written by one auto-committed statement, the first thing done
+//!   after the answer arrives and before the access token is used; the token it replaces is
+//!   kept as `previous_refresh_token`.
+//! - A crash in the instant between Intuit's answer and that commit cannot be excluded (no
+//!   client can make two systems commit together). The stored token then is the one just
+//!   used, which Intuit keeps valid for about 24 hours after issuing its successor, so the
+//!   next run within that day refreshes with it. When the stored token is refused
+//!   (`invalid_grant`) and it replaced another within the last 24 hours, the previous one is
+//!   tried before giving up.
+//! - With `QBO_TOKEN_KEY` set, tokens are stored encrypted (AES-256-GCM, see [`TokenKey`]).
 
-use crate::config::QboSettings;
+use crate::config::{QboSettings, TokenKey, redacted_url};
+use crate::shutdown::StopSignal;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +37,18 @@ use tokio::sync::Mutex;
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// Warn when the refresh token itself expires within this many days.
 const REFRESH_TOKEN_WARN_DAYS: u64 = 14;
+/// Longest token accepted from the token endpoint (Intuit's are about a thousand characters).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Largest token-endpoint body read.
+const MAX_TOKEN_BODY: usize = 64 * 1024;
+/// Access-token lifetimes outside this range are clamped (Intuit: 3600 s). A lifetime of 0
+/// would refresh before every request; a huge one would overflow the clock.
+const ACCESS_LIFETIME: (u64, u64) = (300, 86_400);
+/// Refresh-token lifetimes are clamped to at most this (Intuit: about 100 days; hard expiry
+/// about five years).
+const MAX_REFRESH_LIFETIME: u64 = 10 * 365 * 86_400;
+/// How long Intuit keeps a replaced refresh token valid.
+const PREVIOUS_TOKEN_GRACE_HOURS: i64 = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -46,6 +74,16 @@ pub enum AuthError {
     },
     #[error("token endpoint {url} sent an unreadable answer: {reason}")]
     BadResponse { url: String, reason: String },
+    #[error(
+        "token endpoint {url} answered with a redirect (HTTP {status}); redirects are never followed on the token endpoint, because they would send the refresh token and client secret elsewhere: set QBO_TOKEN_URL to the endpoint itself"
+    )]
+    Redirect { url: String, status: u16 },
+    #[error(
+        "a stored token is encrypted but cannot be decrypted: {0}. Set QBO_TOKEN_KEY to the key it was stored with (or re-authorise and put the new refresh token in QBO_REFRESH_TOKEN)"
+    )]
+    Decrypt(String),
+    #[error("stopped by a stop request")]
+    Stopped,
     #[error("token store: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -66,10 +104,31 @@ impl AuthError {
 struct TokenResponse {
     access_token: String,
     refresh_token: String,
+    /// Lifetimes are read leniently ([`lifetime`]): a strange value must not discard the
+    /// refresh token Intuit has just rotated.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
     #[serde(default)]
-    x_refresh_token_expires_in: Option<u64>,
+    x_refresh_token_expires_in: Option<serde_json::Value>,
+}
+
+/// Seconds from a lifetime field: a non-negative number (fractions dropped, huge values
+/// saturated) or a numeric string; anything else is absent.
+fn lifetime(v: Option<&serde_json::Value>) -> Option<u64> {
+    match v? {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| f.max(0.0) as u64)
+        }),
+        serde_json::Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|f| f.max(0.0) as u64),
+        _ => None,
+    }
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -92,10 +151,59 @@ pub struct Bearer {
     pub generation: u64,
 }
 
+fn invalid_token(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("empty")
+    } else if text.len() > MAX_TOKEN_LEN {
+        Some("longer than 8 KiB")
+    } else if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("not printable ASCII")
+    } else {
+        None
+    }
+}
+
+/// The lifetimes of a token answer, clamped (see [`ACCESS_LIFETIME`], [`MAX_REFRESH_LIFETIME`]).
+fn clamp_lifetimes(
+    expires_in: Option<u64>,
+    refresh_expires_in: Option<u64>,
+) -> (Duration, Option<u64>) {
+    let access = expires_in.unwrap_or(3600);
+    let clamped = access.clamp(ACCESS_LIFETIME.0, ACCESS_LIFETIME.1);
+    if clamped != access {
+        tracing::warn!(
+            expires_in = access,
+            used = clamped,
+            "the token endpoint sent an implausible access-token lifetime; using a clamped one"
+        );
+    }
+    (
+        Duration::from_secs(clamped),
+        refresh_expires_in.map(|s| s.min(MAX_REFRESH_LIFETIME)),
+    )
+}
+
+/// The stored form of a seed: a digest, so the table holds one secret per realm, not two.
+fn seed_digest(seed: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Whether a stored seed (a digest, or the plain text older versions stored) is `seed`.
+fn seed_matches(stored: &str, seed: &str) -> bool {
+    if stored.starts_with("sha256:") {
+        stored == seed_digest(seed)
+    } else {
+        stored == seed
+    }
+}
+
 /// Hands out valid access tokens for one realm.
 pub struct Authorizer {
     http: reqwest::Client,
     settings: QboSettings,
+    key: Option<TokenKey>,
     pool: PgPool,
     current: Mutex<Option<AccessToken>>,
     generation: AtomicU64,
@@ -112,9 +220,11 @@ impl std::fmt::Debug for Authorizer {
 }
 
 impl Authorizer {
+    /// `http` must not follow redirects ([`crate::client::token_http_client`]).
     pub fn new(http: reqwest::Client, settings: QboSettings, pool: PgPool) -> Self {
         Authorizer {
             http,
+            key: settings.token_key.clone(),
             settings,
             pool,
             current: Mutex::new(None),
@@ -129,7 +239,7 @@ impl Authorizer {
     }
 
     /// A valid access token, refreshing first when there is none or it is about to expire.
-    pub async fn bearer(&self) -> Result<Bearer, AuthError> {
+    pub async fn bearer(&self, stop: &StopSignal) -> Result<Bearer, AuthError> {
         let mut current = self.current.lock().await;
         if let Some(t) = current.as_ref()
             && t.expires_at > Instant::now() + EXPIRY_MARGIN
@@ -139,7 +249,7 @@ impl Authorizer {
                 generation: t.generation,
             });
         }
-        let fresh = self.refresh_with_retries().await?;
+        let fresh = self.refresh_with_retries(stop).await?;
         let bearer = Bearer {
             token: fresh.value.clone(),
             generation: fresh.generation,
@@ -156,15 +266,24 @@ impl Authorizer {
         }
     }
 
-    async fn refresh_with_retries(&self) -> Result<AccessToken, AuthError> {
+    async fn refresh_with_retries(&self, stop: &StopSignal) -> Result<AccessToken, AuthError> {
         let mut delay = Duration::from_millis(500);
         let mut attempt = 0;
         loop {
-            match self.refresh().await {
+            if stop.is_stopped() {
+                return Err(AuthError::Stopped);
+            }
+            let outcome = tokio::select! {
+                r = self.refresh() => r,
+                _ = stop.stopped() => return Err(AuthError::Stopped),
+            };
+            match outcome {
                 Err(e) if e.is_transient() && attempt < 4 => {
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, "token refresh failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    if !stop.sleep(delay).await {
+                        return Err(AuthError::Stopped);
+                    }
                     delay *= 2;
                 }
                 other => return other,
@@ -172,123 +291,136 @@ impl Authorizer {
         }
     }
 
-    /// One refresh under the realm's advisory lock, persisting the new refresh token in the
-    /// same transaction.
+    fn seal(&self, token: &str) -> Result<String, AuthError> {
+        match &self.key {
+            Some(k) => k.seal(token).map_err(AuthError::Decrypt),
+            None => Ok(token.to_string()),
+        }
+    }
+
+    fn open(&self, stored: &str) -> Result<String, AuthError> {
+        TokenKey::open_stored(self.key.as_ref(), stored).map_err(AuthError::Decrypt)
+    }
+
+    /// One refresh under the realm's advisory lock. The new refresh token is committed on
+    /// its own, before the access token is handed out (see the module docs).
     async fn refresh(&self) -> Result<AccessToken, AuthError> {
         let realm = self.settings.realm_id.as_str();
         let seed = self.settings.refresh_token.expose_secret();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))",
+        // A session lock on a dedicated connection: the token write below commits by itself
+        // while the lock is still held, so no other process refreshes in between.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))")
+            .bind(realm)
+            .execute(&mut *conn)
+            .await?;
+        let result = self.refresh_locked(&mut conn, realm, seed).await;
+        let unlocked = sqlx::query(
+            "SELECT pg_advisory_unlock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))",
         )
         .bind(realm)
-        .execute(&mut *tx)
-        .await?;
-        let stored: Option<(String, String, i32)> = sqlx::query_as(
-            "SELECT refresh_token, seed_refresh_token, rotations FROM qbo_pipeline.oauth_tokens WHERE realm_id = $1",
+        .execute(&mut *conn)
+        .await;
+        if unlocked.is_err() {
+            // A connection that cannot unlock must not go back to the pool holding the lock.
+            drop(conn.detach());
+        }
+        result
+    }
+
+    async fn refresh_locked(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        realm: &str,
+        seed: &str,
+    ) -> Result<AccessToken, AuthError> {
+        type Stored = (String, String, i32, Option<String>, Option<bool>);
+        let stored: Option<Stored> = sqlx::query_as(
+            "SELECT refresh_token, seed_refresh_token, rotations, previous_refresh_token,
+                    rotated_at > now() - make_interval(hours => $2)
+             FROM qbo_pipeline.oauth_tokens WHERE realm_id = $1",
         )
         .bind(realm)
-        .fetch_optional(&mut *tx)
+        .bind(PREVIOUS_TOKEN_GRACE_HOURS as i32)
+        .fetch_optional(&mut *conn)
         .await?;
-        let (using, rotations) = match &stored {
-            Some((rt, stored_seed, rotations)) if stored_seed == seed => (rt.clone(), *rotations),
+        let (using, rotations, fallback) = match &stored {
+            Some((rt, stored_seed, rotations, previous, recent))
+                if seed_matches(stored_seed, seed) =>
+            {
+                let fallback = match (previous, recent) {
+                    (Some(p), Some(true)) => Some(self.open(p)?),
+                    _ => None,
+                };
+                (self.open(rt)?, *rotations, fallback)
+            }
             Some(_) => {
                 tracing::info!(
                     realm,
                     "QBO_REFRESH_TOKEN differs from the stored chain's seed: using it (fresh authorisation)"
                 );
-                (seed.to_string(), 0)
+                (seed.to_string(), 0, None)
             }
-            None => (seed.to_string(), 0),
+            None => (seed.to_string(), 0, None),
         };
-
-        let url = self.settings.token_url.to_string();
-        let response = self
-            .http
-            .post(self.settings.token_url.clone())
-            .basic_auth(
-                &self.settings.client_id,
-                Some(self.settings.client_secret.expose_secret()),
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", using.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(|source| AuthError::Network {
-                url: url.clone(),
-                source: source.without_url(),
-            })?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| AuthError::Network {
-                url: url.clone(),
-                source: source.without_url(),
-            })?;
-        if status != 200 {
-            let err: TokenErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-            let error = if err.error.is_empty() {
-                "no error code".to_string()
-            } else {
-                err.error.clone()
-            };
-            return Err(match err.error.as_str() {
-                "invalid_grant" => AuthError::InvalidGrant {
-                    realm: realm.to_string(),
-                    detail: err
-                        .error_description
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default(),
-                },
-                "invalid_client" => AuthError::InvalidClient { status, error },
-                _ => AuthError::Endpoint { url, status, error },
-            });
-        }
-        let tokens: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| AuthError::BadResponse {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
-        if tokens.access_token.is_empty() || tokens.refresh_token.is_empty() {
-            return Err(AuthError::BadResponse {
-                url,
-                reason: "empty access_token or refresh_token".into(),
-            });
-        }
-        let rotated = tokens.refresh_token != using;
-        let rt_expires = tokens.x_refresh_token_expires_in;
+        let tokens = match self.exchange(realm, &using).await {
+            Err(AuthError::InvalidGrant { .. }) if fallback.is_some() => {
+                tracing::warn!(
+                    realm,
+                    "QuickBooks refused the newest stored refresh token; trying the one it replaced (still valid for a day after a rotation)"
+                );
+                let previous = fallback.unwrap_or_default();
+                let tokens = self.exchange(realm, &previous).await?;
+                (tokens, previous)
+            }
+            other => (other?, using),
+        };
+        let (tokens, used) = tokens;
+        let rotated = tokens.refresh_token != used;
+        let (access_lifetime, rt_expires) = clamp_lifetimes(
+            lifetime(tokens.expires_in.as_ref()),
+            lifetime(tokens.x_refresh_token_expires_in.as_ref()),
+        );
+        // Committed by itself (auto-commit), before anything uses the access token.
         sqlx::query(
             "INSERT INTO qbo_pipeline.oauth_tokens
-                 (realm_id, client_id, refresh_token, seed_refresh_token, refresh_token_expires_at, rotations, updated_at)
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, now())
+                 (realm_id, client_id, refresh_token, seed_refresh_token, refresh_token_expires_at,
+                  rotations, updated_at, previous_refresh_token, rotated_at)
+             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, now(),
+                     CASE WHEN $7 THEN $8 END, CASE WHEN $7 THEN now() END)
              ON CONFLICT (realm_id) DO UPDATE SET
                  client_id = EXCLUDED.client_id,
                  refresh_token = EXCLUDED.refresh_token,
                  seed_refresh_token = EXCLUDED.seed_refresh_token,
                  refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
                  rotations = EXCLUDED.rotations,
-                 updated_at = now()",
+                 updated_at = now(),
+                 previous_refresh_token = CASE WHEN $7 THEN EXCLUDED.previous_refresh_token
+                                               ELSE qbo_pipeline.oauth_tokens.previous_refresh_token END,
+                 rotated_at = CASE WHEN $7 THEN now() ELSE qbo_pipeline.oauth_tokens.rotated_at END",
         )
         .bind(realm)
         .bind(&self.settings.client_id)
-        .bind(&tokens.refresh_token)
-        .bind(seed)
+        .bind(self.seal(&tokens.refresh_token)?)
+        .bind(seed_digest(seed))
         .bind(rt_expires.map(|s| s as f64))
-        .bind(rotations + i32::from(rotated))
-        .execute(&mut *tx)
+        .bind(rotations.saturating_add(i32::from(rotated)))
+        .bind(rotated)
+        .bind(self.seal(&used)?)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
 
         self.refreshes.fetch_add(1, Ordering::Relaxed);
-        let expires_in = Duration::from_secs(tokens.expires_in.unwrap_or(3600));
+        if let Some(why) = invalid_token(&tokens.access_token) {
+            return Err(AuthError::BadResponse {
+                url: redacted_url(&self.settings.token_url),
+                reason: format!("access_token is {why}"),
+            });
+        }
         tracing::info!(
             realm,
             rotated,
-            access_token_lifetime_s = expires_in.as_secs(),
+            access_token_lifetime_s = access_lifetime.as_secs(),
             "access token refreshed"
         );
         if let Some(secs) = rt_expires
@@ -302,8 +434,139 @@ impl Authorizer {
         }
         Ok(AccessToken {
             value: SecretString::from(tokens.access_token),
-            expires_at: Instant::now() + expires_in,
+            expires_at: Instant::now() + access_lifetime,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
         })
+    }
+
+    /// One POST to the token endpoint with `refresh_token`; the answer checked.
+    async fn exchange(&self, realm: &str, refresh_token: &str) -> Result<TokenResponse, AuthError> {
+        let url = redacted_url(&self.settings.token_url);
+        let response = self
+            .http
+            .post(self.settings.token_url.clone())
+            .basic_auth(
+                &self.settings.client_id,
+                Some(self.settings.client_secret.expose_secret()),
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+            .await
+            .map_err(|source| AuthError::Network {
+                url: url.clone(),
+                source: source.without_url(),
+            })?;
+        let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            return Err(AuthError::Redirect { url, status });
+        }
+        let body = crate::client::read_body(response, MAX_TOKEN_BODY)
+            .await
+            .map_err(|e| match e {
+                crate::client::BodyError::TooLarge => AuthError::BadResponse {
+                    url: url.clone(),
+                    reason: format!("the answer is larger than {MAX_TOKEN_BODY} bytes"),
+                },
+                crate::client::BodyError::Network(source) => AuthError::Network {
+                    url: url.clone(),
+                    source: source.without_url(),
+                },
+            })?;
+        if status != 200 {
+            let err: TokenErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+            // Error codes are short ASCII words; anything else is not shown as sent.
+            let code: String = err
+                .error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            let error = if code.is_empty() {
+                "no error code".to_string()
+            } else {
+                code.clone()
+            };
+            return Err(match code.as_str() {
+                "invalid_grant" => AuthError::InvalidGrant {
+                    realm: realm.to_string(),
+                    detail: err
+                        .error_description
+                        .map(|d| {
+                            let d: String =
+                                d.chars().filter(|c| !c.is_control()).take(200).collect();
+                            format!(": {d}")
+                        })
+                        .unwrap_or_default(),
+                },
+                "invalid_client" => AuthError::InvalidClient { status, error },
+                _ => AuthError::Endpoint { url, status, error },
+            });
+        }
+        let tokens: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| AuthError::BadResponse {
+                url: url.clone(),
+                // Not serde's message: it can quote the value, and the value may be a token.
+                reason: format!(
+                    "not the expected JSON ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            })?;
+        // The access token is checked after the refresh token is stored.
+        if let Some(why) = invalid_token(&tokens.refresh_token) {
+            return Err(AuthError::BadResponse {
+                url,
+                reason: format!("refresh_token is {why}"),
+            });
+        }
+        Ok(tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lifetimes_are_read_leniently_and_clamped() {
+        assert_eq!(lifetime(Some(&json!(3600))), Some(3600));
+        assert_eq!(lifetime(Some(&json!("3600"))), Some(3600));
+        assert_eq!(lifetime(Some(&json!(-5))), Some(0));
+        assert_eq!(lifetime(Some(&json!("soon"))), None);
+        assert_eq!(lifetime(Some(&json!(null))), None);
+        let huge: serde_json::Value = serde_json::from_str("1e30").unwrap();
+        assert_eq!(lifetime(Some(&huge)), Some(u64::MAX));
+        assert_eq!(clamp_lifetimes(Some(0), None).0, Duration::from_secs(300));
+        assert_eq!(
+            clamp_lifetimes(Some(u64::MAX), None).0,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            clamp_lifetimes(None, Some(u64::MAX)).1,
+            Some(MAX_REFRESH_LIFETIME)
+        );
+        assert_eq!(clamp_lifetimes(None, None).0, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn tokens_are_checked_and_seeds_stored_as_digests() {
+        assert_eq!(invalid_token(""), Some("empty"));
+        assert_eq!(invalid_token("a b"), Some("not printable ASCII"));
+        assert_eq!(invalid_token("a\nb"), Some("not printable ASCII"));
+        assert!(invalid_token(&"x".repeat(MAX_TOKEN_LEN + 1)).is_some());
+        assert_eq!(invalid_token("AB11234567890abc"), None);
+        let d = seed_digest("seed");
+        assert!(d.starts_with("sha256:") && !d.contains("seed") && d.len() == 7 + 64);
+        assert!(seed_matches(&d, "seed") && !seed_matches(&d, "other"));
+        assert!(
+            seed_matches("seed", "seed"),
+            "plain seeds of older versions still match"
+        );
     }
 }

@@ -25,10 +25,11 @@ use crate::ledger;
 use crate::load::{self, Advance, PageTarget, Written};
 use crate::window::{Chunk, ChunkSize, Window, plan, plan_auto, qbo_literal};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use futures::future::join_all;
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -51,18 +52,7 @@ pub struct BackfillOptions {
     pub progress: bool,
 }
 
-/// Set to stop a run gracefully: pages in flight finish and commit, nothing new starts.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
-
-impl StopSignal {
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::shutdown::StopSignal;
 
 /// Figures of one entity of a run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -77,6 +67,8 @@ pub struct EntityReport {
     pub pages: u64,
     pub records: u64,
     pub rows_written: u64,
+    /// Records stored with their exact text in `payload_text` (jsonb cannot hold them).
+    pub records_sanitised: u64,
     pub requests: u64,
     pub retries: u64,
     pub throttled: u64,
@@ -176,24 +168,44 @@ pub struct Engine {
 
 struct EntityRun {
     entity: Entity,
+    /// The run's stop request: ends every wait of this entity's requests.
+    stop: StopSignal,
     stats: RequestStats,
     pages: AtomicU64,
     records: AtomicU64,
     verified: AtomicU64,
     rows_written: AtomicU64,
+    sanitised: AtomicU64,
     bar: Option<indicatif::ProgressBar>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum ChunkError {
     #[error(transparent)]
-    Qbo(#[from] QboError),
+    Qbo(QboError),
     #[error("{0}")]
     Page(#[from] PageError),
+    /// A page that cannot be used, with where it came from.
+    #[error("{entity}, page {page} of the chunk starting {chunk_start}: {source}")]
+    BadPage {
+        entity: Entity,
+        page: i32,
+        chunk_start: String,
+        source: PageError,
+    },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("stopped")]
     Stopped,
+}
+
+impl From<QboError> for ChunkError {
+    fn from(e: QboError) -> Self {
+        match e {
+            QboError::Stopped => ChunkError::Stopped,
+            other => ChunkError::Qbo(other),
+        }
+    }
 }
 
 enum Fetch {
@@ -202,6 +214,8 @@ enum Fetch {
         second: String,
         after: String,
         position: u64,
+        /// First Id of the previous offset page of this second (a repeat is no progress).
+        previous_first: Option<String>,
     },
 }
 
@@ -267,11 +281,13 @@ impl Engine {
             .map(|&entity| {
                 Arc::new(EntityRun {
                     entity,
+                    stop: stop.clone(),
                     stats: RequestStats::default(),
                     pages: AtomicU64::new(0),
                     records: AtomicU64::new(0),
                     verified: AtomicU64::new(0),
                     rows_written: AtomicU64::new(0),
+                    sanitised: AtomicU64::new(0),
                     bar: bars.as_ref().map(|m| {
                         let bar = m.add(indicatif::ProgressBar::new(0));
                         bar.set_style(
@@ -332,6 +348,7 @@ impl Engine {
             pages: 0,
             records: 0,
             rows_written: 0,
+            records_sanitised: 0,
             requests: 0,
             retries: 0,
             throttled: 0,
@@ -345,6 +362,7 @@ impl Engine {
         report.pages = run.pages.load(Ordering::Relaxed);
         report.records = run.records.load(Ordering::Relaxed);
         report.rows_written = run.rows_written.load(Ordering::Relaxed);
+        report.records_sanitised = run.sanitised.load(Ordering::Relaxed);
         report.chunks_verified = run.verified.load(Ordering::Relaxed) as usize;
         report.requests = RequestStats::get(&run.stats.requests);
         report.retries = RequestStats::get(&run.stats.retries);
@@ -396,7 +414,7 @@ impl Engine {
         // total and ETA.
         let count =
             extract::count_query(entity, opts.window.start(), opts.window.end()).to_string();
-        let body = self.client.query(&count, &run.stats).await?;
+        let body = self.client.query(&count, &run.stats, &run.stop).await?;
         let expected = match extract::parse_count(&body) {
             Ok(n) => Some(n),
             Err(e) => {
@@ -447,32 +465,36 @@ impl Engine {
         let pending: Vec<ChunkState> = job.chunks.into_iter().filter(|c| !c.done).collect();
         let job_id = job.job_id;
         let failed = StopSignal::default();
-        let results = join_all(pending.into_iter().map(|state| {
-            let slots = slots.clone();
-            let failed = failed.clone();
-            async move {
-                let _slot = slots
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore is never closed");
-                if failed.is_stopped() || stop.is_stopped() {
-                    return Err(ChunkError::Stopped);
-                }
-                let result = match self.verify_chunk(run, run_id, job_id, &state).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
-                        self.page_chunk(run, opts, run_id, job_id, state, stop, &failed)
-                            .await
+        // At most `concurrency` chunk tasks exist at a time (a plan may have thousands).
+        let results: Vec<Result<(), ChunkError>> =
+            futures::stream::iter(pending.into_iter().map(|state| {
+                let slots = slots.clone();
+                let failed = failed.clone();
+                async move {
+                    let _slot = slots
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore is never closed");
+                    if failed.is_stopped() || stop.is_stopped() {
+                        return Err(ChunkError::Stopped);
                     }
-                    Err(e) => Err(e),
-                };
-                if result.is_err() {
-                    failed.stop();
+                    let result = match self.verify_chunk(run, run_id, job_id, &state).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => {
+                            self.page_chunk(run, opts, run_id, job_id, state, stop, &failed)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if result.is_err() {
+                        failed.stop();
+                    }
+                    result
                 }
-                result
-            }
-        }))
-        .await;
+            }))
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
         let mut first_error = None;
         for r in results {
             match r {
@@ -520,7 +542,16 @@ impl Engine {
         }
         let entity = run.entity;
         let query = extract::count_query(entity, chunk.start, chunk.end).to_string();
-        let in_qbo = extract::parse_count(&self.client.query(&query, &run.stats).await?)?;
+        let body = self.client.query(&query, &run.stats, &run.stop).await?;
+        let in_qbo = match extract::parse_count(&body) {
+            Ok(n) => n,
+            Err(e) => {
+                // A count that cannot be read proves nothing: read the chunk instead.
+                tracing::warn!(entity = %entity, chunk_start = %chunk.start_rfc3339(), error = %e,
+                    "QBO's count of the chunk is unreadable; reading the chunk again");
+                return Ok(false);
+            }
+        };
         let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {} WHERE realm_id = $1
              AND source_last_updated_utc >= $2 AND source_last_updated_utc <= $3",
@@ -552,6 +583,7 @@ impl Engine {
         plan: &Fetch,
         chunk: &Chunk,
         page_size: u32,
+        page: i32,
     ) -> Result<Vec<Record>, ChunkError> {
         let query = match plan {
             Fetch::Keyset(cursor) => extract::keyset_query(run.entity, chunk, cursor, page_size),
@@ -563,16 +595,25 @@ impl Engine {
         // A body cut short by a dropped connection is not valid JSON: read it again.
         let mut attempts = 0;
         loop {
-            let body = self.client.query(&query, &run.stats).await?;
+            let body = self.client.query(&query, &run.stats, &run.stop).await?;
             match extract::parse_page(&body, run.entity) {
                 Ok(records) => return Ok(records),
                 Err(PageError::Syntax(e)) if attempts < 3 => {
                     attempts += 1;
                     run.stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(entity = %run.entity, error = %e, "unreadable page; fetching it again");
-                    tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
+                    if !run.stop.sleep(Duration::from_millis(200 * attempts)).await {
+                        return Err(ChunkError::Stopped);
+                    }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    return Err(ChunkError::BadPage {
+                        entity: run.entity,
+                        page,
+                        chunk_start: chunk.start_rfc3339(),
+                        source: e,
+                    });
+                }
             }
         }
     }
@@ -620,9 +661,14 @@ impl Engine {
                 chunk: &chunk,
                 page_number,
             };
+            // The page being fetched is the one after the page being written (if any).
+            let fetch_page = page_number + 1;
             let fetching = async {
                 match &fetch_plan {
-                    Some(p) => self.fetch(run, p, &chunk, page_size).await.map(Some),
+                    Some(p) => self
+                        .fetch(run, p, &chunk, page_size, fetch_page)
+                        .await
+                        .map(Some),
                     None => Ok(None),
                 }
             };
@@ -647,9 +693,21 @@ impl Engine {
                 self.account(run, w);
             }
             let Some(records) = fetched? else { continue };
-            let plan = fetch_plan.expect("fetched implies a plan");
+            let Some(plan) = fetch_plan else { continue };
+            let bad_page = |source: PageError| ChunkError::BadPage {
+                entity: run.entity,
+                page: fetch_page,
+                chunk_start: chunk.start_rfc3339(),
+                source,
+            };
             let (pending, following) = match plan {
-                Fetch::Keyset(_) => match extract::next_step(&records, page_size) {
+                Fetch::Keyset(cursor) => match extract::next_step(
+                    &records,
+                    page_size,
+                    extract::cursor_time(&cursor).map_err(bad_page)?,
+                )
+                .map_err(bad_page)?
+                {
                     PageStep::Done => {
                         let cursor = records.last().map(|r| r.last_updated_text.clone());
                         (
@@ -677,6 +735,7 @@ impl Engine {
                                 second,
                                 after,
                                 position: 1,
+                                previous_first: None,
                             }),
                         )
                     }
@@ -685,13 +744,22 @@ impl Engine {
                     second,
                     after,
                     position,
+                    previous_first,
                 } => {
-                    let full = records.len() >= page_size as usize;
+                    let full = extract::tie_page_full(
+                        &records,
+                        page_size,
+                        extract::cursor_time(&second).map_err(bad_page)?,
+                        position,
+                        previous_first.as_deref(),
+                    )
+                    .map_err(bad_page)?;
                     let following = if full {
                         Fetch::Tie {
                             second,
                             after,
                             position: position + u64::from(page_size),
+                            previous_first: records.first().map(|r| r.id.clone()),
                         }
                     } else {
                         Fetch::Keyset(after)
@@ -721,6 +789,7 @@ impl Engine {
         run.records.fetch_add(w.received, Ordering::Relaxed);
         run.rows_written
             .fetch_add(w.rows_written, Ordering::Relaxed);
+        run.sanitised.fetch_add(w.sanitised, Ordering::Relaxed);
         if let Some(bar) = &run.bar {
             bar.inc(w.received);
         }

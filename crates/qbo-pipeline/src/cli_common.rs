@@ -40,6 +40,12 @@ impl HttpArgs {
                 Duration::ZERO
             }
         };
+        if self.request_timeout_secs.is_finite() && self.request_timeout_secs < 1.0 {
+            problems.push(format!(
+                "--request-timeout-secs {} is too short: use 1..=3600 seconds (QBO may take up to 120 s to answer a query)",
+                self.request_timeout_secs
+            ));
+        }
         let s = HttpSettings {
             requests_per_minute: self.rpm,
             max_in_flight: self.max_in_flight,

@@ -296,7 +296,40 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
     let Some(db) = db.filter(|_| problems.is_empty()) else {
         return Err(usage(problems));
     };
-    let pool = app::open_database(&db, 2).await?;
+    let writes = matches!(
+        args.command,
+        TriggerCommand::Create(_) | TriggerCommand::Apply { .. }
+    );
+    let pool = if writes {
+        app::open_database(&db, 2).await?
+    } else {
+        match app::open_existing_database(&db, 2).await? {
+            Some(pool) => pool,
+            // Never migrated: no trigger exists, and nothing is created to say so.
+            None => {
+                return match &args.command {
+                    TriggerCommand::List { json: true } => {
+                        println!("[]");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    TriggerCommand::List { json: false } => {
+                        print_table(&[]);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    TriggerCommand::Show { name, .. }
+                    | TriggerCommand::Enable { name, .. }
+                    | TriggerCommand::Disable { name }
+                    | TriggerCommand::Delete { name } => Err(UsageError(format!(
+                        "no trigger '{name}': see `qbo-pipeline trigger list`"
+                    ))
+                    .into()),
+                    TriggerCommand::Create(_) | TriggerCommand::Apply { .. } => {
+                        unreachable!("writing commands open the database with migrations")
+                    }
+                };
+            }
+        }
+    };
     let now = Utc::now();
     let result = async {
         match args.command {

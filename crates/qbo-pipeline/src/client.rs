@@ -9,9 +9,14 @@
 //!   (`Retry-After` when sent, else the configured throttle wait); 5xx, timeouts and dropped
 //!   connections back off exponentially with jitter; a 401 refreshes the token and retries
 //!   once; any other 4xx fails with QBO's fault code and message.
+//! - Nothing a server sends can exhaust memory or time: bodies are read up to
+//!   [`MAX_API_BODY`] (counted after decompression, which also bounds the compressed bytes),
+//!   `Retry-After` is capped at [`MAX_RETRY_AFTER`], redirects are followed only within the
+//!   API's own scheme, host and port, and every wait ends when a stop is requested.
 
 use crate::auth::{AuthError, Authorizer};
 use crate::config::{HttpSettings, RealmId};
+use crate::shutdown::StopSignal;
 use backon::BackoffBuilder;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use secrecy::ExposeSecret;
@@ -23,8 +28,16 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use url::Url;
 
-/// The QBO minor version sent with every request (qbo-api.md §1: 75 is the floor since 2025).
+/// The QBO minor version sent with every request (Intuit made 75 the minimum minor version in 2025).
 pub const MINOR_VERSION: &str = "75";
+
+/// Largest API response body accepted, after decompression. A page of 1000 QBO records is a
+/// few MB; anything near this is not a QBO page.
+pub const MAX_API_BODY: usize = 64 * 1024 * 1024;
+/// Longest `Retry-After` honoured; a longer one is waited for this long, then retried.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Redirects followed on the API (same scheme, host and port only).
+const MAX_API_REDIRECTS: usize = 5;
 
 /// Rate limiter and in-flight cap for one realm, shared process-wide.
 pub struct RealmLimits {
@@ -113,8 +126,18 @@ pub enum QboError {
         reason: String,
         intuit_tid: Option<String>,
     },
+    #[error(
+        "QBO sent a response larger than {limit} bytes{}; refusing to read it (not a QBO page)",
+        fmt_tid(intuit_tid)
+    )]
+    TooLarge {
+        limit: usize,
+        intuit_tid: Option<String>,
+    },
     #[error("gave up after {attempts} attempts; last error: {last}")]
     Exhausted { attempts: u32, last: Box<QboError> },
+    #[error("stopped by a stop request")]
+    Stopped,
 }
 
 fn fmt_code(code: &Option<String>) -> String {
@@ -164,7 +187,7 @@ pub fn classify(err: &QboError) -> RetryClass {
             }
             401 => RetryClass::Unauthorized,
             500..=599 => RetryClass::Transient,
-            // A SystemFault inside an HTTP 200 (qbo-api.md §5) is a server-side failure.
+            // A SystemFault (code 10000) inside an HTTP 200 is a server-side failure.
             200 if code.as_deref() == Some("10000") => RetryClass::Transient,
             _ => RetryClass::Fatal,
         },
@@ -172,7 +195,10 @@ pub fn classify(err: &QboError) -> RetryClass {
         // A truncated body is a dropped connection in disguise.
         QboError::Decode { .. } => RetryClass::Transient,
         QboError::Auth(e) if e.is_transient() => RetryClass::Transient,
-        QboError::Auth(_) | QboError::Exhausted { .. } => RetryClass::Fatal,
+        QboError::Auth(_)
+        | QboError::Exhausted { .. }
+        | QboError::TooLarge { .. }
+        | QboError::Stopped => RetryClass::Fatal,
     }
 }
 
@@ -198,15 +224,70 @@ pub fn parse_fault(body: &[u8]) -> Option<(Option<String>, String, Option<String
         other => other.to_string(),
     });
     Some((
-        code,
-        text("Message", "message").unwrap_or_else(|| "unknown fault".into()),
-        text("Detail", "detail"),
+        code.map(|c| printable(&c, 32)),
+        text("Message", "message")
+            .map(|m| printable(&m, 500))
+            .unwrap_or_else(|| "unknown fault".into()),
+        text("Detail", "detail").map(|d| printable(&d, 1000)),
     ))
 }
 
+/// Server text for our messages and logs: control characters (terminal escapes, newlines
+/// that would forge log lines) removed, at most `max` characters.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
+    if text.chars().filter(|c| !c.is_control()).nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `Retry-After` in seconds, capped at [`MAX_RETRY_AFTER`] (a server asking for years would
+/// otherwise hold the run, its locks and its trigger for that long).
 fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let secs = v.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the limit (decompressed).
+    TooLarge,
+    Network(reqwest::Error),
+}
+
+/// Reads a response body of at most `limit` bytes (after decompression), chunk by chunk, so
+/// a huge or endlessly inflating body costs at most `limit` bytes of memory.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    let announced = response.content_length().unwrap_or(0);
+    if announced > limit as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = bytes::BytesMut::with_capacity((announced as usize).min(limit));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Network)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Whether a 200 body is a `Fault` rather than data. QBO puts `QueryResponse` (or the
+/// `CDCResponse`/`IntuitResponse` of other endpoints) first; only bodies that do not start
+/// so are parsed in full to look for a top-level `Fault`, wherever it stands.
+fn fault_in_ok_body(body: &[u8]) -> Option<(Option<String>, String, Option<String>)> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let head = &body[start..];
+    if head.starts_with(b"{\"QueryResponse\"") || head.starts_with(b"{\"CDCResponse\"") {
+        return None;
+    }
+    parse_fault(body)
 }
 
 /// An authorised, rate-limited QBO client for one realm.
@@ -218,14 +299,42 @@ pub struct QboClient {
     settings: HttpSettings,
 }
 
-/// Builds the shared reqwest client (rustls, connection reuse, timeouts).
+/// Builds the API's reqwest client (rustls, connection reuse, timeouts). Redirects are
+/// followed only to the same scheme, host and port: a redirect elsewhere would carry the
+/// bearer token to another server.
 pub fn http_client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
     crate::install_crypto_provider();
+    let same_origin = reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let same = first.is_some_and(|f| {
+            f.scheme() == attempt.url().scheme()
+                && f.host_str() == attempt.url().host_str()
+                && f.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if !same || attempt.previous().len() > MAX_API_REDIRECTS {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    });
     reqwest::Client::builder()
         .user_agent(concat!("qbo-pipeline/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.request_timeout)
         .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(same_origin)
+        .build()
+}
+
+/// Builds the token endpoint's client: never follows a redirect (a 307 would re-send the
+/// refresh token and the client secret to wherever it points).
+pub fn token_http_client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("qbo-pipeline/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout.min(Duration::from_secs(60)))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
 }
 
@@ -252,8 +361,15 @@ impl QboClient {
         &self.auth
     }
 
-    /// Runs one query with limits and retries; returns the response body of a 200.
-    pub async fn query(&self, query: &str, stats: &RequestStats) -> Result<bytes::Bytes, QboError> {
+    /// Runs one query with limits and retries; returns the response body of a 200. Every wait
+    /// (limits, back-off, throttling, token refresh) ends early with [`QboError::Stopped`]
+    /// when `stop` is requested.
+    pub async fn query(
+        &self,
+        query: &str,
+        stats: &RequestStats,
+        stop: &StopSignal,
+    ) -> Result<bytes::Bytes, QboError> {
         let mut backoff = backon::ExponentialBuilder::new()
             .with_min_delay(self.settings.min_backoff)
             .with_max_delay(self.settings.max_backoff)
@@ -265,7 +381,10 @@ impl QboClient {
         let mut refreshed = false;
         loop {
             attempts += 1;
-            let outcome = self.attempt(query, stats).await;
+            if stop.is_stopped() {
+                return Err(QboError::Stopped);
+            }
+            let outcome = self.attempt(query, stats, stop).await;
             let (err, generation) = match outcome {
                 Ok(body) => return Ok(body),
                 Err(pair) => pair,
@@ -306,8 +425,8 @@ impl QboClient {
                 }
             };
             RequestStats::bump(&stats.retries);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+            if !wait.is_zero() && !stop.sleep(wait).await {
+                return Err(QboError::Stopped);
             }
         }
     }
@@ -318,15 +437,18 @@ impl QboClient {
         &self,
         query: &str,
         stats: &RequestStats,
+        stop: &StopSignal,
     ) -> Result<bytes::Bytes, (QboError, Option<u64>)> {
-        let bearer = self.auth.bearer().await.map_err(|e| (e.into(), None))?;
-        self.limits.limiter.until_ready().await;
-        let _permit = self
-            .limits
-            .in_flight
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
+        let bearer = self.auth.bearer(stop).await.map_err(|e| (e.into(), None))?;
+        let stopped = || (QboError::Stopped, None);
+        tokio::select! {
+            _ = self.limits.limiter.until_ready() => {}
+            _ = stop.stopped() => return Err(stopped()),
+        }
+        let _permit = tokio::select! {
+            permit = self.limits.in_flight.acquire() => permit.map_err(|_| stopped())?,
+            _ = stop.stopped() => return Err(stopped()),
+        };
         RequestStats::bump(&stats.requests);
         let generation = Some(bearer.generation);
         let response = self
@@ -343,17 +465,21 @@ impl QboClient {
             .headers()
             .get("intuit_tid")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .map(|t| printable(t, 128));
         let retry_after = parse_retry_after(response.headers());
-        let body = response
-            .bytes()
+        let body = read_body(response, MAX_API_BODY)
             .await
-            .map_err(|e| (QboError::Network(e.without_url()), generation))?;
+            .map_err(|e| match e {
+                BodyError::TooLarge => QboError::TooLarge {
+                    limit: MAX_API_BODY,
+                    intuit_tid: intuit_tid.clone(),
+                },
+                BodyError::Network(e) => QboError::Network(e.without_url()),
+            })
+            .map_err(|e| (e, generation))?;
         if status == 200 {
-            // A 200 may still carry a Fault (qbo-api.md §5).
-            if body.starts_with(b"{\"Fault\"")
-                && let Some((code, message, detail)) = parse_fault(&body)
-            {
+            // A 200 may still carry a Fault (QBO does this for some server errors).
+            if let Some((code, message, detail)) = fault_in_ok_body(&body) {
                 return Err((
                     QboError::Fault {
                         status,
@@ -375,7 +501,7 @@ impl QboClient {
         }
         let (code, message, detail) = parse_fault(&body).unwrap_or_else(|| {
             let text = String::from_utf8_lossy(&body);
-            let snippet: String = text.chars().take(200).collect();
+            let snippet = printable(&text, 200);
             (
                 None,
                 format!("HTTP {status}"),
@@ -461,6 +587,34 @@ mod tests {
         assert_eq!(code.as_deref(), Some("3200"));
         assert!(msg.contains("AuthenticationFailed"));
         assert!(parse_fault(b"<html>").is_none());
+    }
+
+    #[test]
+    fn server_text_is_cleaned_and_capped() {
+        assert_eq!(printable("a\u{1b}[31mb\nc", 10), "a[31mbc");
+        assert_eq!(printable("abcdef", 3), "abc…");
+        let body = format!(
+            r#"{{"Fault":{{"Error":[{{"Message":"x\u001b[2J{}","code":"4000"}}]}}}}"#,
+            "y".repeat(2000)
+        );
+        let (_, msg, _) = parse_fault(body.as_bytes()).unwrap();
+        assert!(
+            !msg.contains('\u{1b}') && msg.chars().count() <= 501,
+            "{msg}"
+        );
+        // A Fault after other keys, or after white space, is still a Fault.
+        let late = br#"  {"time":"t","Fault":{"Error":[{"Message":"m","code":"4000"}]}}"#;
+        assert!(fault_in_ok_body(late).is_some());
+        assert!(fault_in_ok_body(br#"{"QueryResponse":{}}"#).is_none());
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "999999999".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::Duration;
 use url::Url;
 
-/// Default Intuit hosts (qbo-api.md §1, §7).
+/// Default Intuit hosts: the sandbox and production API, and the OAuth 2.0 token endpoint.
 pub const INTUIT_SANDBOX_API: &str = "https://sandbox-quickbooks.api.intuit.com";
 pub const INTUIT_PRODUCTION_API: &str = "https://quickbooks.api.intuit.com";
 pub const INTUIT_TOKEN_URL: &str = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer";
@@ -69,15 +69,207 @@ impl Source for std::collections::HashMap<String, String> {
     }
 }
 
-/// Loads `.env` from the working directory into the process environment without overriding
-/// variables that are already set. A malformed file is a configuration error.
+/// Loads `./.env` (the working directory's, never a parent's) into the process environment
+/// without overriding variables that are already set.
+///
+/// Values are taken literally: no `$VAR` expansion (a value can hold a `$`, and a planted
+/// reference cannot pull in another variable). Lines are `KEY=VALUE`, optionally prefixed by
+/// `export `, with `#` comments and blank lines; a value may be wrapped in single or double
+/// quotes. A malformed line is a configuration error naming its line number, never its text
+/// (it may hold a secret).
 pub fn load_dotenv() -> Result<(), ConfigError> {
-    match dotenvy::dotenv() {
-        Ok(_) => Ok(()),
-        Err(e) if e.not_found() => Ok(()),
-        Err(e) => Err(ConfigError::one(format!(
-            "could not read .env in the working directory: {e}; fix or remove the file"
-        ))),
+    let text = match std::fs::read(".env") {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ConfigError::one(format!(
+                "could not read .env in the working directory ({}); fix its permissions or remove it",
+                e.kind()
+            )));
+        }
+    };
+    let text = String::from_utf8(text).map_err(|_| {
+        ConfigError::one(".env in the working directory is not UTF-8 text; fix or remove it")
+    })?;
+    for (key, value) in parse_dotenv(&text)? {
+        if std::env::var_os(&key).is_none() {
+            // SAFETY: called at the start of `main`, before any other thread exists.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+    Ok(())
+}
+
+/// Parses `.env` text (see [`load_dotenv`]); every malformed line is reported by number.
+pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let parsed = line.split_once('=').and_then(|(k, v)| {
+            let key = k.trim();
+            let valid_key = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            valid_key.then_some((key, v.trim()))
+        });
+        let Some((key, raw)) = parsed else {
+            problems.push(format!(
+                ".env line {}: not KEY=VALUE (KEY of letters, digits and _); fix or remove the line",
+                n + 1
+            ));
+            continue;
+        };
+        let value = match raw.chars().next() {
+            Some(q @ ('"' | '\'')) => match raw[1..].find(q) {
+                Some(end)
+                    if raw[1 + end + 1..].trim_start().is_empty()
+                        || raw[1 + end + 1..].trim_start().starts_with('#') =>
+                {
+                    raw[1..1 + end].to_string()
+                }
+                _ => {
+                    problems.push(format!(
+                        ".env line {}: the quoted value of {key} is not closed (or text follows the closing quote)",
+                        n + 1
+                    ));
+                    continue;
+                }
+            },
+            // An unquoted value ends at ` #` (a trailing comment).
+            _ => match raw.find(" #") {
+                Some(i) => raw[..i].trim_end().to_string(),
+                None => raw.to_string(),
+            },
+        };
+        out.push((key.to_string(), value));
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// A URL for messages: user name and password removed, query dropped.
+pub fn redacted_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.to_string()
+}
+
+/// Whether `url` points at this machine (where plain `http://` is acceptable).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        // Non-special schemes (postgres://) leave IP addresses unparsed.
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// The key that encrypts stored OAuth tokens (`QBO_TOKEN_KEY`: 32 random bytes, base64;
+/// e.g. `openssl rand -base64 32`). AES-256-GCM with a random nonce per value; stored as
+/// `enc:v1:<base64(nonce | ciphertext | tag)>`.
+///
+/// Trade-off: with a key, a database dump or backup alone no longer yields a usable refresh
+/// token; but the key must then be kept as carefully as the database (lose it and the app
+/// must be re-authorised), and a process that has both can still read the tokens.
+#[derive(Clone)]
+pub struct TokenKey(std::sync::Arc<ring::aead::LessSafeKey>);
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenKey(***)")
+    }
+}
+
+const SEALED_PREFIX: &str = "enc:v1:";
+
+impl TokenKey {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| {
+                "QBO_TOKEN_KEY is not base64: generate one with `openssl rand -base64 32`"
+                    .to_string()
+            })?;
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &bytes).map_err(|_| {
+            format!(
+                "QBO_TOKEN_KEY holds {} bytes, not 32: generate one with `openssl rand -base64 32`",
+                bytes.len()
+            )
+        })?;
+        Ok(TokenKey(std::sync::Arc::new(ring::aead::LessSafeKey::new(
+            key,
+        ))))
+    }
+
+    /// Encrypts a token for storage.
+    pub fn seal(&self, plain: &str) -> Result<String, String> {
+        use base64::Engine;
+        use ring::rand::SecureRandom;
+        let mut nonce = [0u8; 12];
+        ring::rand::SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| "no system randomness for a nonce".to_string())?;
+        let mut data = plain.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut data,
+            )
+            .map_err(|_| "encryption failed".to_string())?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Ok(format!(
+            "{SEALED_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        ))
+    }
+
+    /// Reads a stored value: decrypts `enc:v1:` values (a key is then required), returns
+    /// others as they are (tokens stored before a key was configured).
+    pub fn open_stored(key: Option<&TokenKey>, stored: &str) -> Result<String, String> {
+        use base64::Engine;
+        let Some(sealed) = stored.strip_prefix(SEALED_PREFIX) else {
+            return Ok(stored.to_string());
+        };
+        let key = key.ok_or("QBO_TOKEN_KEY is not set")?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|_| "the stored value is damaged")?;
+        if bytes.len() < 12 + 16 {
+            return Err("the stored value is damaged".into());
+        }
+        let (nonce, data) = bytes.split_at(12);
+        let nonce: [u8; 12] = nonce
+            .try_into()
+            .map_err(|_| "the stored value is damaged")?;
+        let mut data = data.to_vec();
+        let plain = key
+            .0
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut data,
+            )
+            .map_err(|_| "QBO_TOKEN_KEY is not the key it was stored with")?;
+        String::from_utf8(plain.to_vec()).map_err(|_| "the stored value is damaged".into())
     }
 }
 
@@ -124,6 +316,8 @@ pub struct QboSettings {
     /// API host: requests go to `{api_base}/v3/company/{realm}/...`.
     pub api_base: Url,
     pub token_url: Url,
+    /// Encrypts stored tokens when set (`QBO_TOKEN_KEY`).
+    pub token_key: Option<TokenKey>,
 }
 
 /// Client-side limits and retry policy, shared by everything one process runs per realm.
@@ -185,6 +379,8 @@ impl HttpSettings {
 pub struct DbSettings {
     url: SecretString,
     display: String,
+    /// A server on another machine without certificate verification (see [`DbSettings::tls_warning`]).
+    unverified_remote: bool,
 }
 
 impl fmt::Debug for DbSettings {
@@ -211,9 +407,19 @@ impl DbSettings {
             let _ = shown.set_password(Some("***"));
         }
         shown.set_query(None);
+        let sslmode = url
+            .query_pairs()
+            .find(|(k, _)| k == "sslmode")
+            .map(|(_, v)| v.to_ascii_lowercase());
+        let socket = url
+            .query_pairs()
+            .any(|(k, v)| k == "host" && v.starts_with('/'));
+        let local = socket || url.host_str().is_none_or(|h| h.is_empty()) || is_loopback(&url);
+        let verified = matches!(sslmode.as_deref(), Some("verify-full" | "verify-ca"));
         Ok(DbSettings {
             url: SecretString::from(url.to_string()),
             display: shown.to_string(),
+            unverified_remote: !local && !verified,
         })
     }
 
@@ -250,6 +456,20 @@ impl DbSettings {
 
     pub fn url(&self) -> &str {
         self.url.expose_secret()
+    }
+
+    /// A warning when the server is on another machine and its certificate is not checked:
+    /// the default `sslmode=prefer` encrypts when the server offers TLS but accepts any
+    /// certificate (and a plain connection), so a machine in the middle can read the data and
+    /// the password. `?sslmode=verify-full` (with `sslrootcert=/path/ca.pem` for a private CA)
+    /// checks the server's certificate and host name.
+    pub fn tls_warning(&self) -> Option<String> {
+        self.unverified_remote.then(|| {
+            format!(
+                "the database {} is on another machine and its TLS certificate is not verified: add sslmode=verify-full (and sslrootcert=/path/to/ca.pem for a private CA) to DATABASE_URL",
+                self.display
+            )
+        })
     }
 
     /// The target without password or parameters, for messages.
@@ -316,6 +536,24 @@ pub fn qbo_settings(
         .or_else(|| src.get("QBO_TOKEN_URL").filter(|v| !v.trim().is_empty()))
         .unwrap_or_else(|| INTUIT_TOKEN_URL.to_string());
     let token_url = parse_http_url("QBO_TOKEN_URL", &token_text).map_err(|e| problems.push(e));
+    let token_key = match src.get("QBO_TOKEN_KEY").filter(|v| !v.trim().is_empty()) {
+        Some(k) => TokenKey::parse(&k).map_err(|e| problems.push(e)).ok(),
+        None => None,
+    };
+    for (key, url) in [
+        ("QBO_API_BASE_URL", &api_base),
+        ("QBO_TOKEN_URL", &token_url),
+    ] {
+        if let Ok(u) = url
+            && u.scheme() == "http"
+            && !is_loopback(u)
+        {
+            tracing::warn!(
+                "{key} {} uses plain http:// to another machine: tokens and data cross the network unencrypted; use https://",
+                redacted_url(u)
+            );
+        }
+    }
 
     match (realm_id, api_base, token_url) {
         (Some(realm_id), Ok(api_base), Ok(token_url)) if problems.is_empty() => Ok(QboSettings {
@@ -325,21 +563,29 @@ pub fn qbo_settings(
             refresh_token: SecretString::from(refresh_token),
             api_base,
             token_url,
+            token_key,
         }),
         _ => Err(ConfigError { problems }),
     }
 }
 
+/// Parses an http(s) URL. Messages never repeat a user name or password it may hold.
 fn parse_http_url(key: &str, text: &str) -> Result<Url, String> {
     let url = Url::parse(text.trim())
-        .map_err(|e| format!("{key} '{text}' is not a URL ({e}): use e.g. https://host:port"))?;
+        .map_err(|e| format!("{key} is not a URL ({e}): use e.g. https://host:port"))?;
+    let shown = redacted_url(&url);
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
-            "{key} '{text}' must start with http:// or https://"
+            "{key} '{shown}' must start with http:// or https://"
         ));
     }
     if url.host_str().is_none() {
-        return Err(format!("{key} '{text}' has no host"));
+        return Err(format!("{key} '{shown}' has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{key} '{shown}' holds a user name or password: remove it (the client id and secret are sent from QBO_CLIENT_ID and QBO_CLIENT_SECRET)"
+        ));
     }
     Ok(url)
 }
@@ -427,5 +673,88 @@ mod tests {
         assert!(DbSettings::from_source(&env(&[])).unwrap().is_none());
         let err = DbSettings::from_url("mysql://x/y").unwrap_err();
         assert!(err.contains("postgres://"), "{err}");
+    }
+
+    #[test]
+    fn dotenv_values_are_literal_and_errors_name_lines_only() {
+        let text =
+            "# c\nexport A=1\nB = two words # comment\nC=\"$HOME x\"\nD='y # z'\nE=$HOME\n\n";
+        let pairs = parse_dotenv(text).unwrap();
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("A"), Some("1"));
+        assert_eq!(get("B"), Some("two words"));
+        assert_eq!(get("C"), Some("$HOME x"));
+        assert_eq!(get("D"), Some("y # z"));
+        assert_eq!(get("E"), Some("$HOME"), "no expansion");
+        let err = parse_dotenv("OK=1\nthe-secret-value\nX=\"open\n1BAD=2\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(".env line 2")
+                && text.contains(".env line 3")
+                && text.contains(".env line 4"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("the-secret-value") && !text.contains("open"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn urls_in_messages_hide_credentials() {
+        let u = Url::parse("https://user:pw@host.example/token?x=secret").unwrap();
+        assert_eq!(redacted_url(&u), "https://host.example/token");
+        let mut e = env(GOOD);
+        e.insert(
+            "QBO_TOKEN_URL".into(),
+            "https://user:hunter2@host.example/t".into(),
+        );
+        let text = qbo_settings(&e, None, None).unwrap_err().to_string();
+        assert!(
+            text.contains("user name or password") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn token_key_seals_and_opens() {
+        use base64::Engine;
+        let key_text = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let key = TokenKey::parse(&key_text).unwrap();
+        assert_eq!(format!("{key:?}"), "TokenKey(***)");
+        let sealed = key.seal("RT-secret").unwrap();
+        assert!(sealed.starts_with("enc:v1:") && !sealed.contains("RT-secret"));
+        assert_ne!(
+            sealed,
+            key.seal("RT-secret").unwrap(),
+            "a fresh nonce each time"
+        );
+        assert_eq!(
+            TokenKey::open_stored(Some(&key), &sealed).unwrap(),
+            "RT-secret"
+        );
+        assert_eq!(TokenKey::open_stored(None, "plain").unwrap(), "plain");
+        assert!(TokenKey::open_stored(None, &sealed).is_err());
+        let other =
+            TokenKey::parse(&base64::engine::general_purpose::STANDARD.encode([8u8; 32])).unwrap();
+        assert!(TokenKey::open_stored(Some(&other), &sealed).is_err());
+        assert!(TokenKey::open_stored(Some(&key), "enc:v1:AAAA").is_err());
+        assert!(TokenKey::parse("not base64!").is_err());
+        assert!(TokenKey::parse("c2hvcnQ=").unwrap_err().contains("5 bytes"));
+    }
+
+    #[test]
+    fn remote_databases_without_certificate_checks_are_flagged() {
+        let warn = |u: &str| DbSettings::from_url(u).unwrap().tls_warning().is_some();
+        assert!(warn("postgres://u:p@db.example.com/x"));
+        assert!(warn("postgres://u:p@db.example.com/x?sslmode=require"));
+        assert!(!warn("postgres://u:p@db.example.com/x?sslmode=verify-full"));
+        assert!(!warn("postgres://u@127.0.0.1:5432/x"));
+        assert!(!warn("postgres://u@localhost/x?host=/var/run/postgresql"));
     }
 }

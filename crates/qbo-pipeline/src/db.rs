@@ -50,16 +50,63 @@ fn options(db: &DbSettings) -> Result<PgConnectOptions, DbError> {
 }
 
 /// Opens a pool. Fails fast (5 s) when the server is unreachable.
+///
+/// The pipeline relies on **session** semantics: advisory locks held by a connection for the
+/// length of a run (run liveness, per-entity and per-realm exclusion, claimed triggers). So:
+/// - every connection turns off `idle_session_timeout` (PostgreSQL 14+) for itself, since a
+///   server-wide timeout would end an idle lock-holding session and silently drop its lock;
+/// - a pooler that hands consecutive statements of one connection to different server
+///   sessions (PgBouncer in `transaction` or `statement` mode) is detected and refused:
+///   connect to PostgreSQL directly or through session pooling.
 pub async fn connect(db: &DbSettings, max_connections: u32) -> Result<PgPool, DbError> {
-    PgPoolOptions::new()
+    if let Some(warning) = db.tls_warning() {
+        tracing::warn!("{warning}");
+    }
+    let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                sqlx::query(
+                    "SELECT set_config('idle_session_timeout', '0', false)
+                     WHERE current_setting('server_version_num')::int >= 140000",
+                )
+                .execute(conn)
+                .await
+                .map(|_| ())
+            })
+        })
         .connect_with(options(db)?)
         .await
         .map_err(|source| DbError::Connect {
             target: db.display().to_string(),
             source,
-        })
+        })?;
+    check_session_pooling(&pool)
+        .await
+        .map_err(|source| DbError::Connect {
+            target: db.display().to_string(),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// Fails when two statements on one connection reach two server sessions (see [`connect`]).
+async fn check_session_pooling(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut pids = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await?;
+        pids.push(pid);
+    }
+    if pids.windows(2).any(|w| w[0] != w[1]) {
+        return Err(sqlx::Error::Configuration(
+            "the database connection does not keep one server session (a pooler such as PgBouncer in transaction or statement mode?): qbo-pipeline holds session advisory locks for the length of a run; connect to PostgreSQL directly or through a session-mode pool".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Creates the target database if it does not exist (used by `demo`).

@@ -55,7 +55,7 @@ impl Entity {
     }
 
     /// Name-list entities carry `Active`, and QBO hides inactive rows unless the query
-    /// constrains `Active` (qbo-api.md §4).
+    /// constrains `Active` (Intuit documents this for every name list).
     pub fn is_name_list(self) -> bool {
         match self {
             Entity::Customer | Entity::Item => true,

@@ -19,7 +19,7 @@
 //! ([`PageStep::TieSecond`]) and the cursor then moves one second on.
 //!
 //! Name-list entities add `Active IN (true, false)`: without it QBO silently hides inactive
-//! records (qbo-api.md §4).
+//! records (Intuit documents this for every name list).
 
 use crate::entity::Entity;
 use crate::window::{Chunk, qbo_literal};
@@ -124,6 +124,10 @@ pub enum PageError {
     /// Valid JSON in an unexpected shape: retrying will not help.
     #[error("unexpected page shape: {0}")]
     Shape(String),
+    /// The server answered a page that does not move the paging forward (the same page
+    /// again, or records before the cursor): continuing would loop forever.
+    #[error("QBO's paging made no progress: {0}")]
+    NoProgress(String),
 }
 
 #[derive(Deserialize)]
@@ -209,12 +213,16 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
         .collect()
 }
 
-/// Parses a `COUNT(*)` answer: `{"QueryResponse":{"totalCount":N}}`.
+/// Parses a `COUNT(*)` answer: `{"QueryResponse":{"totalCount":N}}`. A missing or
+/// non-numeric `totalCount` is an error, never a count of 0 (that would "prove" an empty
+/// range).
 pub fn parse_count(body: &[u8]) -> Result<u64, PageError> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(syntax_or_shape)?;
-    Ok(v.pointer("/QueryResponse/totalCount")
+    v.pointer("/QueryResponse/totalCount")
         .and_then(|n| n.as_u64())
-        .unwrap_or(0))
+        .ok_or_else(|| {
+            PageError::Shape("the count answer has no numeric QueryResponse.totalCount".into())
+        })
 }
 
 /// What to do after a keyset page.
@@ -229,19 +237,88 @@ pub enum PageStep {
     TieSecond { second: String, after: String },
 }
 
-/// Decides the next step from a keyset page (pure).
-pub fn next_step(records: &[Record], page_size: u32) -> PageStep {
+/// Decides the next step from a keyset page asked from `cursor` (pure). A full page must
+/// move the cursor forward (or be a page of ties at one second not before it); otherwise the
+/// server is repeating itself and the paging fails instead of looping forever.
+pub fn next_step(
+    records: &[Record],
+    page_size: u32,
+    cursor: DateTime<Utc>,
+) -> Result<PageStep, PageError> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(PageStep::Done);
+    };
     if records.len() < page_size as usize {
-        return PageStep::Done;
+        return Ok(PageStep::Done);
     }
-    let (first, last) = (&records[0], &records[records.len() - 1]);
+    if last.last_updated < cursor || first.last_updated < cursor {
+        return Err(PageError::NoProgress(format!(
+            "a page asked from {} holds records of {} (record {})",
+            cursor.to_rfc3339(),
+            first.last_updated.min(last.last_updated).to_rfc3339(),
+            first.id
+        )));
+    }
     if first.last_updated == last.last_updated {
-        return PageStep::TieSecond {
+        return Ok(PageStep::TieSecond {
             second: last.last_updated_text.clone(),
             after: qbo_literal(last.last_updated + Duration::seconds(1)),
-        };
+        });
     }
-    PageStep::Next(last.last_updated_text.clone())
+    if last.last_updated <= cursor {
+        return Err(PageError::NoProgress(format!(
+            "a full page asked from {} ends at the same time",
+            cursor.to_rfc3339()
+        )));
+    }
+    Ok(PageStep::Next(last.last_updated_text.clone()))
+}
+
+/// Most records read at one second by offset pages before the paging gives up (QBO cannot
+/// hold anywhere near this many writes in one second).
+pub const MAX_TIE_RECORDS: u64 = 1_000_000;
+
+/// Checks an offset page of the ties at `second` that started at `position`: every record
+/// must be of that second, and the page must not repeat the previous one (same first Id).
+/// `Ok(true)` when the page is full (read on).
+pub fn tie_page_full(
+    records: &[Record],
+    page_size: u32,
+    second: DateTime<Utc>,
+    position: u64,
+    previous_first_id: Option<&str>,
+) -> Result<bool, PageError> {
+    if let Some(r) = records.iter().find(|r| r.last_updated != second) {
+        return Err(PageError::NoProgress(format!(
+            "a page of the records at {} holds record {} of {}",
+            second.to_rfc3339(),
+            r.id,
+            r.last_updated.to_rfc3339()
+        )));
+    }
+    if let (Some(first), Some(prev)) = (records.first(), previous_first_id)
+        && first.id == prev
+    {
+        return Err(PageError::NoProgress(format!(
+            "the offset page at position {position} of {} repeats the previous page",
+            second.to_rfc3339()
+        )));
+    }
+    let full = records.len() >= page_size as usize;
+    if full && position.saturating_add(u64::from(page_size)) > MAX_TIE_RECORDS {
+        return Err(PageError::NoProgress(format!(
+            "more than {MAX_TIE_RECORDS} records claim the one second {}",
+            second.to_rfc3339()
+        )));
+    }
+    Ok(full)
+}
+
+/// Reads a cursor literal (as QBO wrote it, or as [`qbo_literal`] made it).
+pub fn cursor_time(literal: &str) -> Result<DateTime<Utc>, PageError> {
+    qbo_query::eval::parse_datetime(literal)
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| PageError::Shape("unreadable cursor time".into()))
 }
 
 #[cfg(test)]
@@ -316,11 +393,12 @@ mod tests {
                 .get()
                 .contains(r#"Amy\u2019s \"Bird\" \\ Sanctuary 鳥"#)
         );
+        let from = records[0].last_updated;
         assert_eq!(
-            next_step(&records, 2),
+            next_step(&records, 2, from).unwrap(),
             PageStep::Next("2015-10-08T13:28:30-07:00".into())
         );
-        assert_eq!(next_step(&records, 3), PageStep::Done);
+        assert_eq!(next_step(&records, 3, from).unwrap(), PageStep::Done);
     }
 
     #[test]
@@ -347,11 +425,47 @@ mod tests {
         let body = r#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}},{"Id":"2","MetaData":{"LastUpdatedTime":"2015-10-08T20:28:29Z"}}]}}"#;
         let records = parse_page(body.as_bytes(), Entity::Invoice).unwrap();
         assert_eq!(
-            next_step(&records, 2),
+            next_step(&records, 2, records[0].last_updated).unwrap(),
             PageStep::TieSecond {
                 second: "2015-10-08T20:28:29Z".into(),
                 after: "2015-10-08T13:28:30-07:00".into()
             }
         );
+    }
+
+    #[test]
+    fn a_server_that_repeats_itself_is_caught() {
+        let records = parse_page(PAGE.as_bytes(), Entity::Customer).unwrap();
+        let last = records[1].last_updated;
+        // The same full page answered for a cursor at its own end: no progress.
+        assert!(matches!(
+            next_step(&records, 2, last),
+            Err(PageError::NoProgress(_))
+        ));
+        // Records before the cursor.
+        assert!(matches!(
+            next_step(&records, 2, last + Duration::seconds(5)),
+            Err(PageError::NoProgress(_))
+        ));
+        let ties = r#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}},{"Id":"2","MetaData":{"LastUpdatedTime":"2015-10-08T20:28:29Z"}}]}}"#;
+        let ties = parse_page(ties.as_bytes(), Entity::Invoice).unwrap();
+        let second = ties[0].last_updated;
+        assert!(tie_page_full(&ties, 2, second, 1, None).unwrap());
+        assert!(matches!(
+            tie_page_full(&ties, 2, second, 3, Some("1")),
+            Err(PageError::NoProgress(_))
+        ));
+        assert!(matches!(
+            tie_page_full(&ties, 2, second + Duration::seconds(1), 1, None),
+            Err(PageError::NoProgress(_))
+        ));
+        assert!(matches!(
+            tie_page_full(&ties, 2, second, MAX_TIE_RECORDS, Some("0")),
+            Err(PageError::NoProgress(_))
+        ));
+        assert!(matches!(
+            parse_count(br#"{"QueryResponse":{}}"#),
+            Err(PageError::Shape(_))
+        ));
     }
 }

@@ -39,6 +39,11 @@ pub async fn start_run(
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok());
+    // The row and its liveness lock appear together: the INSERT and the (session-level)
+    // lock run in one transaction on the connection that keeps the lock, so no other
+    // process can see the `running` row before its lock is held (and call it abandoned).
+    let mut conn = pool.acquire().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let run_id: i64 = sqlx::query_scalar(
         "INSERT INTO qbo_pipeline.runs (pipeline, trigger_name, realm_id, params, status, host, pid)
          VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING run_id",
@@ -49,16 +54,16 @@ pub async fn start_run(
     .bind(params)
     .bind(host)
     .bind(std::process::id() as i32)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
-    let mut conn = pool.acquire().await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT pg_advisory_lock({})",
         liveness_key_sql()
     )))
     .bind(run_id)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(RunGuard {
         run_id,
         conn: Some(conn),

@@ -25,6 +25,7 @@
 //! | [`schedule`] | next fire times of one-time and cron triggers, time zones, DST, catch-up, retries (pure) |
 //! | [`trigger`] | the trigger store: definitions, YAML apply, lifecycle, claiming with `SKIP LOCKED` |
 //! | [`scheduler`] | the scheduler: `try_run_next(now)` step and the long-running loop |
+//! | [`shutdown`] | the stop request, and waits (sleeps, throttles) that end when it comes |
 //! | [`cli_schedule`] | the `run`, `trigger …` and `scheduler` commands (flags and handlers) |
 //!
 //! The simulated QBO lives in the `qbo-sandbox` crate, the query language in `qbo-query`.
@@ -46,6 +47,7 @@ pub mod pgtemp;
 pub mod pipelines;
 pub mod schedule;
 pub mod scheduler;
+pub mod shutdown;
 pub mod trigger;
 pub mod validate;
 pub mod window;

@@ -9,6 +9,11 @@
 //!   versions; it only moves the checkpoint.
 //! - Payloads go in as the exact JSON text QBO sent, cast to `jsonb` by PostgreSQL: no
 //!   re-serialisation, no float coercion (`100.00` stays `100.00`).
+//! - A record whose JSON `jsonb` refuses (a `\u0000` escape, or a UTF-16 surrogate without
+//!   its pair) would fail the page's transaction on every attempt, and the chunk could never
+//!   finish. Such a record is stored losslessly instead: `payload_text` keeps the exact text
+//!   QBO sent, and `payload` the same document with those escapes replaced by `\ufffd` (see
+//!   [`jsonb_safe`]). It is counted (`records_sanitised`) and logged with its Id and page.
 
 use crate::entity::Entity;
 use crate::extract::Record;
@@ -39,6 +44,62 @@ pub struct Advance<'a> {
 pub struct Written {
     pub received: u64,
     pub rows_written: u64,
+    /// Records stored with `payload_text` because `jsonb` cannot hold them as sent.
+    pub sanitised: u64,
+}
+
+/// `None` when `jsonb` accepts the JSON text as it is; otherwise the same text with every
+/// `\u0000` escape and every unpaired surrogate escape replaced by `\ufffd`. Only escapes
+/// are concerned: valid JSON cannot hold a raw NUL, and Rust strings hold no raw surrogate.
+pub fn jsonb_safe(json: &str) -> Option<String> {
+    let bytes = json.as_bytes();
+    let hex = |at: usize| -> Option<u32> {
+        let digits = json.get(at..at + 4)?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut out: Option<String> = None;
+    let mut copied = 0; // bytes of `json` already in `out`
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if bytes.get(i + 1) != Some(&b'u') {
+            i += 2; // any other escape is two bytes
+            continue;
+        }
+        let Some(code) = hex(i + 2) else {
+            i += 2;
+            continue;
+        };
+        let mut len = 6;
+        let bad = match code {
+            0 => true,
+            0xD800..=0xDBFF => {
+                let paired = bytes.get(i + 6) == Some(&b'\\')
+                    && bytes.get(i + 7) == Some(&b'u')
+                    && hex(i + 8).is_some_and(|lo| (0xDC00..=0xDFFF).contains(&lo));
+                if paired {
+                    len = 12;
+                }
+                !paired
+            }
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if bad {
+            let o = out.get_or_insert_with(|| String::with_capacity(json.len()));
+            o.push_str(&json[copied..i]);
+            o.push_str("\\ufffd");
+            copied = i + 6;
+        }
+        i += len;
+    }
+    out.map(|mut o| {
+        o.push_str(&json[copied..]);
+        o
+    })
 }
 
 /// Keeps one record per Id, the newest version.
@@ -68,6 +129,7 @@ pub async fn write_page(
     let mut tx = pool.begin().await?;
 
     let mut rows_written = 0;
+    let mut sanitised = 0;
     if !records.is_empty() {
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let stored: Vec<(String, Option<DateTime<Utc>>, Option<i64>)> =
@@ -94,17 +156,42 @@ pub async fn write_page(
             .collect();
         if !newer.is_empty() {
             let ids: Vec<&str> = newer.iter().map(|r| r.id.as_str()).collect();
-            let payloads: Vec<&str> = newer.iter().map(|r| r.payload.get()).collect();
+            let safe: Vec<Option<String>> =
+                newer.iter().map(|r| jsonb_safe(r.payload.get())).collect();
+            let payloads: Vec<&str> = newer
+                .iter()
+                .zip(&safe)
+                .map(|(r, s)| s.as_deref().unwrap_or(r.payload.get()))
+                .collect();
+            let originals: Vec<Option<&str>> = newer
+                .iter()
+                .zip(&safe)
+                .map(|(r, s)| s.as_ref().map(|_| r.payload.get()))
+                .collect();
+            for (r, s) in newer.iter().zip(&safe) {
+                if s.is_some() {
+                    sanitised += 1;
+                    tracing::warn!(
+                        entity = %target.entity,
+                        id = %r.id,
+                        page = target.page_number,
+                        chunk_start = %target.chunk.start_rfc3339(),
+                        "record holds characters jsonb cannot store (\\u0000 or a lone surrogate): stored with its exact text in payload_text"
+                    );
+                }
+            }
             let times: Vec<DateTime<Utc>> = newer.iter().map(|r| r.last_updated).collect();
             let tokens: Vec<i64> = newer.iter().map(|r| r.sync_token).collect();
             let result = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO {table} AS t (realm_id, id, payload, ingested_at_utc,
                      extract_window_start_utc, extract_window_end_utc, page_number,
-                     source_last_updated_utc, sync_token, run_id)
-                 SELECT $1, u.id, u.payload::jsonb, (now() AT TIME ZONE 'UTC'), $2, $3, $4, u.lu, u.st, $5
-                 FROM UNNEST($6::varchar[], $7::text[], $8::timestamptz[], $9::bigint[]) AS u(id, payload, lu, st)
+                     source_last_updated_utc, sync_token, run_id, payload_text)
+                 SELECT $1, u.id, u.payload::jsonb, (now() AT TIME ZONE 'UTC'), $2, $3, $4, u.lu, u.st, $5, u.original
+                 FROM UNNEST($6::varchar[], $7::text[], $8::timestamptz[], $9::bigint[], $10::text[])
+                     AS u(id, payload, lu, st, original)
                  ON CONFLICT (realm_id, id) DO UPDATE SET
                      payload = EXCLUDED.payload,
+                     payload_text = EXCLUDED.payload_text,
                      ingested_at_utc = EXCLUDED.ingested_at_utc,
                      extract_window_start_utc = EXCLUDED.extract_window_start_utc,
                      extract_window_end_utc = EXCLUDED.extract_window_end_utc,
@@ -124,6 +211,7 @@ pub async fn write_page(
             .bind(&payloads)
             .bind(&times)
             .bind(&tokens)
+            .bind(&originals)
             .execute(&mut *tx)
             .await?;
             rows_written = result.rows_affected();
@@ -148,7 +236,8 @@ pub async fn write_page(
     .await?;
     sqlx::query(
         "UPDATE qbo_pipeline.run_entities SET pages = pages + 1, records = records + $3,
-             rows_written = rows_written + $4, chunks_done = chunks_done + $5::int
+             rows_written = rows_written + $4, chunks_done = chunks_done + $5::int,
+             records_sanitised = records_sanitised + $6
          WHERE run_id = $1 AND entity = $2",
     )
     .bind(target.run_id)
@@ -156,12 +245,14 @@ pub async fn write_page(
     .bind(received as i64)
     .bind(rows_written as i64)
     .bind(i32::from(advance.done))
+    .bind(sanitised as i64)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Written {
         received,
         rows_written,
+        sanitised,
     })
 }
 
@@ -178,6 +269,39 @@ mod tests {
             last_updated: DateTime::from_timestamp(secs, 0).unwrap(),
             sync_token: token,
         }
+    }
+
+    #[test]
+    fn jsonb_safe_replaces_only_what_jsonb_refuses() {
+        assert_eq!(
+            jsonb_safe(r#"{"a":"plain \u2019 \ud83d\ude00 \\u0000"}"#),
+            None
+        );
+        assert_eq!(
+            jsonb_safe(r#"{"a":"x\u0000y"}"#).as_deref(),
+            Some(r#"{"a":"x\ufffdy"}"#)
+        );
+        assert_eq!(
+            jsonb_safe(r#"{"a":"\ud800","b":"\udc00\u0041","c":"\uD83D"}"#).as_deref(),
+            Some(r#"{"a":"\ufffd","b":"\ufffd\u0041","c":"\ufffd"}"#)
+        );
+        // A high surrogate followed by another high one: both lone.
+        assert_eq!(
+            jsonb_safe(r#""\ud800\ud800""#).as_deref(),
+            Some(r#""\ufffd\ufffd""#)
+        );
+        // Truncated escapes at the end do not panic.
+        assert_eq!(jsonb_safe("\\u00"), None);
+        assert_eq!(jsonb_safe("\\"), None);
+        assert_eq!(jsonb_safe("é\\uD800é").as_deref(), Some("é\\ufffdé"));
+    }
+
+    #[test]
+    fn pages_with_nul_and_lone_surrogates_parse() {
+        let body = r#"{"QueryResponse":{"Customer":[{"Id":"1","DisplayName":"a\u0000b \ud800","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}}]}}"#;
+        let records = crate::extract::parse_page(body.as_bytes(), Entity::Customer).unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(jsonb_safe(records[0].payload.get()).is_some());
     }
 
     #[test]

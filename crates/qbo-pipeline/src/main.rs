@@ -163,7 +163,8 @@ struct RunsArgs {
 enum RunsCommand {
     /// The most recent runs.
     List {
-        #[arg(long, default_value_t = 20)]
+        /// How many runs, newest first (1..=10000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
     },
     /// One run with its per-entity figures.
@@ -174,7 +175,10 @@ fn main() -> ExitCode {
     // `.env` first, so clap's env fallbacks see it (real environment variables win).
     let dotenv = config::load_dotenv();
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    if let Err(e) = init_logging(cli.log_format, &cli.log) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = dotenv {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -202,10 +206,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Sets up logging; a filter that does not parse (`RUST_LOG`, `--log` or `QBO_LOG`) is an
+/// error, not silently replaced.
+fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let parse = |name: &str, text: &str| {
+        // A bare word is a target in RUST_LOG syntax; here it must be a level, so that a
+        // typo such as `verbose` is reported instead of silently logging nothing.
+        if let Some(word) = text.split(',').map(str::trim).find(|d| {
+            !d.is_empty()
+                && !d.contains(['=', '[', ':'])
+                && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+        }) {
+            return Err(format!(
+                "{name} '{text}': '{word}' is not a log level: use error, warn, info, debug or trace (or target=level, e.g. qbo_pipeline=debug)"
+            ));
+        }
+        tracing_subscriber::EnvFilter::builder()
+            .parse(text)
+            .map_err(|e| {
+                format!(
+                    "{name} '{text}' is not a log filter ({e}): use a level (error, warn, info, debug, trace) or target=level pairs, e.g. info,qbo_pipeline=debug"
+                )
+            })
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => parse("RUST_LOG", &v)?,
+        _ => parse("--log (or QBO_LOG)", filter)?,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -214,6 +242,7 @@ fn init_logging(format: LogFormat, filter: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -461,8 +490,24 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
 
 async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let db = database_settings()?;
-    let pool = app::open_database(&db, 2).await?;
-    match args.command.unwrap_or(RunsCommand::List { limit: 20 }) {
+    let command = args.command.unwrap_or(RunsCommand::List { limit: 20 });
+    let Some(pool) = app::open_existing_database(&db, 2).await? else {
+        // Never migrated: there are no runs, and nothing is created to say so.
+        return match command {
+            RunsCommand::List { .. } if args.json => {
+                println!("[]");
+                Ok(ExitCode::SUCCESS)
+            }
+            RunsCommand::List { .. } => {
+                println!("no runs yet");
+                Ok(ExitCode::SUCCESS)
+            }
+            RunsCommand::Show { run_id } => {
+                Err(UsageError(format!("no run {run_id}: see `qbo-pipeline runs list`")).into())
+            }
+        };
+    };
+    match command {
         RunsCommand::List { limit } => {
             let rows = ledger::list_runs(&pool, limit).await?;
             if args.json {

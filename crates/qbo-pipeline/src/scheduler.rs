@@ -146,9 +146,29 @@ impl Scheduler {
             },
             Ok(run) => {
                 let opts = run.backfill_options(Some(&row.name), self.progress);
-                let report =
-                    app::backfill(&self.qbo, &self.db, &self.http, &opts, &self.stop).await;
-                fire_result(report, &self.stop)
+                // The run is its own task: should anything in it panic, the attempt is
+                // recorded as failed (and counted against max_attempts) instead of the
+                // scheduler dying with the trigger claimed and unrecorded.
+                let (qbo, db, http, stop) = (
+                    self.qbo.clone(),
+                    self.db.clone(),
+                    self.http.clone(),
+                    self.stop.clone(),
+                );
+                let task =
+                    tokio::spawn(
+                        async move { app::backfill(&qbo, &db, &http, &opts, &stop).await },
+                    );
+                match task.await {
+                    Ok(report) => fire_result(report, &self.stop),
+                    Err(e) => FireResult::Failed {
+                        run_id: None,
+                        error: format!(
+                            "the run ended abnormally ({}); this is a bug in qbo-pipeline, please report it with the log",
+                            if e.is_panic() { "panic" } else { "cancelled" }
+                        ),
+                    },
+                }
             }
         };
         let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
@@ -215,13 +235,9 @@ impl Scheduler {
 
     /// Sleeps until `deadline` or a stop request, whichever is first.
     async fn sleep_until(&self, deadline: Instant) {
-        while !self.stop.is_stopped() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            tokio::time::sleep(left.min(Duration::from_millis(100))).await;
-        }
+        self.stop
+            .sleep(deadline.saturating_duration_since(Instant::now()))
+            .await;
     }
 
     pub async fn close(self) {

@@ -636,7 +636,10 @@ pub async fn create(
     }
     write_spec(&mut *tx, spec, now).await?;
     tx.commit().await?;
-    Ok(get(pool, &spec.name).await?.expect("just written"))
+    // Another process may delete it between the commit and this read.
+    get(pool, &spec.name)
+        .await?
+        .ok_or_else(|| deleted_meanwhile(&spec.name))
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<TriggerRow>, sqlx::Error> {
@@ -657,6 +660,12 @@ fn not_found(name: &str) -> anyhow::Error {
         "no trigger '{name}': see `qbo-pipeline trigger list`"
     ))
     .into()
+}
+
+fn deleted_meanwhile(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "trigger '{name}' was deleted by another process while this command changed it; see `qbo-pipeline trigger list`"
+    )
 }
 
 /// `trigger enable` (re-arm): active again, attempts reset, next fire recomputed from `now`
@@ -699,7 +708,9 @@ pub async fn enable(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(get(pool, name).await?.expect("exists"))
+    get(pool, name)
+        .await?
+        .ok_or_else(|| deleted_meanwhile(name))
 }
 
 /// `trigger disable`: inactive, nothing due. A run in progress finishes and is recorded.
@@ -715,7 +726,9 @@ pub async fn disable(pool: &PgPool, name: &str) -> anyhow::Result<TriggerRow> {
     if n == 0 {
         return Err(not_found(name));
     }
-    Ok(get(pool, name).await?.expect("exists"))
+    get(pool, name)
+        .await?
+        .ok_or_else(|| deleted_meanwhile(name))
 }
 
 /// `trigger delete`. Its runs stay in the ledger.

@@ -11,6 +11,7 @@
 use crate::client::{QboClient, RequestStats};
 use crate::entity::Entity;
 use crate::extract;
+use crate::shutdown::StopSignal;
 use crate::window::{ChunkSize, Window, plan};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -340,6 +341,8 @@ async fn reconcile(
         return Ok(());
     };
     let stats = RequestStats::default();
+    // `validate` installs no signal handler: Ctrl-C ends the process, waits included.
+    let never = StopSignal::default();
     for chunk in plan(window, ChunkSize::Year) {
         let label = format!("{}..{}", chunk.start_rfc3339(), chunk.end_rfc3339());
         let query = extract::count_query(entity, chunk.start, chunk.end).to_string();
@@ -348,7 +351,7 @@ async fn reconcile(
             language: "qbo",
             text: query.clone(),
         });
-        let qbo_count = extract::parse_count(&qbo.query(&query, &stats).await?)? as i64;
+        let qbo_count = extract::parse_count(&qbo.query(&query, &stats, &never).await?)? as i64;
         let q = ctx.sql(
             "rows in the database for a window",
             &format!(
@@ -436,6 +439,7 @@ async fn qbo_ids(
     let mut ids = BTreeSet::new();
     let mut cursor = crate::window::qbo_literal(start);
     let mut tie: Option<(String, String, u64)> = None;
+    let mut previous_first: Option<String> = None;
     loop {
         let query = match &tie {
             Some((second, _, pos)) => extract::tie_query(entity, second, *pos, 1000),
@@ -449,21 +453,38 @@ async fn qbo_ids(
                 text: query.clone(),
             });
         }
-        let records = extract::parse_page(&qbo.query(&query, stats).await?, entity)?;
-        ids.extend(records.iter().map(|r| r.id.clone()));
+        let records = extract::parse_page(
+            &qbo.query(&query, stats, &StopSignal::default()).await?,
+            entity,
+        )?;
         match tie.take() {
             Some((second, after, pos)) => {
-                if records.len() >= 1000 {
+                let previous = previous_first.take();
+                let full = extract::tie_page_full(
+                    &records,
+                    1000,
+                    extract::cursor_time(&second)?,
+                    pos,
+                    previous.as_deref(),
+                )?;
+                ids.extend(records.iter().map(|r| r.id.clone()));
+                if full {
+                    previous_first = records.first().map(|r| r.id.clone());
                     tie = Some((second, after, pos + 1000));
                 } else {
                     cursor = after;
                 }
             }
-            None => match extract::next_step(&records, 1000) {
-                extract::PageStep::Done => return Ok(ids),
-                extract::PageStep::Next(c) => cursor = c,
-                extract::PageStep::TieSecond { second, after } => tie = Some((second, after, 1)),
-            },
+            None => {
+                ids.extend(records.iter().map(|r| r.id.clone()));
+                match extract::next_step(&records, 1000, extract::cursor_time(&cursor)?)? {
+                    extract::PageStep::Done => return Ok(ids),
+                    extract::PageStep::Next(c) => cursor = c,
+                    extract::PageStep::TieSecond { second, after } => {
+                        tie = Some((second, after, 1))
+                    }
+                }
+            }
         }
     }
 }
@@ -692,8 +713,15 @@ impl Report {
             n += 1;
             folder = dir.join(format!("validation-{stamp}-{n}"));
         }
-        std::fs::create_dir_all(&folder)
-            .with_context(|| format!("creating {}", folder.display()))?;
+        // Evidence names record Ids and amounts: readable by the owner only.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&folder)
+                .with_context(|| format!("creating {}", folder.display()))?;
+        }
         let json = serde_json::to_string_pretty(self)?;
         let mut sql = String::from(
             "-- The exact SQL (and, as comments, QBO queries) behind the figures of this validation.\n",
@@ -710,7 +738,15 @@ impl Report {
             ("report.html", self.html()),
             ("queries.sql", sql),
         ] {
-            std::fs::write(folder.join(name), body).with_context(|| format!("writing {name}"))?;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(folder.join(name))
+                .and_then(|mut f| f.write_all(body.as_bytes()))
+                .with_context(|| format!("writing {name}"))?;
         }
         Ok(folder)
     }

@@ -27,6 +27,10 @@ pub enum WindowError {
     Reversed { from: NaiveDate, to: NaiveDate },
     #[error("date {0} is before 2000-01-01; QuickBooks Online holds no data that old")]
     TooEarly(NaiveDate),
+    #[error(
+        "--to {to} is after tomorrow ({latest}): QBO holds no record updated in the future; use a date up to {latest}"
+    )]
+    InFuture { to: NaiveDate, latest: NaiveDate },
 }
 
 /// Parses `YYYY-MM-DD`, rejecting impossible dates such as 2023-02-30.
@@ -39,13 +43,24 @@ pub fn parse_day(text: &str) -> Result<NaiveDate, WindowError> {
 }
 
 impl Window {
+    /// A window of whole UTC days from 2000-01-01 to at most tomorrow (UTC): no record can
+    /// be updated later, and an unbounded end would plan millions of chunks.
     pub fn new(from: NaiveDate, to: NaiveDate) -> Result<Self, WindowError> {
+        Self::new_at(from, to, Utc::now())
+    }
+
+    /// [`Window::new`] with the clock given.
+    pub fn new_at(from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Self, WindowError> {
         if from > to {
             return Err(WindowError::Reversed { from, to });
         }
         let floor = NaiveDate::from_ymd_opt(2000, 1, 1).expect("valid constant date");
         if from < floor {
             return Err(WindowError::TooEarly(from));
+        }
+        let latest = now.date_naive() + Duration::days(1);
+        if to > latest {
+            return Err(WindowError::InFuture { to, latest });
         }
         Ok(Window { from, to })
     }
@@ -265,7 +280,7 @@ fn first_of_next_month(d: NaiveDate) -> Option<NaiveDate> {
 
 /// Formats an instant the way QBO writes `MetaData` times: US-Pacific local time with its
 /// offset (`2013-12-31T16:00:00-08:00`). Every production client sends this form; `Z`
-/// literals are not documented (qbo-api.md §2).
+/// literals are not documented by Intuit.
 pub fn qbo_literal(at: DateTime<Utc>) -> String {
     at.with_timezone(&Los_Angeles)
         .format("%Y-%m-%dT%H:%M:%S%:z")
@@ -412,6 +427,24 @@ mod tests {
         );
         let single = Window::new(d("2025-07-10"), d("2025-07-10")).unwrap();
         assert_eq!(plan_auto(single, 5, 1000, 4, now).len(), 1);
+    }
+
+    #[test]
+    fn windows_end_at_tomorrow_at_the_latest() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 2, 23, 0, 0).unwrap();
+        assert!(Window::new_at(d("2026-01-01"), d("2026-12-03"), now).is_ok());
+        let err = Window::new_at(d("2026-01-01"), d("9999-12-31"), now).unwrap_err();
+        assert_eq!(
+            err,
+            WindowError::InFuture {
+                to: d("9999-12-31"),
+                latest: d("2026-12-03")
+            }
+        );
+        assert!(err.to_string().contains("use a date up to 2026-12-03"));
+        // The longest possible plan stays small: one chunk per day since 2000.
+        let w = Window::new_at(d("2000-01-01"), d("2026-12-03"), now).unwrap();
+        assert!(plan(w, ChunkSize::Day).len() < 10_000);
     }
 
     #[test]

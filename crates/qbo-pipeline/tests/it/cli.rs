@@ -2,48 +2,8 @@
 
 use crate::support::*;
 use qbo_pipeline::entity::Entity;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_qbo-pipeline");
-
-/// A command with a clean environment: nothing from the developer's shell or `.env` leaks in.
-fn command(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(dir)
-        .stdin(Stdio::null());
-    c
-}
-
-fn with_sandbox(c: &mut Command, sb: &qbo_sandbox::RunningSandbox, db: &TestDb) {
-    c.env("QBO_API_BASE_URL", sb.base_url())
-        .env("QBO_TOKEN_URL", sb.token_url())
-        .env("QBO_CLIENT_ID", sb.client_id())
-        .env("QBO_CLIENT_SECRET", sb.client_secret())
-        .env("QBO_REALM_ID", sb.realm_id())
-        .env("QBO_REFRESH_TOKEN", sb.refresh_token())
-        .env("DATABASE_URL", &db.url);
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-async fn schemas(db: &TestDb) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT nspname::text FROM pg_namespace WHERE nspname IN ('raw', 'qbo_pipeline') ORDER BY 1",
-    )
-    .fetch_all(&db.pool().await)
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_exits_2_with_advice_and_writes_nothing() {

@@ -23,3 +23,8 @@ mod scheduler;
 mod validate;
 // The private throwaway PostgreSQL behind the zero-configuration demo.
 mod pgtemp;
+// A misbehaving QBO look-alike (one mode per misbehaviour) for the hardening tests.
+mod hostile;
+// Hostile answers, careless values, concurrent processes: clear errors, bounded memory and
+// time, nothing lost.
+mod hardening;

@@ -8,6 +8,7 @@ use qbo_pipeline::window::{ChunkSize, Window, parse_day};
 use qbo_sandbox::{RunningSandbox, SandboxConfig};
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, PgPool};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -115,6 +116,7 @@ pub fn qbo_settings(sb: &RunningSandbox) -> QboSettings {
         refresh_token: SecretString::from(sb.refresh_token().to_string()),
         api_base: url::Url::parse(&sb.base_url()).expect("url"),
         token_url: url::Url::parse(&sb.token_url()).expect("url"),
+        token_key: None,
     }
 }
 
@@ -232,4 +234,97 @@ pub async fn assert_table_equals_sandbox(
     for (id, record) in &want {
         assert_eq!(&got[id], record, "{entity} {id}: payload differs");
     }
+}
+
+// ---- Running the binary ----
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_qbo-pipeline");
+
+/// A command with a clean environment: nothing from the developer's shell or `.env` leaks in.
+pub fn command(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    c
+}
+
+pub fn with_sandbox(c: &mut Command, sb: &qbo_sandbox::RunningSandbox, db: &TestDb) {
+    c.env("QBO_API_BASE_URL", sb.base_url())
+        .env("QBO_TOKEN_URL", sb.token_url())
+        .env("QBO_CLIENT_ID", sb.client_id())
+        .env("QBO_CLIENT_SECRET", sb.client_secret())
+        .env("QBO_REALM_ID", sb.realm_id())
+        .env("QBO_REFRESH_TOKEN", sb.refresh_token())
+        .env("DATABASE_URL", &db.url);
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub async fn schemas(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname IN ('raw', 'qbo_pipeline') ORDER BY 1",
+    )
+    .fetch_all(&db.pool().await)
+    .await
+    .unwrap()
+}
+
+/// Runs `cmd` to completion (killing it after `timeout`), capturing its output, and returns
+/// the output with the child's peak resident memory in KiB.
+///
+/// The peak is the program's own `VmHWM` (its high-water mark since `exec`), read from
+/// `/proc` every 5 ms while it runs; growth in its last few milliseconds can be missed, which
+/// a generous bound absorbs. (`wait4`'s `ru_maxrss` would count the test binary's own size,
+/// inherited at fork.)
+pub fn run_measured(mut cmd: Command, timeout: Duration) -> (Output, u64) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            let path = format!("/proc/{pid}/status");
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(&path)
+                    && let Some(kb) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    peak = peak.max(kb);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    let started = std::time::Instant::now();
+    while !waiter.is_finished() {
+        if started.elapsed() > timeout {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("the binary did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = waiter.join().unwrap().expect("the binary's output");
+    done.store(true, Ordering::Relaxed);
+    (output, sampler.join().unwrap())
 }

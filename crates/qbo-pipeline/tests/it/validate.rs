@@ -210,8 +210,12 @@ async fn the_binary_archives_evidence_and_exits_by_verdict() {
         .collect();
     assert_eq!(folders.len(), 1);
     let folder = &folders[0];
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(folder), 0o700, "evidence is the owner's alone");
     for f in ["report.md", "report.json", "report.html", "queries.sql"] {
         assert!(folder.join(f).is_file(), "{f}");
+        assert_eq!(mode(&folder.join(f)), 0o600, "{f}");
     }
     let html = std::fs::read_to_string(folder.join("report.html")).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
