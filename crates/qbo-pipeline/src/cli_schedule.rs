@@ -63,6 +63,10 @@ pub enum TriggerCommand {
         /// Move a one-time trigger to this instant (RFC 3339; a past instant fires at once).
         #[arg(long, value_name = "RFC3339")]
         once_at: Option<String>,
+        /// Assign the trigger's company (QBO realm id); needed for a trigger stored before
+        /// triggers had one.
+        #[arg(long, value_name = "REALM_ID")]
+        realm: Option<String>,
     },
     /// Make a trigger inactive; a run in progress finishes and is recorded.
     Disable { name: String },
@@ -71,6 +75,9 @@ pub enum TriggerCommand {
     /// Declare the triggers of a YAML file (the old project's triggers.yaml shape); repeatable.
     Apply {
         file: std::path::PathBuf,
+        /// The company of entries without `realm:` (default: QBO_REALM_ID).
+        #[arg(long, value_name = "REALM_ID")]
+        realm: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +87,9 @@ pub enum TriggerCommand {
 pub struct CreateArgs {
     #[arg(long)]
     pub name: String,
+    /// The company (QBO realm id) it runs against (default: QBO_REALM_ID).
+    #[arg(long, value_name = "REALM_ID")]
+    pub realm: Option<String>,
     /// qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
     #[arg(long)]
     pub pipeline: String,
@@ -234,6 +244,51 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The realm a trigger created on the command line runs against: `--realm`, else
+/// `QBO_REALM_ID`; neither is a usage error (a trigger never runs against a guessed company).
+fn default_realm(flag: Option<&str>, problems: &mut Vec<String>) -> Option<String> {
+    let realm = flag
+        .map(str::to_string)
+        .or_else(|| config::Source::get(&ProcessEnv, "QBO_REALM_ID"))
+        .filter(|r| !r.trim().is_empty());
+    if realm.is_none() {
+        problems
+            .push("no company for the trigger: pass --realm REALM_ID (or set QBO_REALM_ID)".into());
+    }
+    realm
+}
+
+/// Gives entries of a triggers file without `realm:` the command's realm.
+fn with_realm(
+    specs: Vec<trigger::TriggerSpec>,
+    fallback: Option<&str>,
+    problems: &mut Vec<String>,
+) -> Vec<trigger::TriggerSpec> {
+    let fallback = match fallback.map(crate::config::RealmId::parse) {
+        Some(Ok(r)) => Some(r.as_str().to_string()),
+        Some(Err(e)) => {
+            problems.push(e.replace("QBO_REALM_ID", "--realm"));
+            return specs;
+        }
+        None => None,
+    };
+    specs
+        .into_iter()
+        .map(|mut s| {
+            if s.realm.is_none() {
+                match &fallback {
+                    Some(r) => s.realm = Some(r.clone()),
+                    None => problems.push(format!(
+                        "trigger '{}': no company: add `realm: REALM_ID` to it (or once at the top of the file), or pass --realm / set QBO_REALM_ID",
+                        s.name
+                    )),
+                }
+            }
+            s
+        })
+        .collect()
+}
+
 /// `trigger ...`
 pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
@@ -246,6 +301,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
             let input = TriggerInput {
                 name: c.name.clone(),
                 pipeline: c.pipeline.clone(),
+                realm: default_realm(c.realm.as_deref(), &mut problems),
                 once_at: c.once_at.clone(),
                 cron: c.cron.clone(),
                 timezone: c.timezone.clone(),
@@ -265,10 +321,16 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let file_specs = match &args.command {
-        TriggerCommand::Apply { file, .. } => match std::fs::read_to_string(file) {
-            Ok(text) => trigger::parse_yaml(&text, &file.display().to_string())
-                .map_err(|p| problems.extend(p))
-                .ok(),
+        TriggerCommand::Apply { file, realm, .. } => match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let fallback = realm
+                    .clone()
+                    .or_else(|| config::Source::get(&ProcessEnv, "QBO_REALM_ID"));
+                trigger::parse_yaml(&text, &file.display().to_string())
+                    .map(|specs| with_realm(specs, fallback.as_deref(), &mut problems))
+                    .map_err(|p| problems.extend(p))
+                    .ok()
+            }
             Err(e) => {
                 problems.push(format!("cannot read {}: {e}", file.display()));
                 None
@@ -355,8 +417,8 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
                     .into());
                 }
             },
-            TriggerCommand::Enable { name, .. } => {
-                let row = trigger::enable(&pool, &name, once_at, now).await?;
+            TriggerCommand::Enable { name, realm, .. } => {
+                let row = trigger::enable(&pool, &name, once_at, realm.as_deref(), now).await?;
                 println!(
                     "trigger {} is active; next fire {}",
                     row.name,
@@ -373,7 +435,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
                 trigger::delete(&pool, &name).await?;
                 println!("trigger {name} deleted (its runs stay in `qbo-pipeline runs list`)");
             }
-            TriggerCommand::Apply { file, json } => {
+            TriggerCommand::Apply { file, json, .. } => {
                 let specs = file_specs.expect("validated above");
                 let report = trigger::apply(&pool, &specs, now).await?;
                 if json {
@@ -421,9 +483,10 @@ fn print_table(rows: &[TriggerRow]) {
             .unwrap_or_else(|| "-".into())
     };
     println!(
-        "{:<24} {:<22} {:<8} {:<20} {:<40} {:>5} {:>6} {:<9} {:<20}",
+        "{:<24} {:<22} {:<20} {:<8} {:<20} {:<40} {:>5} {:>6} {:<9} {:<20}",
         "trigger",
         "pipeline",
+        "realm",
         "status",
         "next fire (UTC)",
         "schedule",
@@ -434,9 +497,10 @@ fn print_table(rows: &[TriggerRow]) {
     );
     for r in rows {
         println!(
-            "{:<24} {:<22} {:<8} {:<20} {:<40} {:>5} {:>6} {:<9} {:<20}",
+            "{:<24} {:<22} {:<20} {:<8} {:<20} {:<40} {:>5} {:>6} {:<9} {:<20}",
             r.name,
             r.pipeline,
+            r.realm_id.as_deref().unwrap_or("- (none)"),
             if r.claimed_at.is_some() {
                 "running"
             } else {

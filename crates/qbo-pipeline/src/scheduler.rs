@@ -119,8 +119,9 @@ impl Scheduler {
         if self.stop.is_stopped() {
             return Ok(Outcome::Stopped);
         }
-        let Some(claim) = trigger::claim(&self.pool, now, &self.who).await? else {
-            let next_due = trigger::next_due_after(&self.pool, now).await?;
+        let realms = [self.qbo.realm_id.as_str().to_string()];
+        let Some(claim) = trigger::claim(&self.pool, now, &self.who, &realms).await? else {
+            let next_due = trigger::next_due_after(&self.pool, now, &realms).await?;
             return Ok(Outcome::Idle { next_due });
         };
         let started = Instant::now();
@@ -186,7 +187,14 @@ impl Scheduler {
     /// Fires due triggers until stopped (or, with `exit_when_idle`, until nothing is due).
     pub async fn run(&self, opts: &LoopOptions) -> anyhow::Result<LoopReport> {
         let mut report = LoopReport::default();
-        tracing::info!(scheduler = %self.who, poll_secs = opts.poll.as_secs_f64(), "scheduler started");
+        tracing::info!(scheduler = %self.who, realm = %self.qbo.realm_id, poll_secs = opts.poll.as_secs_f64(), "scheduler started");
+        match trigger::without_realm(&self.pool).await {
+            Ok(names) if !names.is_empty() => tracing::warn!(
+                triggers = names.join(", "),
+                "these triggers have no company (stored before triggers had one) and never fire: give each one with `qbo-pipeline trigger enable NAME --realm REALM_ID`"
+            ),
+            _ => {}
+        }
         loop {
             let now = Utc::now();
             let outcome = match self.try_run_next(now).await {

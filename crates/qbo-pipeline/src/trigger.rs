@@ -78,6 +78,10 @@ impl Outcome {
 pub struct TriggerSpec {
     pub name: String,
     pub pipeline: String,
+    /// The company it runs against. `None` only while being read from a file or the command
+    /// line, before the command's default realm (`--realm`, `QBO_REALM_ID`) is applied, and
+    /// for triggers stored before triggers had a realm (they never fire until given one).
+    pub realm: Option<String>,
     pub schedule: Schedule,
     /// The zone `once_at` / `start_time` / the cron expression are read in.
     pub timezone: Tz,
@@ -95,6 +99,7 @@ impl TriggerSpec {
     pub fn same_definition(&self, other: &TriggerSpec) -> bool {
         self.name == other.name
             && self.pipeline == other.pipeline
+            && self.realm == other.realm
             && self.schedule == other.schedule
             && self.timezone == other.timezone
             && self.variables == other.variables
@@ -151,6 +156,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 pub struct TriggerInput {
     pub name: String,
     pub pipeline: String,
+    /// The company (QBO realm id); `None` takes the command's default.
+    pub realm: Option<String>,
     /// One-time: when (RFC 3339, or local `YYYY-MM-DD HH:MM:SS` in `timezone`).
     pub once_at: Option<String>,
     /// Recurring: a 5-field cron expression or `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly`.
@@ -176,6 +183,13 @@ impl TriggerInput {
         if let Err(e) = pipelines::resolve(&self.pipeline, &self.variables) {
             problems.extend(e.problems.into_iter().map(at));
         }
+        let realm = match self.realm.as_deref() {
+            None => None,
+            Some(r) => crate::config::RealmId::parse(r)
+                .map(|r| r.as_str().to_string())
+                .map_err(|e| problems.push(at(e.replace("QBO_REALM_ID", "realm"))))
+                .ok(),
+        };
         let tz = match self.timezone.as_deref() {
             None => Some(Tz::UTC),
             Some(t) => parse_timezone(t)
@@ -245,6 +259,7 @@ impl TriggerInput {
                 Ok(TriggerSpec {
                     name: self.name.clone(),
                     pipeline: self.pipeline.trim().to_string(),
+                    realm,
                     schedule,
                     timezone,
                     variables: self.variables.clone(),
@@ -273,6 +288,9 @@ impl TriggerInput {
 struct YamlFile {
     #[serde(default)]
     pipeline: Option<String>,
+    /// File-wide company (QBO realm id) for entries without their own.
+    #[serde(default)]
+    realm: Option<serde_norway::Value>,
     triggers: Vec<YamlTrigger>,
 }
 
@@ -282,6 +300,9 @@ struct YamlTrigger {
     name: String,
     #[serde(default, alias = "pipeline_uuid")]
     pipeline: Option<String>,
+    /// The company (QBO realm id) this trigger runs against.
+    #[serde(default)]
+    realm: Option<serde_norway::Value>,
     schedule_interval: String,
     #[serde(default)]
     start_time: Option<serde_norway::Value>,
@@ -392,6 +413,8 @@ pub fn parse_yaml(text: &str, source: &str) -> Result<Vec<TriggerSpec>, Vec<Stri
         let input = TriggerInput {
             name: t.name.clone(),
             pipeline: pipeline.unwrap_or_default(),
+            // Realm ids are numbers in YAML unless quoted: read either.
+            realm: t.realm.as_ref().or(file.realm.as_ref()).and_then(scalar),
             once_at: if once { start_time.clone() } else { None },
             cron: if once {
                 None
@@ -432,6 +455,7 @@ pub fn parse_yaml(text: &str, source: &str) -> Result<Vec<TriggerSpec>, Vec<Stri
 pub struct TriggerRow {
     pub name: String,
     pub pipeline: String,
+    pub realm_id: Option<String>,
     pub kind: String,
     pub once_at: Option<DateTime<Utc>>,
     pub cron: Option<String>,
@@ -478,6 +502,7 @@ impl TriggerRow {
         Ok(TriggerSpec {
             name: self.name.clone(),
             pipeline: self.pipeline.clone(),
+            realm: self.realm_id.clone(),
             schedule,
             timezone: tz,
             variables,
@@ -502,6 +527,13 @@ impl fmt::Display for TriggerRow {
         let t = |v: Option<DateTime<Utc>>| v.map(rfc3339).unwrap_or_else(|| "-".into());
         writeln!(f, "trigger {}  {}", self.name, self.status)?;
         writeln!(f, "  pipeline      {}", self.pipeline)?;
+        writeln!(
+            f,
+            "  realm         {}",
+            self.realm_id.as_deref().unwrap_or(
+                "- (none: it does not fire until given one with `trigger enable NAME --realm R`)"
+            )
+        )?;
         writeln!(f, "  schedule      {}", self.schedule_text())?;
         writeln!(f, "  variables     {}", self.variables)?;
         writeln!(
@@ -549,7 +581,7 @@ impl fmt::Display for TriggerRow {
     }
 }
 
-const COLUMNS: &str = "name, pipeline, kind, once_at, cron, timezone, start_at, variables, declared_status,
+const COLUMNS: &str = "name, pipeline, realm_id, kind, once_at, cron, timezone, start_at, variables, declared_status,
         max_attempts, retry_backoff_secs, source, status, next_fire_at, attempts, claimed_at, claimed_by,
         last_run_id, last_fired_at, last_finished_at, last_outcome, last_error, created_at, updated_at";
 
@@ -586,9 +618,10 @@ async fn write_spec<'e, E: sqlx::PgExecutor<'e>>(
     };
     sqlx::query(
         "INSERT INTO qbo_pipeline.triggers (name, pipeline, kind, once_at, cron, timezone, start_at, variables,
-             declared_status, max_attempts, retry_backoff_secs, source, status, next_fire_at, attempts)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0)
+             declared_status, max_attempts, retry_backoff_secs, source, status, next_fire_at, attempts, realm_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, $15)
          ON CONFLICT (name) DO UPDATE SET pipeline = EXCLUDED.pipeline, kind = EXCLUDED.kind,
+             realm_id = EXCLUDED.realm_id,
              once_at = EXCLUDED.once_at, cron = EXCLUDED.cron, timezone = EXCLUDED.timezone,
              start_at = EXCLUDED.start_at, variables = EXCLUDED.variables,
              declared_status = EXCLUDED.declared_status, max_attempts = EXCLUDED.max_attempts,
@@ -610,6 +643,7 @@ async fn write_spec<'e, E: sqlx::PgExecutor<'e>>(
     .bind(&spec.source)
     .bind(status.as_str())
     .bind(next)
+    .bind(&spec.realm)
     .execute(exec)
     .await?;
     Ok(())
@@ -671,10 +705,12 @@ fn deleted_meanwhile(name: &str) -> anyhow::Error {
 /// `trigger enable` (re-arm): active again, attempts reset, next fire recomputed from `now`
 /// (a one-time trigger fires at its instant, at once if that is past). `once_at` moves a
 /// one-time trigger to a new instant.
+/// `realm` assigns the trigger's company (required for a trigger stored without one).
 pub async fn enable(
     pool: &PgPool,
     name: &str,
     once_at: Option<DateTime<Utc>>,
+    realm: Option<&str>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<TriggerRow> {
     let mut tx = pool.begin().await?;
@@ -697,14 +733,21 @@ pub async fn enable(
             }
         }
     }
+    if realm.is_none() && spec.realm.is_none() {
+        return Err(UsageError(format!(
+            "trigger '{name}' has no company (it was stored before triggers had one): give it one with `qbo-pipeline trigger enable {name} --realm REALM_ID`"
+        ))
+        .into());
+    }
     let next = spec.schedule.first_fire(now);
     sqlx::query(
         "UPDATE qbo_pipeline.triggers SET status = 'active', once_at = coalesce($2, once_at), next_fire_at = $3,
-             attempts = 0, updated_at = now() WHERE name = $1",
+             attempts = 0, realm_id = coalesce($4, realm_id), updated_at = now() WHERE name = $1",
     )
     .bind(name)
     .bind(once_at)
     .bind(next)
+    .bind(realm)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -795,11 +838,26 @@ pub async fn apply(
 pub async fn next_due_after(
     pool: &PgPool,
     now: DateTime<Utc>,
+    realms: &[String],
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(next_fire_at) FROM qbo_pipeline.triggers WHERE status = 'active' AND next_fire_at > $1")
-        .bind(now)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT min(next_fire_at) FROM qbo_pipeline.triggers
+         WHERE status = 'active' AND next_fire_at > $1 AND realm_id = ANY($2)",
+    )
+    .bind(now)
+    .bind(realms)
+    .fetch_one(pool)
+    .await
+}
+
+/// Active triggers that no scheduler fires because they have no realm (stored before
+/// triggers had one, in a database that worked with several companies).
+pub async fn without_realm(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT name FROM qbo_pipeline.triggers WHERE status = 'active' AND realm_id IS NULL ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 fn lock_key_sql() -> &'static str {
@@ -824,11 +882,13 @@ impl Drop for Claim {
     }
 }
 
-/// Claims the oldest due trigger no other scheduler is running, or `None`.
+/// Claims the oldest due trigger of one of `realms` that no other scheduler is running, or
+/// `None`. A trigger of another company, or of none, is never claimed.
 pub async fn claim(
     pool: &PgPool,
     now: DateTime<Utc>,
     who: &str,
+    realms: &[String],
 ) -> Result<Option<Claim>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let mut busy: Vec<String> = Vec::new();
@@ -837,10 +897,12 @@ pub async fn claim(
         let name: Option<String> = sqlx::query_scalar(
             "SELECT name FROM qbo_pipeline.triggers
              WHERE status = 'active' AND next_fire_at <= $1 AND NOT (name = ANY($2))
+                 AND realm_id = ANY($3)
              ORDER BY next_fire_at, name LIMIT 1 FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
         .bind(&busy)
+        .bind(realms)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(name) = name else {

@@ -476,6 +476,30 @@ async fn impossible_input_exits_2_before_anything_is_written() {
             },
             "holds a user name or password",
         ),
+        (
+            {
+                let mut c = command(dir.path());
+                with_sandbox(&mut c, &sb, &db);
+                c.env_remove("QBO_REALM_ID")
+                    .args([
+                        "trigger",
+                        "create",
+                        "--name",
+                        "t",
+                        "--pipeline",
+                        "qb_items_backfill",
+                        "--once-at",
+                        "2026-01-01T00:00:00Z",
+                        "--var",
+                        "from=2020-01-01",
+                        "--var",
+                        "to=2020-01-31",
+                    ])
+                    .output()
+                    .unwrap()
+            },
+            "no company for the trigger",
+        ),
     ];
     for (out, needle) in &cases {
         let all = text(out);

@@ -30,6 +30,7 @@ fn spec(name: &str, pipeline: &str, schedule: (&str, &str), vars: &[(&str, &str)
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        realm: Some(qbo_sandbox::config::DEFAULT_REALM_ID.into()),
         ..TriggerInput::default()
     }
     .validate()
@@ -376,10 +377,15 @@ async fn a_claimed_trigger_whose_scheduler_died_is_claimed_again() {
     .unwrap();
     // A scheduler claims it and dies (its connection closes without finishing).
     let other = db.pool().await;
-    let claim = trigger::claim(&other, now, "doomed")
-        .await
-        .unwrap()
-        .expect("claimed");
+    let claim = trigger::claim(
+        &other,
+        now,
+        "doomed",
+        &[qbo_sandbox::config::DEFAULT_REALM_ID.into()],
+    )
+    .await
+    .unwrap()
+    .expect("claimed");
     assert_eq!(
         s.try_run_next(now).await.unwrap(),
         Outcome::Idle { next_due: None },
@@ -982,4 +988,137 @@ async fn bad_trigger_input_exits_2_with_advice_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no trigger 'nope'"), "{}", text(&out));
     assert!(trigger::list(&db.pool().await).await.unwrap().is_empty());
+}
+
+/// Regression: triggers had no realm, so a scheduler ran every due trigger against its own
+/// company, including the triggers of another company's scheduler sharing the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedulers_of_two_companies_run_only_their_own_triggers() {
+    let mut a_config = small_company();
+    a_config.realm_id = "1111111111".into();
+    let mut b_config = small_company();
+    b_config.realm_id = "2222222222".into();
+    let (a, b) = (sandbox(a_config).await, sandbox(b_config).await);
+    let db = TestDb::create().await;
+    let pool = qbo_pipeline::app::open_database(&db.settings(), 2)
+        .await
+        .unwrap();
+    let now = utc("2026-02-02T00:00:00Z");
+    for (name, realm) in [("for_a", "1111111111"), ("for_b", "2222222222")] {
+        let mut s = spec(
+            name,
+            "qb_items_backfill",
+            ("once", "2026-02-01T00:00:00Z"),
+            &WINDOW,
+        );
+        s.realm = Some(realm.into());
+        trigger::create(&pool, &s, now).await.unwrap();
+    }
+    let sched_a = scheduler(&a, &db, fast_http()).await;
+    let fired = sched_a.try_run_next(now).await.unwrap();
+    let Outcome::Fired(f) = fired else {
+        panic!("{fired:?}")
+    };
+    assert_eq!(f.trigger, "for_a");
+    assert!(
+        matches!(f.result, FireResult::Succeeded { .. }),
+        "{:?}",
+        f.result
+    );
+    assert_eq!(
+        sched_a.try_run_next(now).await.unwrap(),
+        Outcome::Idle { next_due: None },
+        "company A's scheduler leaves company B's due trigger alone"
+    );
+    let sched_b = scheduler(&b, &db, fast_http()).await;
+    let Outcome::Fired(f) = sched_b.try_run_next(now).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(f.trigger, "for_b");
+    let realms: Vec<(Option<String>, String)> =
+        sqlx::query_as("SELECT trigger_name, realm_id FROM qbo_pipeline.runs ORDER BY run_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        realms,
+        vec![
+            (Some("for_a".into()), "1111111111".into()),
+            (Some("for_b".into()), "2222222222".into())
+        ]
+    );
+    // Each company's rows are its own.
+    for (sb, realm) in [(&a, "1111111111"), (&b, "2222222222")] {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM raw.qb_items WHERE realm_id = $1")
+            .bind(realm)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n as u64, sb.state().count("Item", None, None));
+    }
+}
+
+/// Triggers stored before triggers had a realm get one only when the database has only ever
+/// worked with one company; otherwise they wait, unfired, until given one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_triggers_are_given_a_realm_only_when_it_is_certain() {
+    use std::borrow::Cow;
+    for (realms, expected) in [
+        (vec!["1111111111"], Some("1111111111")),
+        (vec!["1111111111", "2222222222"], None),
+    ] {
+        let db = TestDb::create().await;
+        let pool = db.pool().await;
+        let full = &qbo_pipeline::db::MIGRATOR;
+        let before = sqlx::migrate::Migrator {
+            migrations: Cow::Owned(
+                full.migrations
+                    .iter()
+                    .filter(|m| m.version < 6)
+                    .cloned()
+                    .collect(),
+            ),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+            table_name: full.table_name.clone(),
+            create_schemas: full.create_schemas.clone(),
+        };
+        before.run(&pool).await.unwrap();
+        for realm in &realms {
+            sqlx::query("INSERT INTO qbo_pipeline.runs (pipeline, realm_id, params, status) VALUES ('p', $1, '{}', 'succeeded')")
+                .bind(realm)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO qbo_pipeline.triggers (name, pipeline, kind, once_at, declared_status, status, next_fire_at)
+             VALUES ('old', 'qb_items_backfill', 'once', now(), 'active', 'active', now())",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        full.run(&pool).await.unwrap();
+        let realm: Option<String> =
+            sqlx::query_scalar("SELECT realm_id FROM qbo_pipeline.triggers WHERE name = 'old'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(realm.as_deref(), expected, "known realms {realms:?}");
+        if expected.is_none() {
+            assert_eq!(
+                trigger::without_realm(&pool).await.unwrap(),
+                vec!["old".to_string()]
+            );
+            let err = trigger::enable(&pool, "old", None, None, Utc::now())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("--realm"), "{err}");
+            let row = trigger::enable(&pool, "old", None, Some("2222222222"), Utc::now())
+                .await
+                .unwrap();
+            assert_eq!(row.realm_id.as_deref(), Some("2222222222"));
+        }
+    }
 }
