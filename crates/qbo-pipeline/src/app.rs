@@ -162,6 +162,7 @@ pub async fn demo(
     stop: &StopSignal,
 ) -> anyhow::Result<DemoReport> {
     let mut private = None;
+    let mut database = None;
     let db = match db {
         Some(db) => {
             db::ensure_database(&db)
@@ -177,6 +178,11 @@ pub async fn demo(
                 .await
                 .map_err(|e| UsageError(e.to_string()))?;
             let settings = DbSettings::from_url(&pg.url()).map_err(UsageError)?;
+            // The URL's host is a placeholder; the socket directory says where the server is.
+            database = Some(format!(
+                "the private PostgreSQL (socket {})",
+                pg.socket_path().display()
+            ));
             private = Some(pg);
             settings
         }
@@ -246,6 +252,6 @@ pub async fn demo(
         report,
         counts,
         sandbox_counts,
-        database: db.display().to_string(),
+        database: database.unwrap_or_else(|| db.display().to_string()),
     })
 }

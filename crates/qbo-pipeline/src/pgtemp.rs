@@ -19,19 +19,39 @@
 //!
 //! 1. [`find_bindir`] locates `initdb` and `postgres`: `pg_config --bindir`, else the highest
 //!    version `/usr/lib/postgresql/*/bin` holding both, else `$PATH`.
-//! 2. A short temporary directory is created (Unix socket paths are limited to ~107 bytes).
-//!    `initdb` and `postgres` refuse to run as root, so when we are root the directory is
-//!    chowned to the `postgres` system user and both programs run as that user
+//! 2. A short temporary directory is created (Unix socket paths are limited to ~107 bytes),
+//!    mode 0700. `initdb` and `postgres` refuse to run as root, so when we are root the
+//!    directory is chowned to the `postgres` system user and both programs run as that user
 //!    (`CommandExt::uid`/`gid`); otherwise they run as the current user.
-//! 3. `initdb -A trust -N -E UTF8 --no-locale -U postgres` creates the cluster (`-N`: no fsync;
-//!    the data is disposable).
-//! 4. `postgres` is started on a free loopback port (bind `127.0.0.1:0`, release, hand the port
-//!    over) with durability switched off. If another process grabs the port in between, the
-//!    start is retried on a new port. Readiness is polled every 20 ms with a real sqlx
-//!    connection, which also checks that the server answering is ours (its `data_directory`).
-//!    If the server dies or does not come up in time, the error carries the tail of its log.
+//! 3. `initdb --auth-local=trust --auth-host=reject -N -E UTF8 --no-locale -U postgres` creates
+//!    the cluster (`-N`: no fsync; the data is disposable).
+//! 4. `postgres` is started with **no TCP listener** (`listen_addresses=''`): its only way in is
+//!    the Unix socket `.s.PGSQL.5432` in the temporary directory (`-k`), created with mode 0700
+//!    (`unix_socket_permissions`). The port number only names the socket file, so there is
+//!    nothing to pick and nothing another process can take. Durability is switched off.
+//!    Readiness is polled every 20 ms with a real sqlx connection over the socket; if the
+//!    server dies or does not come up in time, the error carries the tail of its log.
+//!    [`PrivatePostgres::url`] is a socket URL
+//!    (`postgres://postgres@localhost/postgres?host=<dir>&port=5432&sslmode=disable`).
 //! 5. Stopping sends SIGINT (PostgreSQL's "fast shutdown"), waits for the exit, and deletes the
 //!    directory. `Drop` does the same synchronously (bounded wait, SIGKILL as a last resort).
+//!
+//! # Who can connect, and why `trust` is safe here
+//!
+//! The database superuser logs in without a password (`trust`), and a database superuser can
+//! run programs as the server's OS user (`COPY ... TO PROGRAM`). That is only acceptable
+//! because nobody but that OS user can reach the server:
+//!
+//! - there is no TCP socket at all, and `host` lines of `pg_hba.conf` say `reject` besides;
+//! - the socket sits in a directory of mode 0700 owned by the server's OS user, and the socket
+//!   itself is mode 0700, so other users cannot even open it. Root can (it bypasses file
+//!   permissions), which is how we connect when we run as root and the server as `postgres`.
+//!
+//! So whoever can connect is the server's OS user or root already, and gains nothing. (As
+//! root, other processes of the `postgres` system user, such as the machine's own PostgreSQL,
+//! can reach the socket too; they run as that user already.) Password or `peer`
+//! authentication would add nothing: `peer` would also refuse us when our OS user name is not
+//! `postgres`.
 //!
 //! # If our process dies without running `Drop`
 //!
@@ -47,7 +67,6 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -71,8 +90,11 @@ const OWNER_FILE: &str = "owner.pid";
 /// Server log file in the temporary directory.
 const LOG_FILE: &str = "postgres.log";
 /// Longest temporary base directory we accept before falling back to `/tmp`, so that
-/// `<base>/qbo-pg-XXXXXX/.s.PGSQL.NNNNN` stays well under the ~107-byte socket path limit.
+/// `<base>/qbo-pg-XXXXXX/.s.PGSQL.5432` stays well under the ~107-byte socket path limit.
 const MAX_TEMP_BASE_LEN: usize = 64;
+/// The server's `port`. With no TCP listener it only names the socket file
+/// (`.s.PGSQL.5432`), which lives in our private directory: it cannot clash with anything.
+const SOCKET_PORT: u16 = 5432;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,8 +102,6 @@ const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const DROP_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const KILL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many ports we try before giving up when other processes keep taking them.
-const PORT_ATTEMPTS: u32 = 5;
 const LOG_TAIL_LINES: usize = 25;
 
 /// Why a private PostgreSQL could not be started or stopped. Every message says what to do.
@@ -130,23 +150,17 @@ pub enum PgTempError {
     },
 
     #[error(
-        "the private PostgreSQL server did not accept connections on 127.0.0.1:{port} within \
+        "the private PostgreSQL server did not accept connections on its socket {} within \
          {waited:?} (last attempt: {last_error}); the machine may be overloaded, or set \
-         DATABASE_URL to use an existing server instead. Its log ends with:\n{log}"
+         DATABASE_URL to use an existing server instead. Its log ends with:\n{log}",
+        socket.display()
     )]
     StartTimeout {
-        port: u16,
+        socket: PathBuf,
         waited: Duration,
         last_error: String,
         log: String,
     },
-
-    #[error(
-        "could not start the private PostgreSQL server: {attempts} free loopback ports in a \
-         row were taken by other processes before the server could bind them; retry, or set \
-         DATABASE_URL to use an existing server. The last log ends with:\n{log}"
-    )]
-    PortsExhausted { attempts: u32, log: String },
 
     #[error("could not send {signal} to the private PostgreSQL server (pid {pid}): {source}")]
     Signal {
@@ -169,7 +183,6 @@ fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> PgTempError 
 /// Connect with [`url`](Self::url). Call [`stop`](Self::stop) to shut it down and see errors;
 /// dropping it also shuts it down and removes the directory (best effort).
 pub struct PrivatePostgres {
-    port: u16,
     dir_path: PathBuf,
     bindir: PathBuf,
     // Field order matters: the server must be stopped (dropped) before its directory is removed.
@@ -180,7 +193,6 @@ pub struct PrivatePostgres {
 impl fmt::Debug for PrivatePostgres {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrivatePostgres")
-            .field("port", &self.port)
             .field("dir", &self.dir_path)
             .field("bindir", &self.bindir)
             .field("pid", &self.server.as_ref().map(|s| s.child.id()))
@@ -189,16 +201,10 @@ impl fmt::Debug for PrivatePostgres {
 }
 
 impl PrivatePostgres {
-    /// Creates a fresh cluster in a new temporary directory and starts a server on a free
-    /// loopback port. Returns once the server accepts connections (typically about 1 s).
+    /// Creates a fresh cluster in a new temporary directory and starts a server that listens
+    /// only on a Unix socket in that directory. Returns once the server accepts connections
+    /// (typically about 1 s).
     pub async fn start() -> Result<Self, PgTempError> {
-        Self::start_with_ports(pick_free_port).await
-    }
-
-    /// [`start`](Self::start) with the port source injectable, so tests can force clashes.
-    async fn start_with_ports(
-        mut next_port: impl FnMut() -> io::Result<u16>,
-    ) -> Result<Self, PgTempError> {
         let started = Instant::now();
         let bindir = find_bindir()?;
         let run_as = run_as()?;
@@ -213,7 +219,7 @@ impl PrivatePostgres {
                 base.display()
             )))?;
         let dir_path = dir.path().to_path_buf();
-        // Only the server's user may reach its socket and files.
+        // Only the server's user (and root) may reach its socket and files: see the module docs.
         fs::set_permissions(&dir_path, fs::Permissions::from_mode(0o700)).map_err(io_error(
             format!("restrict access to {}", dir_path.display()),
         ))?;
@@ -230,7 +236,6 @@ impl PrivatePostgres {
         }
 
         let mut pg = PrivatePostgres {
-            port: 0,
             dir_path,
             bindir,
             server: None,
@@ -238,51 +243,33 @@ impl PrivatePostgres {
         };
         pg.initdb(run_as).await?;
 
-        let mut last_log = String::new();
-        for attempt in 1..=PORT_ATTEMPTS {
-            pg.port = next_port().map_err(io_error("find a free port on 127.0.0.1"))?;
-            pg.server = Some(pg.spawn_server(run_as)?);
-            match pg.wait_until_ready().await {
-                Ok(()) => {
-                    tracing::info!(
-                        port = pg.port,
-                        dir = %pg.dir_path.display(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "private PostgreSQL started"
-                    );
-                    return Ok(pg);
-                }
-                Err(Startup::PortTaken { log }) => {
-                    tracing::debug!(
-                        port = pg.port,
-                        attempt,
-                        "port taken by another process; retrying on another"
-                    );
-                    // Dropping the server stops it if it is still running.
-                    pg.server = None;
-                    last_log = log;
-                }
-                Err(Startup::Failed(error)) => return Err(error),
-            }
-        }
-        Err(PgTempError::PortsExhausted {
-            attempts: PORT_ATTEMPTS,
-            log: last_log,
-        })
+        pg.server = Some(pg.spawn_server(run_as)?);
+        pg.wait_until_ready().await?;
+        tracing::info!(
+            dir = %pg.dir_path.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "private PostgreSQL started"
+        );
+        Ok(pg)
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable`
+    /// A URL for the server's Unix socket, as the superuser `postgres`:
+    /// `postgres://postgres@localhost/postgres?host=<dir>&port=5432&sslmode=disable`
+    /// (the directory percent-encoded). `host` is the socket directory; `localhost` is a
+    /// placeholder no connection uses. The port is explicit so that `PGPORT` cannot change
+    /// the socket file name.
     pub fn url(&self) -> String {
-        url_for(self.port)
+        url_for(&self.dir_path)
     }
 
-    /// The loopback TCP port the server listens on.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// The server's Unix socket (`<dir>/.s.PGSQL.5432`), its only way in.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir_path.join(format!(".s.PGSQL.{SOCKET_PORT}"))
     }
 
     /// The temporary directory holding the cluster (`data/`), the socket and `postgres.log`.
-    /// It is deleted when the server is stopped or dropped.
+    /// Mode 0700, owned by the OS user the server runs as. It is deleted when the server is
+    /// stopped or dropped.
     pub fn dir(&self) -> &Path {
         &self.dir_path
     }
@@ -299,7 +286,7 @@ impl PrivatePostgres {
                 self.dir_path.display()
             )))?;
         }
-        tracing::info!(port = self.port, "private PostgreSQL stopped");
+        tracing::info!(dir = %self.dir_path.display(), "private PostgreSQL stopped");
         Ok(())
     }
 
@@ -308,9 +295,11 @@ impl PrivatePostgres {
         let mut cmd = tokio::process::Command::new(&program);
         cmd.arg("-D")
             .arg(self.dir_path.join("data"))
+            // Trust on the private socket only (see the module docs); TCP is refused even if
+            // it were ever enabled.
             .args([
-                "-A",
-                "trust",
+                "--auth-local=trust",
+                "--auth-host=reject",
                 "-N",
                 "-E",
                 "UTF8",
@@ -353,12 +342,15 @@ impl PrivatePostgres {
         cmd.arg("-D")
             .arg(self.dir_path.join("data"))
             .arg("-p")
-            .arg(self.port.to_string())
+            .arg(SOCKET_PORT.to_string())
             .arg("-k")
             .arg(&self.dir_path)
             .args([
+                // No TCP listener at all: the socket in our private directory is the only way in.
                 "-c",
-                "listen_addresses=127.0.0.1",
+                "listen_addresses=",
+                "-c",
+                "unix_socket_permissions=0700",
                 "-c",
                 "fsync=off",
                 "-c",
@@ -393,10 +385,11 @@ impl PrivatePostgres {
         spawn_from_parent_thread(cmd).map_err(io_error(format!("start {}", program.display())))
     }
 
-    async fn wait_until_ready(&mut self) -> Result<(), Startup> {
+    /// Polls until the server answers a query on its socket, it exits, or [`START_TIMEOUT`].
+    async fn wait_until_ready(&mut self) -> Result<(), PgTempError> {
         let started = Instant::now();
         let url = self.url();
-        let data_dir = self.dir_path.join("data");
+        let socket = self.socket_path();
         let log_path = self.dir_path.join(LOG_FILE);
         let program = self.bindir.join("postgres");
         let server = self
@@ -406,99 +399,58 @@ impl PrivatePostgres {
         loop {
             match server.child.try_wait() {
                 Ok(Some(status)) => {
-                    let log = log_tail(&log_path);
-                    return Err(if port_taken(&log) {
-                        Startup::PortTaken { log }
-                    } else {
-                        Startup::Failed(PgTempError::ServerExited {
-                            program,
-                            status,
-                            log,
-                        })
+                    return Err(PgTempError::ServerExited {
+                        program,
+                        status,
+                        log: log_tail(&log_path),
                     });
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(Startup::Failed(PgTempError::Io {
+                    return Err(PgTempError::Io {
                         action: "check on the private PostgreSQL server process".into(),
                         source: e,
-                    }));
-                }
-            }
-
-            // Stop waiting on this attempt as soon as our server exits: a foreign process holding
-            // the port may accept the connection and never answer.
-            let mut attempt = std::pin::pin!(tokio::time::timeout(
-                CONNECT_ATTEMPT_TIMEOUT,
-                server_data_dir(&url),
-            ));
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut attempt => break Some(outcome),
-                    () = tokio::time::sleep(POLL_INTERVAL) => {
-                        if !matches!(server.child.try_wait(), Ok(None)) {
-                            break None;
-                        }
-                    }
-                }
-            };
-            let last_error = match outcome {
-                // The check at the top of the loop reports how the server ended.
-                None => continue,
-                Some(Ok(Ok(reported))) if Path::new(&reported) == data_dir => return Ok(()),
-                Some(Ok(Ok(reported))) => {
-                    // Another server grabbed the port between our probe and our server's bind.
-                    tracing::debug!(port = self.port, other = %reported, "port answered by another server");
-                    return Err(Startup::PortTaken {
-                        log: format!(
-                            "port {} is served by another PostgreSQL (data directory {reported})",
-                            self.port
-                        ),
                     });
                 }
-                Some(Ok(Err(e))) => e.to_string(),
-                Some(Err(_)) => format!("no answer within {CONNECT_ATTEMPT_TIMEOUT:?}"),
-            };
-
+            }
+            // Only our server can have created a socket in our private directory, so whatever
+            // answers is ours.
+            let last_error =
+                match tokio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, answers_a_query(&url)).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {CONNECT_ATTEMPT_TIMEOUT:?}"),
+                };
             if started.elapsed() >= START_TIMEOUT {
-                return Err(Startup::Failed(PgTempError::StartTimeout {
-                    port: self.port,
+                return Err(PgTempError::StartTimeout {
+                    socket,
                     waited: started.elapsed(),
                     last_error,
                     log: log_tail(&log_path),
-                }));
+                });
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
 }
 
-/// Outcome of one start attempt that did not produce a ready server.
-enum Startup {
-    /// Another process took the port; try again on a different one.
-    PortTaken {
-        log: String,
-    },
-    Failed(PgTempError),
-}
-
-/// Connects once and asks the server where its cluster lives, to be sure it is ours.
-async fn server_data_dir(url: &str) -> Result<String, sqlx::Error> {
+/// Connects once and runs `SELECT 1`.
+async fn answers_a_query(url: &str) -> Result<(), sqlx::Error> {
     let mut conn = PgConnection::connect(url).await?;
-    let dir: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
-        .fetch_one(&mut conn)
-        .await?;
+    sqlx::query("SELECT 1").execute(&mut conn).await?;
     let _ = conn.close().await;
-    Ok(dir)
+    Ok(())
 }
 
-fn url_for(port: u16) -> String {
-    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres?sslmode=disable")
-}
-
-/// Whether a server log says the listen port was already in use.
-fn port_taken(log: &str) -> bool {
-    log.contains("Address already in use")
+/// The socket URL of a server whose socket directory is `dir` (see [`PrivatePostgres::url`]).
+fn url_for(dir: &Path) -> String {
+    let mut url = url::Url::parse(&format!("postgres://{SUPERUSER}@localhost/postgres"))
+        .expect("a constant URL");
+    url.query_pairs_mut()
+        .append_pair("host", &dir.to_string_lossy())
+        .append_pair("port", &SOCKET_PORT.to_string())
+        .append_pair("sslmode", "disable");
+    url.into()
 }
 
 /// The user `initdb` and `postgres` run as when we are root.
@@ -527,21 +479,19 @@ fn run_as() -> Result<Option<RunAs>, PgTempError> {
 }
 
 /// Base directory for our temporary directory: `$TMPDIR` when it is short enough for socket
-/// paths, else `/tmp`. As root always `/tmp`: the `postgres` user must be able to reach it.
+/// paths (and UTF-8, as the socket URL needs), else `/tmp`. As root always `/tmp`: the
+/// `postgres` user must be able to reach it.
 fn temp_base(as_root: bool) -> PathBuf {
     let env = std::env::temp_dir();
-    if !as_root && env.is_absolute() && env.as_os_str().len() <= MAX_TEMP_BASE_LEN {
+    if !as_root
+        && env.is_absolute()
+        && env.to_str().is_some()
+        && env.as_os_str().len() <= MAX_TEMP_BASE_LEN
+    {
         env
     } else {
         PathBuf::from("/tmp")
     }
-}
-
-/// Binds `127.0.0.1:0`, notes the port the kernel picked, and releases it. Another process can
-/// take it before the server binds it; [`PrivatePostgres::start`] retries in that case.
-fn pick_free_port() -> io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// The last lines of the server log, or a note that it is empty or unreadable.
@@ -924,40 +874,36 @@ mod tests {
     }
 
     #[test]
-    fn picked_port_is_free_and_bindable() {
-        let port = pick_free_port().unwrap();
-        assert_ne!(port, 0);
-        // It was released, so it can be bound again right away.
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
-        assert_eq!(listener.local_addr().unwrap().port(), port);
-    }
-
-    #[test]
-    fn picked_ports_differ_while_held() {
-        let first = pick_free_port().unwrap();
-        let _held = TcpListener::bind((Ipv4Addr::LOCALHOST, first)).unwrap();
-        let second = pick_free_port().unwrap();
-        assert_ne!(first, second);
-    }
-
-    #[test]
-    fn port_clash_is_recognised_in_the_server_log() {
-        let log = "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use\n\
-                   HINT:  Is another postmaster already running on port 5432? If not, wait a few seconds and retry.\n\
-                   WARNING:  could not create listen socket for \"127.0.0.1\"\n\
-                   FATAL:  could not create any TCP/IP sockets";
-        assert!(port_taken(log));
-        assert!(!port_taken(
-            "FATAL:  data directory \"/x\" has wrong ownership"
-        ));
-    }
-
-    #[test]
-    fn url_has_the_documented_shape() {
+    fn url_names_the_socket_directory_and_port() {
+        let url = url_for(Path::new("/tmp/qbo-pg-Ab12Cd"));
         assert_eq!(
-            url_for(54321),
-            "postgres://postgres@127.0.0.1:54321/postgres?sslmode=disable"
+            url,
+            "postgres://postgres@localhost/postgres?host=%2Ftmp%2Fqbo-pg-Ab12Cd&port=5432&sslmode=disable"
         );
+        let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        assert_eq!(
+            opts.get_socket(),
+            Some(&PathBuf::from("/tmp/qbo-pg-Ab12Cd"))
+        );
+        assert_eq!(opts.get_port(), SOCKET_PORT);
+        assert_eq!(opts.get_username(), SUPERUSER);
+        assert_eq!(opts.get_database(), Some("postgres"));
+    }
+
+    #[test]
+    fn url_survives_unusual_directory_names() {
+        // $TMPDIR may hold characters that mean something in a URL.
+        let dir = Path::new("/tmp/my tmp&x=1#frag%41?/qbo-pg-Ab12Cd");
+        let opts: sqlx::postgres::PgConnectOptions = url_for(dir).parse().unwrap();
+        assert_eq!(opts.get_socket(), Some(&dir.to_path_buf()));
+        assert_eq!(opts.get_port(), SOCKET_PORT);
+    }
+
+    #[test]
+    fn url_is_accepted_by_the_database_settings() {
+        let url = url_for(Path::new("/tmp/qbo-pg-Ab12Cd"));
+        let settings = crate::config::DbSettings::from_url(&url).unwrap();
+        assert_eq!(settings.url(), url);
     }
 
     #[test]
@@ -1014,60 +960,38 @@ mod tests {
         assert!(foreign.exists());
     }
 
-    /// Returns `taken` for the first `clashes` calls, then real free ports.
-    fn ports_with_clashes(taken: u16, clashes: u32) -> impl FnMut() -> io::Result<u16> {
-        let mut calls = 0;
-        move || {
-            calls += 1;
-            if calls <= clashes {
-                Ok(taken)
-            } else {
-                pick_free_port()
-            }
-        }
-    }
-
     #[tokio::test]
-    async fn a_port_taken_by_another_process_is_retried_on_another() {
-        // A plain listener accepts TCP connections but never speaks the PostgreSQL protocol.
-        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let taken = held.local_addr().unwrap().port();
-        let started = Instant::now();
-        let pg = PrivatePostgres::start_with_ports(ports_with_clashes(taken, 2))
+    async fn serves_on_its_socket_only_and_stops_cleanly() {
+        let pg = PrivatePostgres::start()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_ne!(pg.port(), taken);
-        // A clash is noticed when our server exits, not after a connection timeout.
-        assert!(
-            started.elapsed() < CONNECT_ATTEMPT_TIMEOUT,
-            "{:?}",
-            started.elapsed()
-        );
+        let socket = pg.socket_path();
+        assert!(socket.starts_with(pg.dir()));
+        let mode = fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", socket.display());
         let mut conn = PgConnection::connect(&pg.url()).await.unwrap();
-        let one: i32 = sqlx::query_scalar("SELECT 1")
+        let listen: String = sqlx::query_scalar("SHOW listen_addresses")
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(one, 1);
+        assert_eq!(listen, "");
+        // Only local (socket) lines trust; any TCP line rejects.
+        let non_reject: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_hba_file_rules WHERE type <> 'local' AND auth_method <> 'reject'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(non_reject, 0);
+        // Over the socket, inet_server_addr() is NULL.
+        let addr: Option<String> = sqlx::query_scalar("SELECT inet_server_addr()::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(addr, None);
         conn.close().await.unwrap();
         let dir = pg.dir().to_path_buf();
         pg.stop().await.unwrap();
         assert!(!dir.exists());
-    }
-
-    #[tokio::test]
-    async fn giving_up_after_repeated_clashes_says_so() {
-        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let taken = held.local_addr().unwrap().port();
-        let err = PrivatePostgres::start_with_ports(ports_with_clashes(taken, PORT_ATTEMPTS))
-            .await
-            .unwrap_err();
-        let message = err.to_string();
-        assert!(
-            matches!(err, PgTempError::PortsExhausted { attempts, .. } if attempts == PORT_ATTEMPTS),
-            "{message}"
-        );
-        assert!(message.contains("Address already in use"), "{message}");
-        assert!(message.contains("DATABASE_URL"), "{message}");
     }
 }
