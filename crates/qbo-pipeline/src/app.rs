@@ -126,6 +126,8 @@ pub struct DemoOptions {
     pub window: Window,
     pub chunk: ChunkSize,
     pub progress: bool,
+    /// Load even into a database that holds data not from the demo (`--yes`).
+    pub yes: bool,
 }
 
 impl Default for DemoOptions {
@@ -142,6 +144,7 @@ impl Default for DemoOptions {
             .expect("valid window"),
             chunk: ChunkSize::Auto,
             progress: true,
+            yes: false,
         }
     }
 }
@@ -154,8 +157,192 @@ pub struct DemoReport {
     pub database: String,
 }
 
+/// The comment `demo` puts on the `qbo_pipeline` schema of a database it loads: the mark of a
+/// demo database (see [`DemoTarget`]).
+pub const DEMO_MARKER: &str =
+    "qbo-pipeline demo database (synthetic data from the built-in sandbox)";
+
+/// The pipeline name of the runs `demo` records; no other command uses it.
+pub const DEMO_PIPELINE: &str = "qb_demo_backfill";
+
+/// Schemas qbo-pipeline owns. `demo` writes only there (and sqlx's `_sqlx_migrations`).
+const OWN_SCHEMAS: [&str; 2] = ["raw", "qbo_pipeline"];
+
+/// What a database holds, as far as `demo` is concerned. Decided before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemoTarget {
+    /// No table of any other application, and no row in any table of `raw` or `qbo_pipeline`
+    /// (a database that was only created or migrated).
+    Empty,
+    /// A demo database: no table of any other application, the `qbo_pipeline` schema carries
+    /// [`DEMO_MARKER`], and every run in `qbo_pipeline.runs` is a demo run
+    /// ([`DEMO_PIPELINE`]).
+    Demo,
+    /// Anything else: tables of another application, or qbo-pipeline data not from the demo
+    /// (rows without the marker, or runs of real pipelines). The demo refuses it unless
+    /// `--yes`, so synthetic records never mix with real ones by accident.
+    Other {
+        /// What it holds, for the message: table names, runs.
+        holds: Vec<String>,
+    },
+}
+
+impl DemoTarget {
+    /// True when the demo may load into it without `--yes`.
+    pub fn accepts_demo(&self) -> bool {
+        matches!(self, DemoTarget::Empty | DemoTarget::Demo)
+    }
+}
+
+/// Reads (never writes) what `pool`'s database holds: see [`DemoTarget`].
+pub async fn inspect_demo_target(pool: &PgPool) -> anyhow::Result<DemoTarget> {
+    /// Names listed in the message at most, per kind.
+    const SHOWN: usize = 5;
+    // Tables, views and foreign tables outside our schemas and the system's, except sqlx's
+    // migration table and objects that belong to an extension.
+    let others: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || '.' || c.relname
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            AND n.nspname <> ALL ($1)
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND n.nspname NOT LIKE 'pg\\_%'
+            AND NOT (n.nspname = 'public' AND c.relname = '_sqlx_migrations')
+            AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                             WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                               AND d.deptype = 'e')
+          ORDER BY 1",
+    )
+    .bind(&OWN_SCHEMAS[..])
+    .fetch_all(pool)
+    .await
+    .context("listing the database's tables")?;
+    if !others.is_empty() {
+        let mut holds: Vec<String> = others
+            .iter()
+            .take(SHOWN)
+            .map(|t| format!("table {t}"))
+            .collect();
+        if others.len() > SHOWN {
+            holds.push(format!("{} more tables", others.len() - SHOWN));
+        }
+        return Ok(DemoTarget::Other { holds });
+    }
+
+    // `raw` first: its records matter most in the message.
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT schemaname::text, tablename::text FROM pg_tables
+          WHERE schemaname = ANY ($1) ORDER BY schemaname <> 'raw', 1, 2",
+    )
+    .bind(&OWN_SCHEMAS[..])
+    .fetch_all(pool)
+    .await
+    .context("listing qbo-pipeline's tables")?;
+    let mut with_rows = Vec::new();
+    for (schema, table) in &tables {
+        let quoted = format!(
+            "\"{}\".\"{}\"",
+            schema.replace('"', "\"\""),
+            table.replace('"', "\"\"")
+        );
+        let any: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM {quoted})"
+        )))
+        .fetch_one(pool)
+        .await
+        .with_context(|| format!("reading {schema}.{table}"))?;
+        if any {
+            with_rows.push(format!("{schema}.{table}"));
+        }
+    }
+    if with_rows.is_empty() {
+        return Ok(DemoTarget::Empty);
+    }
+
+    let marker: Option<String> = sqlx::query_scalar(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'qbo_pipeline'",
+    )
+    .fetch_optional(pool)
+    .await
+    .context("reading the qbo_pipeline schema's comment")?
+    .flatten();
+    let other_runs: i64 = if with_rows.iter().any(|t| t == "qbo_pipeline.runs") {
+        sqlx::query_scalar("SELECT count(*) FROM qbo_pipeline.runs WHERE pipeline <> $1")
+            .bind(DEMO_PIPELINE)
+            .fetch_one(pool)
+            .await
+            .context("reading qbo_pipeline.runs")?
+    } else {
+        0
+    };
+    if marker.as_deref() == Some(DEMO_MARKER) && other_runs == 0 {
+        return Ok(DemoTarget::Demo);
+    }
+    let mut holds = Vec::new();
+    if other_runs > 0 {
+        let runs = if other_runs == 1 { "run" } else { "runs" };
+        holds.push(format!("{other_runs} {runs} of real pipelines"));
+    }
+    let shown = with_rows.len().min(SHOWN);
+    holds.push(format!("rows in {}", with_rows[..shown].join(", ")));
+    if with_rows.len() > shown {
+        holds.push(format!("rows in {} more tables", with_rows.len() - shown));
+    }
+    if marker.as_deref() != Some(DEMO_MARKER) {
+        holds.push("no demo marker".to_owned());
+    }
+    Ok(DemoTarget::Other { holds })
+}
+
+/// Connects to `db` and decides whether the demo may load into it, before anything is
+/// written: a [`UsageError`] (exit 2) saying what to do when it may not and `yes` is false.
+/// Returns what the database holds.
+async fn check_demo_target(db: &DbSettings, yes: bool) -> anyhow::Result<DemoTarget> {
+    let pool = db::connect(db, 1)
+        .await
+        .map_err(|e| UsageError(e.to_string()))?;
+    let target = inspect_demo_target(&pool).await;
+    pool.close().await;
+    let target = target?;
+    if let DemoTarget::Other { holds } = &target {
+        if !yes {
+            return Err(UsageError(format!(
+                "refusing to run the demo: DATABASE_URL points at {}, which holds data that is not \
+                 from the demo ({}). The demo loads synthetic records and would mix them with it; \
+                 nothing was written. Point DATABASE_URL at a new or empty database (a missing \
+                 one is created), unset DATABASE_URL to use a private throwaway PostgreSQL, or \
+                 pass --yes to load into this database anyway",
+                db.display(),
+                holds.join("; ")
+            ))
+            .into());
+        }
+        tracing::warn!(
+            database = db.display(),
+            holds = %holds.join("; "),
+            "--yes: loading the demo into a database that holds data not from the demo"
+        );
+    }
+    Ok(target)
+}
+
+/// Puts [`DEMO_MARKER`] on the `qbo_pipeline` schema (after migrations created it).
+async fn mark_demo_database(pool: &PgPool) -> anyhow::Result<()> {
+    let sql = format!(
+        "COMMENT ON SCHEMA qbo_pipeline IS '{}'",
+        DEMO_MARKER.replace('\'', "''")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await
+        .context("marking the database as a demo database")?;
+    Ok(())
+}
+
 /// `demo`: the whole job on the built-in sandbox. Uses `db` when given (creating the
-/// database if missing), else a private throwaway PostgreSQL.
+/// database if missing), else a private throwaway PostgreSQL. A given database must be empty
+/// or a demo database ([`DemoTarget`]) unless `opts.yes`; it is checked before anything is
+/// written.
 pub async fn demo(
     db: Option<DbSettings>,
     opts: &DemoOptions,
@@ -187,11 +374,15 @@ pub async fn demo(
             settings
         }
     };
+    let target = check_demo_target(&db, opts.yes).await?;
     let config = qbo_sandbox::SandboxConfig {
         seed: opts.seed,
         customers: opts.customers,
         invoices: opts.invoices,
         items: opts.items,
+        // A new seed token per run: this sandbox does not know the token an earlier demo
+        // stored for the same realm, and a changed seed makes the token store start over.
+        refresh_token: format!("demo-{:032x}", rand::random::<u128>()),
         ..qbo_sandbox::SandboxConfig::default()
     };
     let sandbox = qbo_sandbox::spawn(config, ([127, 0, 0, 1], 0).into())
@@ -214,13 +405,20 @@ pub async fn demo(
         page_size: 1000,
         restart: false,
         concurrency: 4,
-        pipeline: Some("qb_demo_backfill".into()),
+        pipeline: Some(DEMO_PIPELINE.into()),
         trigger: None,
         progress: opts.progress,
     };
     let http = HttpSettings::default();
     let result = async {
         let pool = open_database(&db, pool_size(&backfill_opts)).await?;
+        // A database loaded with --yes despite holding other data is not marked: the next
+        // demo asks again.
+        if target.accepts_demo()
+            && let Err(e) = mark_demo_database(&pool).await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "the next demo into this database will need --yes");
+        }
         let engine = engine(pool.clone(), &qbo, &http)?;
         let report = engine.backfill(&backfill_opts, stop).await?;
         let counts = row_counts(&pool).await?;

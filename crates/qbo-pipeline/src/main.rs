@@ -148,6 +148,10 @@ struct DemoArgs {
     seed: u64,
     #[arg(long)]
     no_progress: bool,
+    /// Load into DATABASE_URL even when it holds data that is not from the demo (by default
+    /// the demo only loads into an empty database or one an earlier demo loaded).
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -362,6 +366,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         items: args.items,
         seed: args.seed,
         progress: !args.no_progress,
+        yes: args.yes,
         ..DemoOptions::default()
     };
     let stop = StopSignal::default();

@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use qbo_pipeline::entity::Entity;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,4 +511,201 @@ async fn migrate_is_repeatable() {
     let out = command(dir.path()).arg("migrate").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("DATABASE_URL"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// `demo` into a configured database
+
+/// A small demo: a few records, a few requests.
+fn demo_command(dir: &std::path::Path, db: &TestDb, yes: bool) -> Command {
+    let mut c = command(dir);
+    c.env("DATABASE_URL", &db.url).args([
+        "demo",
+        "--no-progress",
+        "--customers",
+        "4",
+        "--invoices",
+        "12",
+        "--items",
+        "3",
+    ]);
+    if yes {
+        c.arg("--yes");
+    }
+    c
+}
+
+/// Every table of `raw`, `qbo_pipeline` and `public` with a digest of all its rows, plus the
+/// comment on `qbo_pipeline`: equal before and after means nothing was written.
+async fn fingerprint(db: &TestDb) -> Vec<(String, String)> {
+    let pool = db.pool().await;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+          WHERE schemaname IN ('raw', 'qbo_pipeline', 'public') ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for table in tables {
+        let digest: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))
+               FROM {table} t"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        out.push((table, digest));
+    }
+    let comment: Option<String> = sqlx::query_scalar(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'qbo_pipeline'",
+    )
+    .fetch_optional(&pool)
+    .await
+    .unwrap()
+    .flatten();
+    out.push(("comment on qbo_pipeline".into(), format!("{comment:?}")));
+    pool.close().await;
+    out
+}
+
+/// (pipeline, runs) in the ledger.
+async fn runs_by_pipeline(db: &TestDb) -> Vec<(String, i64)> {
+    let pool = db.pool().await;
+    let rows = sqlx::query_as(
+        "SELECT pipeline, count(*) FROM qbo_pipeline.runs GROUP BY pipeline ORDER BY pipeline",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+async fn demo_marker(db: &TestDb) -> Option<String> {
+    let pool = db.pool().await;
+    let marker = sqlx::query_scalar(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'qbo_pipeline'",
+    )
+    .fetch_optional(&pool)
+    .await
+    .unwrap()
+    .flatten();
+    pool.close().await;
+    marker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_refuses_a_database_with_real_data_unless_yes() {
+    // A real (non-demo) load: a run of a real pipeline and its rows.
+    let sb = sandbox(qbo_sandbox::SandboxConfig {
+        customers: 5,
+        invoices: 10,
+        items: 2,
+        ..small_company()
+    })
+    .await;
+    let db = TestDb::create().await;
+    let report = backfill(
+        &sb,
+        &db,
+        &fast_http(),
+        &options(&Entity::ALL, full_window()),
+    )
+    .await;
+    assert!(report.succeeded());
+    let real_runs = runs_by_pipeline(&db).await;
+    assert!(!real_runs.is_empty());
+    let before = fingerprint(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = demo_command(dir.path(), &db, false).output().unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    for part in [
+        "refusing to run the demo",
+        "holds data that is not from the demo",
+        "1 run of real pipelines",
+        "raw.qb_customers",
+        "nothing was written",
+        "new or empty database",
+        "--yes",
+    ] {
+        assert!(shown.contains(part), "missing {part:?} in:\n{shown}");
+    }
+    assert_eq!(
+        fingerprint(&db).await,
+        before,
+        "the refused demo wrote something"
+    );
+
+    // --yes: loads anyway, next to the real data, and does not mark the database as a demo's.
+    let out = demo_command(dir.path(), &db, true).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut expected = real_runs.clone();
+    expected.push(("qb_demo_backfill".into(), 1));
+    expected.sort();
+    assert_eq!(runs_by_pipeline(&db).await, expected);
+    assert_eq!(demo_marker(&db).await, None);
+
+    // So the next demo without --yes is refused again.
+    let before = fingerprint(&db).await;
+    let out = demo_command(dir.path(), &db, false).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(fingerprint(&db).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_refuses_a_database_of_another_application() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    sqlx::query("CREATE TABLE public.app_users (id int PRIMARY KEY)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let before = fingerprint(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = demo_command(dir.path(), &db, false).output().unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("table public.app_users"), "{shown}");
+    assert!(shown.contains("--yes"), "{shown}");
+    // Not even the schemas or sqlx's migration table were created.
+    assert_eq!(schemas(&db).await, Vec::<String>::new());
+    assert_eq!(fingerprint(&db).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_again_into_its_own_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fresh database, and one that was only migrated: both count as empty.
+    for migrated_first in [false, true] {
+        let db = TestDb::create().await;
+        if migrated_first {
+            qbo_pipeline::app::open_database(&db.settings(), 1)
+                .await
+                .unwrap()
+                .close()
+                .await;
+        }
+        for run in 1..=2 {
+            let out = demo_command(dir.path(), &db, false).output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "demo {run} (migrated first: {migrated_first}): {}",
+                text(&out)
+            );
+        }
+        assert_eq!(
+            runs_by_pipeline(&db).await,
+            vec![("qb_demo_backfill".to_string(), 2)]
+        );
+        assert_eq!(
+            demo_marker(&db).await.as_deref(),
+            Some(qbo_pipeline::app::DEMO_MARKER)
+        );
+    }
 }
