@@ -348,6 +348,7 @@ pub fn position(input: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parser::Found;
 
     fn kinds(input: &str) -> Vec<(TokenKind, &str)> {
         tokenize(input)
@@ -452,6 +453,44 @@ mod tests {
         assert_eq!(unescape_string(r"'a\\b'"), r"a\b");
         assert_eq!(unescape_string(r"'\q'"), "q");
         assert_eq!(unescape_string("''"), "");
+    }
+
+    /// Every place the lexer slices the input (`!`, `-`, numbers, strings, escapes, errors)
+    /// next to a multi-byte character: an error or tokens, never a panic.
+    #[test]
+    fn multi_byte_characters_next_to_every_token_are_errors_not_panics() {
+        let error_at = |input: &str| {
+            let error = tokenize(input).expect_err(input);
+            (error.offset, error.found)
+        };
+        assert_eq!(error_at("é"), (0, Found::Char('é')));
+        assert_eq!(error_at("a é"), (2, Found::Char('é')));
+        assert_eq!(error_at("!é"), (1, Found::Char('é')));
+        assert_eq!(error_at("-é"), (1, Found::Char('é')));
+        assert_eq!(error_at("-\u{2212}1"), (1, Found::Char('\u{2212}')));
+        assert_eq!(error_at("\u{2212}1"), (0, Found::Char('\u{2212}')));
+        assert_eq!(error_at("1.é"), (1, Found::Char('.')));
+        assert_eq!(error_at("a.é"), (1, Found::Char('.')));
+        assert_eq!(error_at("a😀"), (1, Found::Char('😀')));
+        // Unterminated strings ending in a backslash, or in an escaped multi-byte character.
+        for input in ["'\\", "'é\\", "'\\é", "'\\😀", "x = '\\\u{2212}"] {
+            let error = tokenize(input).expect_err(input);
+            assert_eq!(error.found, Found::Eof, "{input:?}");
+            assert_eq!(error.offset, input.len(), "{input:?}");
+        }
+        // An escaped multi-byte character inside a closed string is one token.
+        assert_eq!(
+            kinds("'\\é' '\\😀x'"),
+            [
+                (TokenKind::String, "'\\é'"),
+                (TokenKind::String, "'\\😀x'"),
+                (TokenKind::Eof, "")
+            ]
+        );
+        assert_eq!(unescape_string("'\\é\\😀'"), "é😀");
+        assert_eq!(position("é😀\u{2212}x", "é😀\u{2212}".len()), (1, 4));
+        assert_eq!(position("é😀", 1), (1, 1), "an offset inside a character");
+        assert_eq!(position("é😀", usize::MAX), (1, 2));
     }
 
     #[test]

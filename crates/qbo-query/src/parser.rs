@@ -984,6 +984,115 @@ mod tests {
         }
     }
 
+    /// Runs `f` on a thread with a 256 KiB stack, so that any recursion whose depth follows
+    /// the input would overflow it (and abort the test binary) on the inputs below.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(f)
+            .expect("spawn a thread")
+            .join()
+            .expect("no panic")
+    }
+
+    /// The grammar nests nothing (no parenthesised conditions, lists of plain values only), so
+    /// the parser's depth is fixed: 100,000 opening parentheses are one error at the first one
+    /// the grammar does not allow, and 100,000 `AND`ed conditions parse in a loop.
+    #[test]
+    fn deep_nesting_and_long_inputs_are_errors_or_trees_not_stack_overflows() {
+        const DEPTH: usize = 100_000;
+        let cases: Vec<(String, usize)> = vec![
+            ("(".repeat(DEPTH), 0),
+            (format!("SELECT COUNT{}", "(".repeat(DEPTH)), 13),
+            (
+                format!(
+                    "SELECT * FROM Customer WHERE Id IN {}'5'",
+                    "(".repeat(DEPTH)
+                ),
+                36,
+            ),
+            (
+                format!("SELECT * FROM Customer WHERE {}Id = '5'", "(".repeat(DEPTH)),
+                29,
+            ),
+            (
+                format!(
+                    "SELECT * FROM Customer WHERE Id IN ('5'{}",
+                    ")".repeat(DEPTH)
+                ),
+                40,
+            ),
+        ];
+        for (text, offset) in cases {
+            let error = on_small_stack(move || parse(&text).expect_err("not a query"));
+            assert_eq!(error.offset, offset);
+            assert_eq!(
+                error.found,
+                Found::Token {
+                    kind: if offset == 40 {
+                        TokenKind::RParen
+                    } else {
+                        TokenKind::LParen
+                    },
+                    text: if offset == 40 { ")" } else { "(" }.to_owned()
+                }
+            );
+        }
+        let many_conditions = format!(
+            "SELECT * FROM Customer WHERE {}",
+            vec!["Id = '5'"; DEPTH].join(" AND ")
+        );
+        let parsed = on_small_stack(move || parse(&many_conditions).map(|q| q.conditions.len()));
+        assert_eq!(parsed, Ok(DEPTH));
+        let long_list = format!(
+            "SELECT * FROM Customer WHERE Id IN ({})",
+            vec!["'5'"; DEPTH].join(",")
+        );
+        let parsed = on_small_stack(move || parse(&long_list).map(|q| q.conditions.len()));
+        assert_eq!(parsed, Ok(1));
+    }
+
+    /// Errors at, after or inside multi-byte characters report them whole (no byte slicing
+    /// inside a character), with JavaCC's character columns.
+    #[test]
+    fn non_ascii_input_gives_errors_not_panics() {
+        let cases = [
+            (
+                "SELECT * FROM Cüstomer",
+                r#"QueryParserError: Lexical error at line 1, column 16.  Encountered: "\u00fc" (252), after : """#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Id \u{2260} '5'",
+                r#"QueryParserError: Lexical error at line 1, column 33.  Encountered: "\u2260" (8800), after : """#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Balance !\u{ff1d} 5",
+                r#"QueryParserError: Lexical error at line 1, column 39.  Encountered: "\uff1d" (65309), after : "!""#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Balance > -😀",
+                r#"QueryParserError: Lexical error at line 1, column 41.  Encountered: "\ud83d\ude00" (128512), after : "-""#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Name = 'é\\",
+                r#"QueryParserError: Lexical error at line 1, column 40.  Encountered: <EOF> after : "\'\u00e9\\""#,
+            ),
+            (
+                "SELECT * FROM Customer WHERE Name = 'é' 'ü'",
+                r#"QueryParserError: Encountered " <STRING> "\'\u00fc\' "" at line 1, column 41."#,
+            ),
+            (
+                "SELECT * FROM Customer MAXRESULTS ١٠",
+                r#"QueryParserError: Lexical error at line 1, column 35.  Encountered: "\u0661" (1633), after : """#,
+            ),
+        ];
+        for (text, detail) in cases {
+            let error = parse(text).expect_err(text);
+            assert_eq!(error.qbo_detail(), detail, "{text}");
+            assert!(!error.to_string().is_empty());
+        }
+    }
+
     /// The examples in GRAMMAR.md's "Errors" section, verbatim.
     #[test]
     fn grammar_md_error_examples() {
