@@ -54,6 +54,8 @@ pub fn lookup<'a>(record: &'a Value, path: &str) -> Option<&'a Value> {
 /// `2020-09-29T13:04:48Z`, fractional seconds (`.000Z`, `.123-07:00`), minutes-only times
 /// (`2024-06-01T00:00`), zone-less `2024-06-01T00:00:00` (read as UTC: QBO's own reading is
 /// unknown), and date-only `2015-10-08` (00:00:00 UTC that day).
+///
+/// Total: any other text, whatever characters it holds, gives `None`, never a panic.
 pub fn parse_datetime(s: &str) -> Option<DateTime<FixedOffset>> {
     let bytes = s.as_bytes();
     let date_shaped = bytes.len() >= 10

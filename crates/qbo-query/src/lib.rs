@@ -12,6 +12,13 @@
 //!   ordering ([`compare_for_order`], [`OrderBy::compare`]).
 //!
 //! No I/O: used by the sandbox (to answer queries) and by the pipeline (to build them).
+//!
+//! # Totality
+//! [`parse`] and [`parse_datetime`] never panic, whatever text they are given (it comes from
+//! the network): they return an error or `None`. Matching and ordering records never panic
+//! either. `tests/properties.rs` checks this with property tests (arbitrary and grammar-built
+//! inputs, mutated valid queries and timestamps), and that printed queries parse back to the
+//! same tree; see `GRAMMAR.md`, "Totality".
 
 pub mod ast;
 pub mod eval;

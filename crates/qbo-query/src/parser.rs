@@ -16,7 +16,8 @@ use std::fmt;
 use crate::ast::{Condition, Direction, Literal, Op, OrderBy, Query, Select};
 use crate::lexer::{self, Token, TokenKind};
 
-/// Parses one QBO query (see `GRAMMAR.md`).
+/// Parses one QBO query (see `GRAMMAR.md`). Total: any text gives a [`Query`] or a
+/// [`ParseError`], never a panic, and the parser's depth does not grow with the input.
 pub fn parse(input: &str) -> Result<Query, ParseError> {
     let tokens = lexer::tokenize(input)?;
     Parser {
