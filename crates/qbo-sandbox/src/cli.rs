@@ -1,22 +1,34 @@
 //! The `sandbox` command: [`SandboxArgs`] (clap) → validated [`SandboxConfig`] →
 //! [`run_cli`], which serves until Ctrl-C/SIGTERM, printing the `QBO_*=` lines on stdout once
 //! the socket accepts connections. Logs go to stderr via `tracing`; secrets never do.
+//!
+//! The sandbox has no security of its own (the admin API is unauthenticated, the OAuth
+//! credentials are fixed public values), so it listens on loopback addresses only, unless
+//! `--allow-remote` is given ([`SandboxArgs::check_listen`]); then it logs a warning saying
+//! so. The printed URLs name an address clients can connect to ([`client_addr`]).
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::config::{Faults, Rotation, SandboxConfig};
+use crate::server::{RunningSandbox, TOKEN_PATH};
 
 /// Options of `qbo-pipeline sandbox`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SandboxArgs {
-    /// Address to listen on; port 0 picks a free port.
+    /// Address to listen on; port 0 picks a free port. Loopback only (127.0.0.0/8, [::1])
+    /// unless --allow-remote is given.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Allow a --listen address other machines can reach (0.0.0.0, [::], a LAN address). The
+    /// sandbox has no security: its admin API is unauthenticated and its OAuth credentials
+    /// are fixed public values, so anyone who can connect can mint tokens and rewrite the data.
+    #[arg(long)]
+    pub allow_remote: bool,
     /// Seed of the deterministic data generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -74,7 +86,130 @@ pub struct SandboxArgs {
     pub retry_after_secs: Option<u64>,
 }
 
+/// `--listen` names an address other machines may reach, and `--allow-remote` was not given.
+/// The user's to fix: `qbo-pipeline` should exit with code 2 on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to listen on {listen}: it is not a loopback address, and the sandbox has no \
+     security (its admin API is unauthenticated and its OAuth credentials are fixed public \
+     values); listen on 127.0.0.1 or [::1], or pass --allow-remote to expose it anyway"
+)]
+pub struct RemoteListenRefused {
+    pub listen: SocketAddr,
+}
+
+/// Whether only this machine can connect to `ip`: 127.0.0.0/8, `::1`, or an IPv4-mapped
+/// `::ffff:127.x.y.z`.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// The address to tell clients for a sandbox asked to listen on `listen` and bound at
+/// `bound`: `bound` itself (the port that port 0 picked included), except for a wildcard
+/// (`0.0.0.0`, `::`), which accepts on every interface but is no address to connect to; then
+/// the loopback address of the same family, which reaches the sandbox from this machine (see
+/// [`wildcard_note`] for the other machines).
+pub fn client_addr(listen: SocketAddr, bound: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        _ => bound.ip(),
+    };
+    SocketAddr::new(ip, bound.port())
+}
+
+/// The warning `--allow-remote` earns once the sandbox listens on `bound`, a non-loopback
+/// address.
+pub fn remote_warning(bound: SocketAddr) -> String {
+    format!(
+        "--allow-remote: the sandbox listens on {bound}, which other machines may reach. It \
+         has NO security: its admin API (/admin/...) is unauthenticated, so anyone who can \
+         connect can change faults, edit or delete records and revoke tokens, and the OAuth \
+         client id, client secret and refresh token printed on stdout are fixed public \
+         values, so anyone can get an access token. Expose it only on a network you trust, \
+         and never with real books loaded through --data."
+    )
+}
+
+/// The note for a wildcard `bound` (`0.0.0.0:PORT`, `[::]:PORT`) whose printed URLs name
+/// `client` (a loopback address, see [`client_addr`]).
+pub fn wildcard_note(bound: SocketAddr, client: SocketAddr) -> String {
+    let host = match client.ip() {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    format!(
+        "{bound} accepts connections on every interface: QBO_API_BASE_URL and QBO_TOKEN_URL \
+         name {host}, which reaches the sandbox from this machine only; on another machine, \
+         replace {host} with an address of this machine that it can reach (port {port})",
+        port = client.port()
+    )
+}
+
+/// A sandbox serving in the background, and what a client needs to reach it.
+#[derive(Debug)]
+pub struct Started {
+    pub sandbox: RunningSandbox,
+    /// `http://HOST:PORT` with HOST from [`client_addr`] (the `QBO_API_BASE_URL`).
+    pub base_url: String,
+    /// The shell-sourceable `QBO_*=` lines, one per line.
+    pub env_lines: String,
+}
+
+/// Checks `args` (the listen address first, before any work), builds the data, binds and
+/// serves in the background; logs the `--allow-remote` warning and the wildcard note.
+pub async fn start(args: &SandboxArgs) -> anyhow::Result<Started> {
+    args.check_listen()?;
+    let config = args.to_config()?;
+    tracing::info!(
+        customers = config.customers,
+        invoices = config.invoices,
+        items = config.items,
+        seed = config.seed,
+        data = ?config.data_file,
+        "building sandbox data"
+    );
+    let sandbox = crate::spawn(config, args.listen)
+        .await
+        .with_context(|| format!("starting the sandbox on {}", args.listen))?;
+    // `spawn` reports a wildcard bind as 127.0.0.1; the socket's real address is the one asked
+    // for, with the port it got.
+    let bound = SocketAddr::new(args.listen.ip(), sandbox.addr().port());
+    let client = client_addr(args.listen, sandbox.addr());
+    if !is_loopback(bound.ip()) {
+        tracing::warn!("{}", remote_warning(bound));
+    }
+    if bound.ip().is_unspecified() {
+        tracing::warn!("{}", wildcard_note(bound, client));
+    }
+    let base_url = format!("http://{client}");
+    let env_lines = format!(
+        "QBO_API_BASE_URL={base_url}\nQBO_TOKEN_URL={base_url}{TOKEN_PATH}\nQBO_CLIENT_ID={}\n\
+         QBO_CLIENT_SECRET={}\nQBO_REALM_ID={}\nQBO_REFRESH_TOKEN={}\n",
+        sandbox.client_id(),
+        sandbox.client_secret(),
+        sandbox.realm_id(),
+        sandbox.refresh_token()
+    );
+    Ok(Started {
+        sandbox,
+        base_url,
+        env_lines,
+    })
+}
+
 impl SandboxArgs {
+    /// `--listen` against `--allow-remote`: a non-loopback address needs the flag.
+    pub fn check_listen(&self) -> Result<(), RemoteListenRefused> {
+        if self.allow_remote || is_loopback(self.listen.ip()) {
+            Ok(())
+        } else {
+            Err(RemoteListenRefused {
+                listen: self.listen,
+            })
+        }
+    }
+
     /// The validated config these options describe.
     pub fn to_config(&self) -> anyhow::Result<SandboxConfig> {
         let defaults = SandboxConfig::default();
@@ -110,7 +245,8 @@ impl SandboxArgs {
     }
 }
 
-/// Serves a sandbox until Ctrl-C or SIGTERM.
+/// Serves a sandbox until Ctrl-C or SIGTERM. Fails at once, with [`RemoteListenRefused`],
+/// on a non-loopback `--listen` without `--allow-remote`.
 pub async fn run_cli(args: SandboxArgs) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -119,31 +255,20 @@ pub async fn run_cli(args: SandboxArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
-    let config = args.to_config()?;
-    tracing::info!(
-        customers = config.customers,
-        invoices = config.invoices,
-        items = config.items,
-        seed = config.seed,
-        data = ?config.data_file,
-        "building sandbox data"
-    );
-    let sandbox = crate::spawn(config, args.listen)
-        .await
-        .with_context(|| format!("starting the sandbox on {}", args.listen))?;
+    let started = start(&args).await?;
     {
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(sandbox.env_lines().as_bytes())?;
+        stdout.write_all(started.env_lines.as_bytes())?;
         stdout.flush()?;
     }
     tracing::info!(
-        base_url = sandbox.base_url(),
-        realm = sandbox.realm_id(),
+        base_url = started.base_url,
+        realm = started.sandbox.realm_id(),
         "sandbox accepting connections"
     );
     wait_for_signal().await;
     tracing::info!("shutting down");
-    sandbox.shutdown().await;
+    started.sandbox.shutdown().await;
     Ok(())
 }
 
@@ -210,6 +335,223 @@ mod tests {
         assert_eq!(config.faults.latency, Duration::from_millis(20));
         assert_eq!(config.cdc_horizon, None);
         assert_eq!(config.access_token_ttl, Duration::from_secs(3600));
+    }
+
+    fn args(flags: &[&str]) -> SandboxArgs {
+        let argv = ["x", "--customers", "3", "--items", "2", "--invoices", "5"];
+        Cli::try_parse_from(argv.iter().chain(flags))
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}"))
+            .args
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn listen_is_loopback_only_unless_allow_remote() {
+        for listen in [
+            "127.0.0.1:0",
+            "127.0.0.1:8080",
+            "127.45.6.7:0",
+            "[::1]:0",
+            "[::ffff:127.0.0.1]:0",
+        ] {
+            assert_eq!(
+                args(&["--listen", listen]).check_listen(),
+                Ok(()),
+                "{listen}"
+            );
+        }
+        assert_eq!(args(&[]).check_listen(), Ok(()), "the default");
+        for listen in [
+            "0.0.0.0:0",
+            "0.0.0.0:8080",
+            "[::]:0",
+            "192.168.1.5:8080",
+            "10.0.0.1:0",
+            "192.0.2.1:0",
+            "[fe80::1]:0",
+            "[2001:db8::1]:0",
+            "[::ffff:10.0.0.1]:0",
+        ] {
+            let refused = args(&["--listen", listen]).check_listen();
+            assert_eq!(
+                refused,
+                Err(RemoteListenRefused {
+                    listen: addr(listen)
+                }),
+                "{listen}"
+            );
+            let message = refused.unwrap_err().to_string();
+            assert!(message.contains("--allow-remote"), "{message}");
+            assert!(message.contains(&addr(listen).to_string()), "{message}");
+            assert_eq!(
+                args(&["--listen", listen, "--allow-remote"]).check_listen(),
+                Ok(()),
+                "{listen}"
+            );
+        }
+    }
+
+    /// `run_cli` on a non-loopback address fails at once with [`RemoteListenRefused`]
+    /// (before this check it bound the address, or tried to, and served until a signal).
+    #[tokio::test]
+    async fn run_cli_refuses_a_remote_listen_address() {
+        // 192.0.2.1 is TEST-NET-1 (documentation only): no socket can be bound on it, so
+        // nothing listens even where the check is missing.
+        for listen in ["192.0.2.1:0", "0.0.0.0:0", "[::]:0"] {
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(10),
+                run_cli(args(&["--listen", listen])),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{listen}: still serving after 10 s"));
+            let error = outcome.expect_err(listen);
+            assert_eq!(
+                error.downcast_ref::<RemoteListenRefused>(),
+                Some(&RemoteListenRefused {
+                    listen: addr(listen)
+                }),
+                "{listen}: {error:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_addresses() {
+        let cases = [
+            ("127.0.0.1:0", "127.0.0.1:41000", "127.0.0.1:41000"),
+            ("[::1]:0", "[::1]:41000", "[::1]:41000"),
+            // `spawn` reports a wildcard as 127.0.0.1: the family comes from `listen`.
+            ("0.0.0.0:0", "127.0.0.1:41000", "127.0.0.1:41000"),
+            ("[::]:8080", "127.0.0.1:8080", "[::1]:8080"),
+            ("192.168.1.5:0", "192.168.1.5:41000", "192.168.1.5:41000"),
+            (
+                "[2001:db8::1]:9000",
+                "[2001:db8::1]:9000",
+                "[2001:db8::1]:9000",
+            ),
+        ];
+        for (listen, bound, client) in cases {
+            assert_eq!(
+                client_addr(addr(listen), addr(bound)),
+                addr(client),
+                "{listen}"
+            );
+        }
+        let note = wildcard_note(addr("[::]:8080"), addr("[::1]:8080"));
+        assert!(note.starts_with("[::]:8080 accepts connections on every interface"));
+        assert!(
+            note.contains("replace [::1] with an address of this machine"),
+            "{note}"
+        );
+    }
+
+    /// Log lines written while the returned guard lives, on this thread.
+    fn capture_logs() -> (
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        tracing::subscriber::DefaultGuard,
+    ) {
+        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log buffer").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn logged(logs: &std::sync::Mutex<Vec<u8>>) -> String {
+        String::from_utf8_lossy(&logs.lock().expect("log buffer")).into_owned()
+    }
+
+    /// The `QBO_*=` lines, as `source` would read them.
+    fn env(lines: &str) -> std::collections::HashMap<String, String> {
+        lines
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// A refresh with the printed credentials at the printed token URL: whether it succeeds.
+    async fn refresh_works(lines: &str) -> bool {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let vars = env(lines);
+        let http = reqwest::Client::builder().build().expect("reqwest client");
+        let response = http
+            .post(&vars["QBO_TOKEN_URL"])
+            .basic_auth(&vars["QBO_CLIENT_ID"], Some(&vars["QBO_CLIENT_SECRET"]))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", vars["QBO_REFRESH_TOKEN"].as_str()),
+            ])
+            .send()
+            .await
+            .expect("the token URL answers");
+        response.status() == reqwest::StatusCode::OK
+    }
+
+    #[tokio::test]
+    async fn loopback_start_prints_its_address_and_warns_of_nothing() {
+        let (logs, _guard) = capture_logs();
+        let started = start(&args(&["--listen", "127.0.0.1:0"]))
+            .await
+            .expect("starts");
+        let port = started.sandbox.addr().port();
+        assert_ne!(port, 0);
+        assert_eq!(started.base_url, format!("http://127.0.0.1:{port}"));
+        assert_eq!(started.env_lines, started.sandbox.env_lines());
+        assert!(refresh_works(&started.env_lines).await);
+        let logs = logged(&logs);
+        assert!(!logs.contains("WARN"), "{logs}");
+        started.sandbox.shutdown().await;
+    }
+
+    /// `--allow-remote` on the wildcard: it serves, warns loudly, and the printed URLs (with
+    /// the port it got) work from this machine.
+    #[tokio::test]
+    async fn allow_remote_warns_and_prints_a_reachable_address() {
+        let (logs, _guard) = capture_logs();
+        let started = start(&args(&["--listen", "0.0.0.0:0", "--allow-remote"]))
+            .await
+            .expect("starts");
+        let port = started.sandbox.addr().port();
+        let vars = env(&started.env_lines);
+        assert_eq!(vars["QBO_API_BASE_URL"], format!("http://127.0.0.1:{port}"));
+        assert_eq!(
+            vars["QBO_TOKEN_URL"],
+            format!("http://127.0.0.1:{port}{TOKEN_PATH}")
+        );
+        assert_eq!(vars["QBO_REFRESH_TOKEN"], started.sandbox.refresh_token());
+        assert!(refresh_works(&started.env_lines).await);
+        let logs = logged(&logs);
+        let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 2, "{logs}");
+        assert!(
+            warnings[0].contains(&format!("the sandbox listens on 0.0.0.0:{port}"))
+                && warnings[0].contains("unauthenticated")
+                && warnings[0].contains("fixed public"),
+            "{logs}"
+        );
+        assert!(
+            warnings[1].contains(&format!("0.0.0.0:{port} accepts connections on every"))
+                && warnings[1].contains("replace 127.0.0.1"),
+            "{logs}"
+        );
+        started.sandbox.shutdown().await;
     }
 
     #[test]
