@@ -32,6 +32,8 @@ pub fn is_usage_error(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<UsageError>()
             || e.is::<ConfigError>()
+            || e.is::<qbo_sandbox::cli::RemoteListenRefused>()
+            || e.is::<qbo_sandbox::config::ConfigError>()
             || matches!(e.downcast_ref::<DbError>(), Some(DbError::Connect { .. }))
     })
 }

@@ -500,6 +500,13 @@ async fn impossible_input_exits_2_before_anything_is_written() {
             },
             "no company for the trigger",
         ),
+        (
+            command(dir.path())
+                .args(["sandbox", "--listen", "0.0.0.0:0"])
+                .output()
+                .unwrap(),
+            "--allow-remote",
+        ),
     ];
     for (out, needle) in &cases {
         let all = text(out);
