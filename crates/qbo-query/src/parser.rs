@@ -514,8 +514,8 @@ mod tests {
         q
     }
 
-    /// Every query in /work/shared/fixtures/qbo-recorded (request.query_params.query and the
-    /// batch `Query`), verbatim, and the tree it must parse to.
+    /// Every query in crates/qbo-sandbox/tests/fixtures/qbo-recorded (request.query_params.query
+    /// and the batch `Query`), verbatim, and the tree it must parse to.
     #[test]
     fn recorded_queries_parse() {
         let id_list = cond("Id", Op::In, ids(&["5", "6", "7", "8", "9", "10"]));

@@ -3,11 +3,12 @@
 //! their default row order when a query has no `ORDERBY`, which CDC refuses, and the
 //! properties each has (for `Property X not found for Entity Y`).
 //!
-//! Facts from qbo-api.md §4, §8, §9 and §11 (default orders observed in the recordings:
-//! Customer by `FullyQualifiedName`, Vendor/Employee by `DisplayName`, both case-sensitive;
-//! transactions (SalesReceipt) newest `LastUpdatedTime` first).
+//! Facts from `docs/qbo-behaviour.md` §6, §10, §11 and §12 (default orders observed in the
+//! recordings in `crates/qbo-sandbox/tests/fixtures/qbo-recorded`: Customer by
+//! `FullyQualifiedName`, Vendor/Employee by `DisplayName`, both case-sensitive; transactions
+//! (SalesReceipt) newest `LastUpdatedTime` first).
 
-/// Every entity `/query` knows (qbo-api.md §9), canonical spelling.
+/// Every entity `/query` knows (`docs/qbo-behaviour.md` §11), canonical spelling.
 pub const QUERYABLE: &[&str] = &[
     "Account",
     "Attachable",
@@ -50,7 +51,7 @@ pub const QUERYABLE: &[&str] = &[
     "VendorCredit",
 ];
 
-/// Entities with an `Active` field (qbo-api.md §4).
+/// Entities with an `Active` field (`docs/qbo-behaviour.md` §6).
 const NAME_LISTS: &[&str] = &[
     "Account",
     "Budget",
@@ -79,7 +80,7 @@ const NAME_LISTS: &[&str] = &[
     "VendorType",
 ];
 
-/// Entities CDC does not support (qbo-api.md §8).
+/// Entities CDC does not support (`docs/qbo-behaviour.md` §10).
 pub const CDC_UNSUPPORTED: &[&str] = &[
     "JournalCode",
     "TaxAgency",

@@ -1,5 +1,6 @@
 //! The deterministic data generator: Customers, Items and Invoices modelled on the real
-//! recordings (qbo-api.md §10, the fixture Customer/Invoice/SalesReceipt objects).
+//! recordings (`docs/qbo-behaviour.md` §13; the Customer/Invoice/SalesReceipt objects in
+//! `crates/qbo-sandbox/tests/fixtures/qbo-recorded`).
 //!
 //! Nothing is materialised. [`Generator::initial_meta`] gives a record's index entry (create
 //! time, last-updated time, SyncToken, Active) from `(seed, entity, id)` alone, and

@@ -1,7 +1,7 @@
 //! A simulated QuickBooks Online: the OAuth 2.0 token endpoint and the v3 API (query, read,
 //! CDC) over deterministic generated books or records loaded from a file, with QBO's response
-//! shapes, faults and limits. Behaviour follows `shared/docs/qbo-api.md`; shapes follow the
-//! recordings in `shared/fixtures/qbo-recorded`.
+//! shapes, faults and limits. Behaviour follows `docs/qbo-behaviour.md` (at the repository
+//! root); shapes follow the recordings in `crates/qbo-sandbox/tests/fixtures/qbo-recorded`.
 //!
 //! # Layout
 //! - [`config`]: [`SandboxConfig`], [`Rotation`], [`Faults`] (limits and injected failures).

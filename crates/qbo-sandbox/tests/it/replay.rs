@@ -1,4 +1,5 @@
-//! Every recorded query, read, CDC and error exchange in `shared/fixtures/qbo-recorded`, and
+//! Every recorded query, read, CDC and error exchange in `tests/fixtures/qbo-recorded` (real
+//! QBO sandbox traffic from the MIT-licensed minimul/qbo_api cassettes; see its README), and
 //! the recorded writes the sandbox models (delete, void, no-op deactivation, full update,
 //! duplicate name), replayed against a sandbox loaded (`--data` file) with that recording's
 //! records: same status, Content-Type, `WWW-Authenticate`, and the same body text (key order
@@ -17,10 +18,10 @@ use serde_json::{Map, Value};
 use crate::support::{World, answer, is_envelope_time};
 
 fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/qbo-recorded");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qbo-recorded");
     assert!(
         dir.join("README.md").is_file(),
-        "recorded fixtures missing at {} (expected /work/shared/fixtures/qbo-recorded)",
+        "recorded fixtures missing at {}",
         dir.display()
     );
     dir
