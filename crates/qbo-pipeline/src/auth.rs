@@ -199,6 +199,19 @@ fn seed_matches(stored: &str, seed: &str) -> bool {
     }
 }
 
+/// The connection holding the realm's token lock. Unless taken back after a successful
+/// unlock, dropping it (an error, a dropped future) closes the session, and the lock with it,
+/// instead of returning a locked connection to the pool.
+struct LockedConn(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl Drop for LockedConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 /// Hands out valid access tokens for one realm.
 pub struct Authorizer {
     http: reqwest::Client,
@@ -273,11 +286,9 @@ impl Authorizer {
             if stop.is_stopped() {
                 return Err(AuthError::Stopped);
             }
-            let outcome = tokio::select! {
-                r = self.refresh() => r,
-                _ = stop.stopped() => return Err(AuthError::Stopped),
-            };
-            match outcome {
+            // Not raced against `stop`: dropping a refresh part-way could lose a token Intuit
+            // has just rotated. It is bounded by the token client's timeout.
+            match self.refresh().await {
                 Err(e) if e.is_transient() && attempt < 4 => {
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, "token refresh failed; retrying");
@@ -309,21 +320,22 @@ impl Authorizer {
         let seed = self.settings.refresh_token.expose_secret();
         // A session lock on a dedicated connection: the token write below commits by itself
         // while the lock is still held, so no other process refreshes in between.
-        let mut conn = self.pool.acquire().await?;
+        let mut guard = LockedConn(Some(self.pool.acquire().await?));
+        let conn = guard.0.as_mut().expect("set above");
         sqlx::query("SELECT pg_advisory_lock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))")
             .bind(realm)
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .await?;
-        let result = self.refresh_locked(&mut conn, realm, seed).await;
+        let result = self.refresh_locked(conn, realm, seed).await;
         let unlocked = sqlx::query(
             "SELECT pg_advisory_unlock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))",
         )
         .bind(realm)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await;
-        if unlocked.is_err() {
-            // A connection that cannot unlock must not go back to the pool holding the lock.
-            drop(conn.detach());
+        if unlocked.is_ok() {
+            // Unlocked: the connection may go back to the pool.
+            guard.0.take();
         }
         result
     }
@@ -344,6 +356,8 @@ impl Authorizer {
         .bind(PREVIOUS_TOKEN_GRACE_HOURS as i32)
         .fetch_optional(&mut *conn)
         .await?;
+        let fresh_chain =
+            !matches!(&stored, Some((_, stored_seed, ..)) if seed_matches(stored_seed, seed));
         let (using, rotations, fallback) = match &stored {
             Some((rt, stored_seed, rotations, previous, recent))
                 if seed_matches(stored_seed, seed) =>
@@ -396,8 +410,10 @@ impl Authorizer {
                  rotations = EXCLUDED.rotations,
                  updated_at = now(),
                  previous_refresh_token = CASE WHEN $7 THEN EXCLUDED.previous_refresh_token
+                                               WHEN $9 THEN NULL
                                                ELSE qbo_pipeline.oauth_tokens.previous_refresh_token END,
-                 rotated_at = CASE WHEN $7 THEN now() ELSE qbo_pipeline.oauth_tokens.rotated_at END",
+                 rotated_at = CASE WHEN $7 THEN now() WHEN $9 THEN NULL
+                                   ELSE qbo_pipeline.oauth_tokens.rotated_at END",
         )
         .bind(realm)
         .bind(&self.settings.client_id)
@@ -407,6 +423,8 @@ impl Authorizer {
         .bind(rotations.saturating_add(i32::from(rotated)))
         .bind(rotated)
         .bind(self.seal(&used)?)
+        // A fresh authorisation starts a new chain: the old chain's tokens are not kept.
+        .bind(fresh_chain)
         .execute(&mut *conn)
         .await?;
 

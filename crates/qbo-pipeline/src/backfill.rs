@@ -214,8 +214,8 @@ enum Fetch {
         second: String,
         after: String,
         position: u64,
-        /// First Id of the previous offset page of this second (a repeat is no progress).
-        previous_first: Option<String>,
+        /// Ids read so far at this second (a page with none new is no progress).
+        seen: std::collections::HashSet<String>,
     },
 }
 
@@ -390,7 +390,9 @@ impl Engine {
             report.requests as i64,
             report.retries as i64,
             report.throttled as i64,
-            report.expected.map(|n| n as i64),
+            report
+                .expected
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         )
         .await
         {
@@ -409,7 +411,9 @@ impl Engine {
         report: &mut EntityReport,
     ) -> Result<(), ChunkError> {
         let entity = run.entity;
-        let lock = EntityLock::acquire(&self.pool, &self.realm, entity).await?;
+        let Some(lock) = EntityLock::acquire(&self.pool, &self.realm, entity, stop).await? else {
+            return Err(ChunkError::Stopped);
+        };
         // QBO's own count of the window: sizes an `auto` plan, and gives the progress bar its
         // total and ETA.
         let count =
@@ -735,7 +739,7 @@ impl Engine {
                                 second,
                                 after,
                                 position: 1,
-                                previous_first: None,
+                                seen: Default::default(),
                             }),
                         )
                     }
@@ -744,14 +748,14 @@ impl Engine {
                     second,
                     after,
                     position,
-                    previous_first,
+                    mut seen,
                 } => {
                     let full = extract::tie_page_full(
                         &records,
                         page_size,
                         extract::cursor_time(&second).map_err(bad_page)?,
                         position,
-                        previous_first.as_deref(),
+                        &mut seen,
                     )
                     .map_err(bad_page)?;
                     let following = if full {
@@ -759,7 +763,7 @@ impl Engine {
                             second,
                             after,
                             position: position + u64::from(page_size),
-                            previous_first: records.first().map(|r| r.id.clone()),
+                            seen,
                         }
                     } else {
                         Fetch::Keyset(after)

@@ -231,7 +231,13 @@ pub struct EntityLock {
 }
 
 impl EntityLock {
-    pub async fn acquire(pool: &PgPool, realm: &str, entity: Entity) -> Result<Self, sqlx::Error> {
+    /// Waits for the lock, trying once a second; `Ok(None)` when `stop` comes first.
+    pub async fn acquire(
+        pool: &PgPool,
+        realm: &str,
+        entity: Entity,
+        stop: &crate::shutdown::StopSignal,
+    ) -> Result<Option<Self>, sqlx::Error> {
         let mut conn = pool.acquire().await?;
         let key: i64 = sqlx::query_scalar(
             "SELECT hashtextextended('qbo_pipeline.backfill:' || $1 || ':' || $2, 0)",
@@ -240,29 +246,38 @@ impl EntityLock {
         .bind(entity.cli_name())
         .fetch_one(&mut *conn)
         .await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !got {
-            tracing::warn!(realm, entity = %entity, "another process is back-filling this entity of this realm; waiting for it to finish");
-            sqlx::query("SELECT pg_advisory_lock($1)")
+        let mut warned = false;
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(key)
-                .execute(&mut *conn)
+                .fetch_one(&mut *conn)
                 .await?;
+            if got {
+                return Ok(Some(EntityLock {
+                    conn: Some(conn),
+                    key,
+                }));
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!(realm, entity = %entity, "another process is back-filling this entity of this realm; waiting for it to finish");
+            }
+            if !stop.sleep(std::time::Duration::from_secs(1)).await {
+                return Ok(None);
+            }
         }
-        Ok(EntityLock {
-            conn: Some(conn),
-            key,
-        })
     }
 
     pub async fn release(mut self) {
         if let Some(mut conn) = self.conn.take() {
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(self.key)
                 .execute(&mut *conn)
                 .await;
+            if unlocked.is_err() {
+                // Never hand a connection that may still hold the lock back to the pool.
+                drop(conn.detach());
+            }
         }
     }
 }

@@ -40,6 +40,12 @@ impl HttpArgs {
                 Duration::ZERO
             }
         };
+        if self.max_retries > 100 {
+            problems.push(format!(
+                "--max-retries {} is out of range: use 0..=100",
+                self.max_retries
+            ));
+        }
         if self.request_timeout_secs.is_finite() && self.request_timeout_secs < 1.0 {
             problems.push(format!(
                 "--request-timeout-secs {} is too short: use 1..=3600 seconds (QBO may take up to 120 s to answer a query)",

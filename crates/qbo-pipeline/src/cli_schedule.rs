@@ -346,6 +346,11 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
             .ok(),
         _ => None,
     };
+    if let TriggerCommand::Enable { realm: Some(r), .. } = &args.command
+        && let Err(e) = crate::config::RealmId::parse(r)
+    {
+        problems.push(e.replace("QBO_REALM_ID", "--realm"));
+    }
     if let TriggerCommand::Show { name, .. }
     | TriggerCommand::Enable { name, .. }
     | TriggerCommand::Disable { name }
@@ -418,7 +423,8 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
                 }
             },
             TriggerCommand::Enable { name, realm, .. } => {
-                let row = trigger::enable(&pool, &name, once_at, realm.as_deref(), now).await?;
+                let realm = realm.as_deref().map(str::trim);
+                let row = trigger::enable(&pool, &name, once_at, realm, now).await?;
                 println!(
                     "trigger {} is active; next fire {}",
                     row.name,

@@ -203,32 +203,46 @@ pub fn classify(err: &QboError) -> RetryClass {
 }
 
 /// Parses a QBO error body (`Fault`/`Error` or the lowercase 401 `fault`/`error` form) into
-/// (code, message, detail).
+/// (code, message, detail). Typed, so the rest of a large body is skipped, not built.
 pub fn parse_fault(body: &[u8]) -> Option<(Option<String>, String, Option<String>)> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let fault = v.get("Fault").or_else(|| v.get("fault"))?;
-    let first = fault
-        .get("Error")
-        .or_else(|| fault.get("error"))?
-        .as_array()?
-        .first()?;
-    let text = |a: &str, b: &str| {
-        first
-            .get(a)
-            .or_else(|| first.get(b))
-            .and_then(|x| x.as_str())
-            .map(str::to_string)
-    };
-    let code = first.get("code").map(|c| match c {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(rename = "Fault", alias = "fault")]
+        fault: Option<Fault>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Fault {
+        #[serde(rename = "Error", alias = "error", default)]
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[serde(rename = "Message", alias = "message", default)]
+        message: Option<String>,
+        #[serde(rename = "Detail", alias = "detail", default)]
+        detail: Option<String>,
+        #[serde(default)]
+        code: Option<Code>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Code {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    let body: Body = serde_json::from_slice(body).ok()?;
+    let first = body.fault?.errors.into_iter().next()?;
+    let code = first.code.map(|c| match c {
+        Code::Text(s) => s,
+        Code::Number(n) => n.to_string(),
     });
     Some((
         code.map(|c| printable(&c, 32)),
-        text("Message", "message")
+        first
+            .message
             .map(|m| printable(&m, 500))
             .unwrap_or_else(|| "unknown fault".into()),
-        text("Detail", "detail").map(|d| printable(&d, 1000)),
+        first.detail.map(|d| printable(&d, 1000)),
     ))
 }
 

@@ -104,6 +104,7 @@ pub fn load_dotenv() -> Result<(), ConfigError> {
 pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -146,6 +147,13 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
                 None => raw.to_string(),
             },
         };
+        if value.contains('\0') {
+            problems.push(format!(
+                ".env line {}: the value of {key} holds a NUL character; fix or remove the line",
+                n + 1
+            ));
+            continue;
+        }
         out.push((key.to_string(), value));
     }
     if problems.is_empty() {
@@ -691,6 +699,12 @@ mod tests {
         assert_eq!(get("C"), Some("$HOME x"));
         assert_eq!(get("D"), Some("y # z"));
         assert_eq!(get("E"), Some("$HOME"), "no expansion");
+        assert_eq!(
+            parse_dotenv("\u{feff}A=1\r\n").unwrap(),
+            vec![("A".into(), "1".into())]
+        );
+        let nul = parse_dotenv("S=abc\0secret\n").unwrap_err().to_string();
+        assert!(nul.contains("line 1") && !nul.contains("secret"), "{nul}");
         let err = parse_dotenv("OK=1\nthe-secret-value\nX=\"open\n1BAD=2\n").unwrap_err();
         let text = err.to_string();
         assert!(

@@ -152,10 +152,12 @@ struct Meta {
     last_updated: Option<String>,
 }
 
+/// serde's message, cleaned: it may quote text from the page.
 fn syntax_or_shape(e: serde_json::Error) -> PageError {
+    let text = crate::client::printable(&e.to_string(), 200);
     match e.classify() {
-        serde_json::error::Category::Data => PageError::Shape(e.to_string()),
-        _ => PageError::Syntax(e.to_string()),
+        serde_json::error::Category::Data => PageError::Shape(text),
+        _ => PageError::Syntax(text),
     }
 }
 
@@ -180,14 +182,22 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
             let text = head.meta.and_then(|m| m.last_updated).ok_or_else(|| {
                 PageError::Shape(format!(
                     "record {} has no MetaData.LastUpdatedTime",
-                    head.id
+                    crate::client::printable(&head.id, 60)
                 ))
             })?;
+            // Ids are checked first: every message below may quote one.
+            if head.id.is_empty() || head.id.len() > 50 || head.id.chars().any(|c| c.is_control()) {
+                return Err(PageError::Shape(format!(
+                    "record Id '{}' is not 1-50 printable characters",
+                    crate::client::printable(&head.id, 60)
+                )));
+            }
             let last_updated = qbo_query::eval::parse_datetime(&text)
                 .ok_or_else(|| {
                     PageError::Shape(format!(
-                        "record {} has an unreadable LastUpdatedTime '{text}'",
-                        head.id
+                        "record {} has an unreadable LastUpdatedTime '{}'",
+                        head.id,
+                        crate::client::printable(&text, 60)
                     ))
                 })?
                 .with_timezone(&Utc);
@@ -196,12 +206,6 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
                 .as_deref()
                 .and_then(|s| s.trim().parse::<i64>().ok())
                 .unwrap_or(0);
-            if head.id.is_empty() || head.id.len() > 50 {
-                return Err(PageError::Shape(format!(
-                    "record Id '{}' is not 1-50 characters",
-                    head.id
-                )));
-            }
             Ok(Record {
                 id: head.id,
                 payload,
@@ -217,12 +221,36 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
 /// non-numeric `totalCount` is an error, never a count of 0 (that would "prove" an empty
 /// range).
 pub fn parse_count(body: &[u8]) -> Result<u64, PageError> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(syntax_or_shape)?;
-    v.pointer("/QueryResponse/totalCount")
-        .and_then(|n| n.as_u64())
-        .ok_or_else(|| {
-            PageError::Shape("the count answer has no numeric QueryResponse.totalCount".into())
-        })
+    // Typed, so a large body is skipped rather than built into a tree.
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(rename = "QueryResponse")]
+        query_response: Option<Counted>,
+    }
+    #[derive(Deserialize)]
+    struct Counted {
+        #[serde(rename = "totalCount", default)]
+        total: Option<serde::de::IgnoredAny>,
+    }
+    // `totalCount` must be a non-negative integer: read it as a number first.
+    #[derive(Deserialize)]
+    struct Number {
+        #[serde(rename = "QueryResponse")]
+        query_response: Option<NumberInner>,
+    }
+    #[derive(Deserialize)]
+    struct NumberInner {
+        #[serde(rename = "totalCount")]
+        total: u64,
+    }
+    let missing =
+        || PageError::Shape("the count answer has no numeric QueryResponse.totalCount".into());
+    let envelope: Envelope = serde_json::from_slice(body).map_err(syntax_or_shape)?;
+    if envelope.query_response.and_then(|q| q.total).is_none() {
+        return Err(missing());
+    }
+    let n: Number = serde_json::from_slice(body).map_err(|_| missing())?;
+    n.query_response.map(|q| q.total).ok_or_else(missing)
 }
 
 /// What to do after a keyset page.
@@ -279,14 +307,15 @@ pub fn next_step(
 pub const MAX_TIE_RECORDS: u64 = 1_000_000;
 
 /// Checks an offset page of the ties at `second` that started at `position`: every record
-/// must be of that second, and the page must not repeat the previous one (same first Id).
-/// `Ok(true)` when the page is full (read on).
+/// must be of that second, and a page must bring at least one Id not seen on the earlier
+/// pages of this second (`seen`, updated here), so a server repeating or alternating pages
+/// is caught. `Ok(true)` when the page is full (read on).
 pub fn tie_page_full(
     records: &[Record],
     page_size: u32,
     second: DateTime<Utc>,
     position: u64,
-    previous_first_id: Option<&str>,
+    seen: &mut std::collections::HashSet<String>,
 ) -> Result<bool, PageError> {
     if let Some(r) = records.iter().find(|r| r.last_updated != second) {
         return Err(PageError::NoProgress(format!(
@@ -296,11 +325,11 @@ pub fn tie_page_full(
             r.last_updated.to_rfc3339()
         )));
     }
-    if let (Some(first), Some(prev)) = (records.first(), previous_first_id)
-        && first.id == prev
-    {
+    let before = seen.len();
+    seen.extend(records.iter().map(|r| r.id.clone()));
+    if !records.is_empty() && seen.len() == before {
         return Err(PageError::NoProgress(format!(
-            "the offset page at position {position} of {} repeats the previous page",
+            "the offset page at position {position} of {} repeats records already read",
             second.to_rfc3339()
         )));
     }
@@ -434,6 +463,20 @@ mod tests {
     }
 
     #[test]
+    fn ids_must_be_printable_and_messages_are_clean() {
+        let nul = r#"{"QueryResponse":{"Item":[{"Id":"1\u0000","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}}]}}"#;
+        let Err(PageError::Shape(m)) = parse_page(nul.as_bytes(), Entity::Item) else {
+            panic!("a NUL in an Id is refused")
+        };
+        assert!(!m.contains('\0'), "{m}");
+        let forged = r#"{"QueryResponse":{"Item":[{"Id":"2","MetaData":{"LastUpdatedTime":"x\n2026-01-01 INFO forged line"}}]}}"#;
+        let Err(PageError::Shape(m)) = parse_page(forged.as_bytes(), Entity::Item) else {
+            panic!("unreadable time")
+        };
+        assert!(!m.contains('\n'), "no forged log line: {m}");
+    }
+
+    #[test]
     fn a_server_that_repeats_itself_is_caught() {
         let records = parse_page(PAGE.as_bytes(), Entity::Customer).unwrap();
         let last = records[1].last_updated;
@@ -450,17 +493,33 @@ mod tests {
         let ties = r#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}},{"Id":"2","MetaData":{"LastUpdatedTime":"2015-10-08T20:28:29Z"}}]}}"#;
         let ties = parse_page(ties.as_bytes(), Entity::Invoice).unwrap();
         let second = ties[0].last_updated;
-        assert!(tie_page_full(&ties, 2, second, 1, None).unwrap());
+        let mut seen = std::collections::HashSet::new();
+        assert!(tie_page_full(&ties, 2, second, 1, &mut seen).unwrap());
         assert!(matches!(
-            tie_page_full(&ties, 2, second, 3, Some("1")),
+            tie_page_full(&ties, 2, second, 3, &mut seen),
+            Err(PageError::NoProgress(_))
+        ));
+        // Alternating pages (A, B, A) are caught too.
+        let (a, b) = (&ties[..1], &ties[1..]);
+        let mut seen = std::collections::HashSet::new();
+        assert!(tie_page_full(a, 1, second, 1, &mut seen).unwrap());
+        assert!(tie_page_full(b, 1, second, 2, &mut seen).unwrap());
+        assert!(matches!(
+            tie_page_full(a, 1, second, 3, &mut seen),
             Err(PageError::NoProgress(_))
         ));
         assert!(matches!(
-            tie_page_full(&ties, 2, second + Duration::seconds(1), 1, None),
+            tie_page_full(
+                &ties,
+                2,
+                second + Duration::seconds(1),
+                1,
+                &mut Default::default()
+            ),
             Err(PageError::NoProgress(_))
         ));
         assert!(matches!(
-            tie_page_full(&ties, 2, second, MAX_TIE_RECORDS, Some("0")),
+            tie_page_full(&ties, 2, second, MAX_TIE_RECORDS, &mut Default::default()),
             Err(PageError::NoProgress(_))
         ));
         assert!(matches!(

@@ -180,9 +180,9 @@ pub async fn finish_entity(
     .bind(run_id)
     .bind(entity)
     .bind(status)
-    .bind(requests as i32)
-    .bind(retries as i32)
-    .bind(throttled as i32)
+    .bind(i32::try_from(requests).unwrap_or(i32::MAX))
+    .bind(i32::try_from(retries).unwrap_or(i32::MAX))
+    .bind(i32::try_from(throttled).unwrap_or(i32::MAX))
     .bind(expected)
     .execute(pool)
     .await?;

@@ -116,6 +116,87 @@ fn dedupe_newest(records: Vec<Record>) -> Vec<Record> {
     by_id.into_values().collect()
 }
 
+/// The columns of the rows to upsert, parallel slices.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    ids: &'a [&'a str],
+    payloads: &'a [&'a str],
+    times: &'a [DateTime<Utc>],
+    tokens: &'a [i64],
+    originals: &'a [Option<&'a str>],
+}
+
+impl<'a> Rows<'a> {
+    fn one(&self, i: usize) -> Rows<'a> {
+        Rows {
+            ids: &self.ids[i..=i],
+            payloads: &self.payloads[i..=i],
+            times: &self.times[i..=i],
+            tokens: &self.tokens[i..=i],
+            originals: &self.originals[i..=i],
+        }
+    }
+}
+
+/// PostgreSQL refused a document's content (not a connection or constraint problem).
+fn refused_document(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(
+        d.code().as_deref(),
+        // numeric_value_out_of_range, invalid_text_representation, untranslatable_character,
+        // character_not_in_repertoire, program_limit_exceeded, invalid_parameter_value
+        Some("22003" | "22P02" | "22P05" | "22021" | "54000" | "22023")
+    ))
+}
+
+/// The newer-wins upsert of `rows`. `as_text`: `payload` becomes a JSON string holding the
+/// document's text (for a document PostgreSQL refuses; `payload_text` keeps it exactly).
+async fn insert_rows(
+    tx: &mut sqlx::PgConnection,
+    target: &PageTarget<'_>,
+    rows: &Rows<'_>,
+    as_text: bool,
+) -> Result<u64, sqlx::Error> {
+    let table = target.entity.table();
+    let payload = if as_text {
+        "to_jsonb(u.payload)"
+    } else {
+        "u.payload::jsonb"
+    };
+    let result = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} AS t (realm_id, id, payload, ingested_at_utc,
+             extract_window_start_utc, extract_window_end_utc, page_number,
+             source_last_updated_utc, sync_token, run_id, payload_text)
+         SELECT $1, u.id, {payload}, (now() AT TIME ZONE 'UTC'), $2, $3, $4, u.lu, u.st, $5, u.original
+         FROM UNNEST($6::varchar[], $7::text[], $8::timestamptz[], $9::bigint[], $10::text[])
+             AS u(id, payload, lu, st, original)
+         ON CONFLICT (realm_id, id) DO UPDATE SET
+             payload = EXCLUDED.payload,
+             payload_text = EXCLUDED.payload_text,
+             ingested_at_utc = EXCLUDED.ingested_at_utc,
+             extract_window_start_utc = EXCLUDED.extract_window_start_utc,
+             extract_window_end_utc = EXCLUDED.extract_window_end_utc,
+             page_number = EXCLUDED.page_number,
+             source_last_updated_utc = EXCLUDED.source_last_updated_utc,
+             sync_token = EXCLUDED.sync_token,
+             run_id = EXCLUDED.run_id
+         WHERE (EXCLUDED.source_last_updated_utc, EXCLUDED.sync_token)
+             > (coalesce(t.source_last_updated_utc, '-infinity'), coalesce(t.sync_token, -1))"
+    )))
+    .bind(target.realm)
+    .bind(target.chunk.start_rfc3339())
+    .bind(target.chunk.end_rfc3339())
+    .bind(target.page_number)
+    .bind(target.run_id)
+    .bind(rows.ids)
+    .bind(rows.payloads)
+    .bind(rows.times)
+    .bind(rows.tokens)
+    .bind(rows.originals)
+    .execute(&mut *tx)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 /// Upserts one page and advances the checkpoint and the run's figures, atomically.
 pub async fn write_page(
     pool: &PgPool,
@@ -182,39 +263,56 @@ pub async fn write_page(
             }
             let times: Vec<DateTime<Utc>> = newer.iter().map(|r| r.last_updated).collect();
             let tokens: Vec<i64> = newer.iter().map(|r| r.sync_token).collect();
-            let result = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO {table} AS t (realm_id, id, payload, ingested_at_utc,
-                     extract_window_start_utc, extract_window_end_utc, page_number,
-                     source_last_updated_utc, sync_token, run_id, payload_text)
-                 SELECT $1, u.id, u.payload::jsonb, (now() AT TIME ZONE 'UTC'), $2, $3, $4, u.lu, u.st, $5, u.original
-                 FROM UNNEST($6::varchar[], $7::text[], $8::timestamptz[], $9::bigint[], $10::text[])
-                     AS u(id, payload, lu, st, original)
-                 ON CONFLICT (realm_id, id) DO UPDATE SET
-                     payload = EXCLUDED.payload,
-                     payload_text = EXCLUDED.payload_text,
-                     ingested_at_utc = EXCLUDED.ingested_at_utc,
-                     extract_window_start_utc = EXCLUDED.extract_window_start_utc,
-                     extract_window_end_utc = EXCLUDED.extract_window_end_utc,
-                     page_number = EXCLUDED.page_number,
-                     source_last_updated_utc = EXCLUDED.source_last_updated_utc,
-                     sync_token = EXCLUDED.sync_token,
-                     run_id = EXCLUDED.run_id
-                 WHERE (EXCLUDED.source_last_updated_utc, EXCLUDED.sync_token)
-                     > (coalesce(t.source_last_updated_utc, '-infinity'), coalesce(t.sync_token, -1))"
-            )))
-            .bind(target.realm)
-            .bind(target.chunk.start_rfc3339())
-            .bind(target.chunk.end_rfc3339())
-            .bind(target.page_number)
-            .bind(target.run_id)
-            .bind(&ids)
-            .bind(&payloads)
-            .bind(&times)
-            .bind(&tokens)
-            .bind(&originals)
-            .execute(&mut *tx)
-            .await?;
-            rows_written = result.rows_affected();
+            let rows = Rows {
+                ids: &ids,
+                payloads: &payloads,
+                times: &times,
+                tokens: &tokens,
+                originals: &originals,
+            };
+            // The page under a savepoint: should PostgreSQL refuse a document (a number
+            // beyond `numeric`'s range, say), the page is written again record by record and
+            // only the refused ones are stored as text (see `insert_refused`).
+            sqlx::query("SAVEPOINT page_rows").execute(&mut *tx).await?;
+            match insert_rows(&mut tx, target, &rows, false).await {
+                Ok(n) => rows_written = n,
+                Err(e) if refused_document(&e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT page_rows")
+                        .execute(&mut *tx)
+                        .await?;
+                    for i in 0..ids.len() {
+                        let one = rows.one(i);
+                        sqlx::query("SAVEPOINT one_row").execute(&mut *tx).await?;
+                        match insert_rows(&mut tx, target, &one, false).await {
+                            Ok(n) => rows_written += n,
+                            Err(e) if refused_document(&e) => {
+                                sqlx::query("ROLLBACK TO SAVEPOINT one_row")
+                                    .execute(&mut *tx)
+                                    .await?;
+                                tracing::warn!(
+                                    entity = %target.entity,
+                                    id = %ids[i],
+                                    page = target.page_number,
+                                    error = %e,
+                                    "PostgreSQL refused the record's document: stored as text (payload is a JSON string of it, payload_text the exact text)"
+                                );
+                                let original = [Some(originals[i].unwrap_or(payloads[i]))];
+                                let as_text = Rows {
+                                    originals: &original,
+                                    ..one
+                                };
+                                rows_written +=
+                                    insert_rows(&mut tx, target, &as_text, true).await?;
+                                if originals[i].is_none() {
+                                    sanitised += 1;
+                                }
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

@@ -737,7 +737,23 @@ fn sweep_stale_dirs(base: &Path) {
             .is_some_and(|name| name.starts_with(DIR_PREFIX));
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir()); // not following symlinks
         let path = entry.path();
-        if is_ours && is_dir && is_stale(&path) {
+        // Only directories we (or, as root, the server user we run as) created: another local
+        // user may plant look-alikes in a shared temporary directory.
+        let owned = {
+            use std::os::unix::fs::MetadataExt;
+            let uid = fs::symlink_metadata(&path).map(|m| m.uid()).ok();
+            let server_uid = geteuid()
+                .is_root()
+                .then(|| {
+                    User::from_name(SUPERUSER)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.uid.as_raw())
+                })
+                .flatten();
+            uid.is_some_and(|u| u == geteuid().as_raw() || Some(u) == server_uid)
+        };
+        if is_ours && is_dir && owned && is_stale(&path) {
             match fs::remove_dir_all(&path) {
                 Ok(()) => {
                     tracing::info!(dir = %path.display(), "removed a stale private PostgreSQL directory")
@@ -765,7 +781,21 @@ fn is_stale(dir: &Path) -> bool {
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
-    let text = fs::read_to_string(path).ok()?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // A regular file only, never through a symlink, without blocking (a planted FIFO), and
+    // only its first bytes (a planted huge file or device).
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut head = Vec::with_capacity(64);
+    file.take(64).read_to_end(&mut head).ok()?;
+    let text = String::from_utf8_lossy(&head);
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     // 0 and negative numbers would address process groups in kill(2).
     (pid > 0).then_some(pid)
@@ -919,6 +949,29 @@ mod tests {
         assert!(base.is_absolute());
         assert!(base.as_os_str().len() <= MAX_TEMP_BASE_LEN);
         assert_eq!(temp_base(true), PathBuf::from("/tmp"));
+    }
+
+    #[test]
+    fn pid_files_are_read_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        fs::write(&plain, "4242\nrest").unwrap();
+        assert_eq!(read_pid(&plain), Some(4242));
+        // A FIFO would block a plain open forever; a symlink could point anywhere.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(read_pid(&fifo), None);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&plain, &link).unwrap();
+        assert_eq!(read_pid(&link), None);
+        let big = dir.path().join("big");
+        fs::write(&big, "7".repeat(1 << 20)).unwrap();
+        assert_eq!(read_pid(&big), None, "only the first bytes are read");
+        assert_eq!(read_pid(Path::new("/dev/zero")), None);
     }
 
     #[test]

@@ -87,8 +87,18 @@ pub fn parse_vars(texts: &[String]) -> Result<Variables, PipelineError> {
     }
 }
 
-/// Validates a pipeline name and its variables.
+/// Validates a pipeline name and its variables for a run now.
 pub fn resolve(pipeline: &str, vars: &Variables) -> Result<PipelineRun, PipelineError> {
+    resolve_at(pipeline, vars, chrono::Utc::now())
+}
+
+/// Validates a pipeline name and its variables for a run at `at` (the window may end at
+/// most the day after: a trigger firing next month may name a window ending then).
+pub fn resolve_at(
+    pipeline: &str,
+    vars: &Variables,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<PipelineRun, PipelineError> {
     let mut problems = Vec::new();
     let entity = entity_of(pipeline)
         .map_err(|e| problems.extend(e.problems))
@@ -123,7 +133,7 @@ pub fn resolve(pipeline: &str, vars: &Variables) -> Result<PipelineRun, Pipeline
     let from = day("fecha_inicio", "from");
     let to = day("fecha_fin", "to");
     let window = match (from, to) {
-        (Some(f), Some(t)) => Window::new(f, t)
+        (Some(f), Some(t)) => Window::new_at(f, t, at)
             .map_err(|e| {
                 problems.push(
                     e.to_string()

@@ -180,9 +180,6 @@ impl TriggerInput {
         if let Err(e) = validate_name(&self.name) {
             problems.push(e);
         }
-        if let Err(e) = pipelines::resolve(&self.pipeline, &self.variables) {
-            problems.extend(e.problems.into_iter().map(at));
-        }
         let realm = match self.realm.as_deref() {
             None => None,
             Some(r) => crate::config::RealmId::parse(r)
@@ -254,6 +251,15 @@ impl TriggerInput {
             }
             (None, _, _) => None,
         };
+        // The window is checked for the first fire: a one-time trigger next month may name a
+        // window that ends next month.
+        let first_run = match &schedule {
+            Some(Schedule::Once(when)) => (*when).max(chrono::Utc::now()),
+            _ => chrono::Utc::now(),
+        };
+        if let Err(e) = pipelines::resolve_at(&self.pipeline, &self.variables, first_run) {
+            problems.extend(e.problems.into_iter().map(at));
+        }
         match (schedule, tz, status) {
             (Some(schedule), Some(timezone), Some(status)) if problems.is_empty() => {
                 Ok(TriggerSpec {
@@ -1244,6 +1250,34 @@ triggers:
         .unwrap_err();
         assert!(err[0].contains("unknown field `colour`"), "{err:?}");
         assert!(parse_yaml("not: [a, trigger file", "f").is_err());
+    }
+
+    #[test]
+    fn a_one_time_trigger_may_name_a_window_ending_when_it_fires() {
+        let day = |d: i64| {
+            (chrono::Utc::now() + chrono::Duration::days(d))
+                .format("%Y-%m-%d")
+                .to_string()
+        };
+        let input = |at: String, to: String| TriggerInput {
+            name: "later".into(),
+            pipeline: "qb_items_backfill".into(),
+            realm: Some("123".into()),
+            once_at: Some(format!("{at}T00:00:00Z")),
+            variables: [
+                ("from".to_string(), "2020-01-01".to_string()),
+                ("to".to_string(), to),
+            ]
+            .into_iter()
+            .collect(),
+            ..TriggerInput::default()
+        };
+        assert!(
+            input(day(40), day(30)).validate().is_ok(),
+            "valid when it fires"
+        );
+        let err = input(day(40), day(60)).validate().unwrap_err().join("; ");
+        assert!(err.contains("after tomorrow"), "{err}");
     }
 
     #[test]

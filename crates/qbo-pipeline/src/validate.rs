@@ -319,7 +319,11 @@ async fn reconcile(
                     t.and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok())
                 };
                 match (day(s), day(e)) {
-                    (Some(s), Some(e)) => Window::new(s, e).ok(),
+                    // Windows stored by older versions may end after tomorrow: nothing
+                    // can be updated later, so reconcile up to tomorrow.
+                    (Some(s), Some(e)) => {
+                        Window::new(s, e.min(Utc::now().date_naive() + chrono::Days::new(1))).ok()
+                    }
                     _ => None,
                 }
             }
@@ -439,7 +443,7 @@ async fn qbo_ids(
     let mut ids = BTreeSet::new();
     let mut cursor = crate::window::qbo_literal(start);
     let mut tie: Option<(String, String, u64)> = None;
-    let mut previous_first: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
     loop {
         let query = match &tie {
             Some((second, _, pos)) => extract::tie_query(entity, second, *pos, 1000),
@@ -459,19 +463,18 @@ async fn qbo_ids(
         )?;
         match tie.take() {
             Some((second, after, pos)) => {
-                let previous = previous_first.take();
                 let full = extract::tie_page_full(
                     &records,
                     1000,
                     extract::cursor_time(&second)?,
                     pos,
-                    previous.as_deref(),
+                    &mut seen,
                 )?;
                 ids.extend(records.iter().map(|r| r.id.clone()));
                 if full {
-                    previous_first = records.first().map(|r| r.id.clone());
                     tie = Some((second, after, pos + 1000));
                 } else {
+                    seen.clear();
                     cursor = after;
                 }
             }

@@ -46,16 +46,16 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub client_id: Option<String>,
     /// Access-token lifetime (`expires_in`).
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub access_token_ttl_secs: u64,
     /// Refresh-token rotation: never, every (each refresh), or a number of seconds.
     #[arg(long, default_value = "every")]
     pub rotation: Rotation,
     /// How long a superseded refresh token keeps working.
-    #[arg(long, default_value_t = 86_400)]
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub refresh_grace_secs: u64,
     /// CDC refuses changedSince older than this many days; 0 disables the check.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3650))]
     pub cdc_horizon_days: u64,
     /// Requests per minute per realm (QBO: 500).
     #[arg(long)]

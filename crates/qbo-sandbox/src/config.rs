@@ -104,8 +104,10 @@ pub enum ConfigError {
     InvoicesNeedRefs,
     #[error("{name} must be between 0 and 1, got {value}")]
     Rate { name: &'static str, value: f64 },
-    #[error("access token lifetime must be at least 1 second")]
+    #[error("access token lifetime must be 1 second to 1 year")]
     AccessTtl,
+    #[error("{0} must be at most {1} seconds")]
+    TooLong(&'static str, u64),
     #[error("cdc_max_objects must be at least 1")]
     CdcMax,
 }
@@ -130,8 +132,21 @@ impl SandboxConfig {
         {
             return Err(ConfigError::InvoicesNeedRefs);
         }
-        if self.access_token_ttl < Duration::from_secs(1) {
+        const YEAR: u64 = 31_536_000;
+        if self.access_token_ttl < Duration::from_secs(1)
+            || self.access_token_ttl > Duration::from_secs(YEAR)
+        {
             return Err(ConfigError::AccessTtl);
+        }
+        // Lifetimes are added to clocks: bounded, so no addition can overflow.
+        if self.refresh_grace > Duration::from_secs(YEAR) {
+            return Err(ConfigError::TooLong("refresh grace", YEAR));
+        }
+        if self
+            .cdc_horizon
+            .is_some_and(|h| h > Duration::from_secs(10 * YEAR))
+        {
+            return Err(ConfigError::TooLong("CDC horizon", 10 * YEAR));
         }
         if self.cdc_max_objects == 0 {
             return Err(ConfigError::CdcMax);

@@ -161,7 +161,7 @@ async fn records_jsonb_refuses_are_stored_losslessly_and_counted() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(rows.len(), 5, "no record of the page is lost");
+    assert_eq!(rows.len(), 6, "no record of the page is lost");
     let name = |i: usize| rows[i].1["DisplayName"].as_str().unwrap().to_string();
     assert_eq!(name(0), "Customer 1");
     assert_eq!(rows[0].2, None);
@@ -184,12 +184,16 @@ async fn records_jsonb_refuses_are_stored_losslessly_and_counted() {
             .contains(r"\udfff low, pair \ud83d\ude00")
     );
     assert_eq!(rows[4].2, None);
+    // The document PostgreSQL refuses outright is kept as text: payload a JSON string of it.
+    let refused = rows[5].2.as_deref().unwrap();
+    assert!(refused.contains(r#""Balance":1e200000"#), "{refused}");
+    assert_eq!(rows[5].1.as_str(), Some(refused));
     let sanitised: i64 =
         sqlx::query_scalar("SELECT records_sanitised FROM qbo_pipeline.run_entities")
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(sanitised, 3);
+    assert_eq!(sanitised, 4);
     assert!(
         text(&out).contains("payload_text"),
         "each such record is logged"
@@ -506,6 +510,43 @@ async fn impossible_input_exits_2_before_anything_is_written() {
                 .output()
                 .unwrap(),
             "--allow-remote",
+        ),
+        (
+            command(dir.path())
+                .args(["sandbox", "--access-token-ttl-secs", "18446744073709551615"])
+                .output()
+                .unwrap(),
+            "--access-token-ttl-secs",
+        ),
+        (
+            {
+                let mut c = command(dir.path());
+                with_sandbox(&mut c, &sb, &db);
+                c.args(["trigger", "enable", "t", "--realm", " "])
+                    .output()
+                    .unwrap()
+            },
+            "--realm",
+        ),
+        (
+            {
+                let mut c = command(dir.path());
+                with_sandbox(&mut c, &sb, &db);
+                c.args([
+                    "backfill",
+                    "--entity",
+                    "items",
+                    "--from",
+                    "2020-01-01",
+                    "--to",
+                    "2020-01-02",
+                    "--max-retries",
+                    "100000",
+                ])
+                .output()
+                .unwrap()
+            },
+            "--max-retries",
         ),
     ];
     for (out, needle) in &cases {

@@ -38,7 +38,8 @@ pub enum Mode {
     FaultIn200,
     /// `COUNT(*)` answers without `totalCount`.
     NoTotalCount,
-    /// Records with `\u0000` and lone surrogates among ordinary ones.
+    /// Records with `\u0000`, lone surrogates and a number `jsonb` cannot hold, among
+    /// ordinary ones.
     Poison,
     /// Page queries redirect (302) to another host.
     ApiRedirect(String),
@@ -219,7 +220,7 @@ async fn api(
             json(r#"{"QueryResponse":{},"time":"2026-01-01T00:00:00.000-08:00"}"#.into())
         }
         _ if is_count => json(count(match &s.mode {
-            Mode::Poison => 5,
+            Mode::Poison => 6,
             _ => 3,
         })),
         Mode::HostileTokens | Mode::NoTotalCount | Mode::TokenRedirect(_) => {
@@ -238,6 +239,8 @@ async fn api(
             customer(3, 4, r" lone \ud800 high"),
             customer(4, 5, r" lone \udfff low, pair \ud83d\ude00"),
             customer(5, 6, ""),
+            // A number beyond PostgreSQL's numeric range: jsonb refuses the document.
+            customer(6, 7, "").replace(r#""Active":true"#, r#""Active":true,"Balance":1e200000"#),
         ])),
         Mode::ApiRedirect(to) => {
             (StatusCode::FOUND, [(header::LOCATION, to.clone())], "").into_response()
