@@ -103,14 +103,16 @@ pub async fn backfill(
     report
 }
 
-/// Rows per destination table: (table, rows, inactive rows).
-pub async fn row_counts(pool: &PgPool) -> anyhow::Result<Vec<(String, i64, i64)>> {
+/// Rows of one company per destination table: (table, rows, inactive rows).
+pub async fn row_counts(pool: &PgPool, realm: &str) -> anyhow::Result<Vec<(String, i64, i64)>> {
     let mut out = Vec::new();
     for e in Entity::ALL {
         let (rows, inactive): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*), count(*) FILTER (WHERE payload->>'Active' = 'false') FROM {}",
+            "SELECT count(*), count(*) FILTER (WHERE payload->>'Active' = 'false') FROM {}
+             WHERE realm_id = $1",
             e.table()
         )))
+        .bind(realm)
         .fetch_one(pool)
         .await?;
         out.push((e.table().to_string(), rows, inactive));
@@ -423,7 +425,7 @@ pub async fn demo(
         }
         let engine = engine(pool.clone(), &qbo, &http)?;
         let report = engine.backfill(&backfill_opts, stop).await?;
-        let counts = row_counts(&pool).await?;
+        let counts = row_counts(&pool, qbo.realm_id.as_str()).await?;
         pool.close().await;
         anyhow::Ok((report, counts))
     }

@@ -374,7 +374,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let demo = app::demo(db, &opts, &stop).await?;
     println!("{}", demo.report.table());
     println!();
-    println!("rows in {}:", demo.database);
+    println!("rows of the demo's company in {}:", demo.database);
     for (table, rows, inactive) in &demo.counts {
         println!("  {table:<18} {rows:>8} rows ({inactive} inactive)");
     }

@@ -77,6 +77,8 @@ struct Ctx<'a> {
     qbo: Option<&'a QboClient>,
     checks: Vec<Check>,
     queries: Vec<QueryRecord>,
+    /// The SQL condition selecting the validated company's rows.
+    scope: String,
 }
 
 impl Ctx<'_> {
@@ -116,18 +118,27 @@ pub async fn validate(
     opts: &ValidateOptions,
 ) -> anyhow::Result<Report> {
     let realm = qbo.map(|(_, r)| r.to_string());
+    // Checks cover the company being validated; offline, without one, every company.
+    let scope = match &realm {
+        Some(r) => format!("realm_id = '{}'", r.replace('\'', "''")),
+        None => "true".to_string(),
+    };
     let mut ctx = Ctx {
         pool,
         qbo: qbo.map(|(c, _)| c),
         checks: Vec::new(),
         queries: Vec::new(),
+        scope: scope.clone(),
     };
     let mut rows_per_entity = Vec::new();
     let mut windows = Vec::new();
     for &entity in &opts.entities {
         let table = entity.table();
         // Volumetry.
-        let q = ctx.sql("rows per entity", &format!("SELECT count(*) FROM {table}"));
+        let q = ctx.sql(
+            "rows per entity",
+            &format!("SELECT count(*) FROM {table} WHERE {scope}"),
+        );
         let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
             .fetch_one(ctx.pool)
             .await?;
@@ -138,7 +149,7 @@ pub async fn validate(
                 "SELECT extract_window_start_utc, extract_window_end_utc, count(*),
                         to_char(min(ingested_at_utc), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                         to_char(max(ingested_at_utc), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-                 FROM {table} GROUP BY 1, 2 ORDER BY 1, 2"
+                 FROM {table} WHERE {scope} GROUP BY 1, 2 ORDER BY 1, 2"
             ),
         );
         type WindowRow = (
@@ -172,7 +183,7 @@ pub async fn validate(
 
         // Integrity checks.
         let q = ctx.sql("duplicate keys", &format!(
-            "SELECT count(*) FROM (SELECT realm_id, id FROM {table} GROUP BY 1, 2 HAVING count(*) > 1) d"));
+            "SELECT count(*) FROM (SELECT realm_id, id FROM {table} WHERE {scope} GROUP BY 1, 2 HAVING count(*) > 1) d"));
         let dups: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
             .fetch_one(ctx.pool)
             .await?;
@@ -188,7 +199,7 @@ pub async fn validate(
         let q = ctx.sql(
             "null payloads",
             &format!(
-                "SELECT count(*) FROM {table} WHERE payload IS NULL OR payload = 'null'::jsonb"
+                "SELECT count(*) FROM {table} WHERE {scope} AND (payload IS NULL OR payload = 'null'::jsonb)"
             ),
         );
         let nulls: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
@@ -204,13 +215,15 @@ pub async fn validate(
         );
 
         let q = ctx.sql("payload Id differs from id", &format!(
-            "SELECT id FROM {table} WHERE payload->>'Id' IS DISTINCT FROM id ORDER BY id LIMIT {ID_LIST_LIMIT}"));
+            "SELECT id FROM {table} WHERE {scope} AND payload->>'Id' IS DISTINCT FROM id ORDER BY id LIMIT {ID_LIST_LIMIT}"));
         let bad_ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
             .fetch_all(ctx.pool)
             .await?;
         let q = ctx.sql(
             "payload Id differs from id (count)",
-            &format!("SELECT count(*) FROM {table} WHERE payload->>'Id' IS DISTINCT FROM id"),
+            &format!(
+                "SELECT count(*) FROM {table} WHERE {scope} AND payload->>'Id' IS DISTINCT FROM id"
+            ),
         );
         let bad_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
             .fetch_one(ctx.pool)
@@ -235,7 +248,7 @@ pub async fn validate(
             "SELECT count(*) FILTER (WHERE ingested_at_utc IS NULL), count(*) FILTER (WHERE extract_window_start_utc IS NULL),
                     count(*) FILTER (WHERE extract_window_end_utc IS NULL), count(*) FILTER (WHERE page_number IS NULL),
                     count(*) FILTER (WHERE payload->'MetaData'->>'LastUpdatedTime' IS NULL)
-             FROM {table}"));
+             FROM {table} WHERE {scope}"));
         let (a, b, c, d, e): (i64, i64, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(q))
             .fetch_one(ctx.pool)
             .await?;
@@ -245,7 +258,7 @@ pub async fn validate(
             format!("{incomplete} missing values"));
 
         let q = ctx.sql("ingestion time in the future", &format!(
-            "SELECT count(*) FROM {table} WHERE ingested_at_utc > (now() AT TIME ZONE 'UTC') + interval '5 minutes'"));
+            "SELECT count(*) FROM {table} WHERE {scope} AND ingested_at_utc > (now() AT TIME ZONE 'UTC') + interval '5 minutes'"));
         let future: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
             .fetch_one(ctx.pool)
             .await?;
@@ -260,7 +273,7 @@ pub async fn validate(
 
         // Freshness.
         let q = ctx.sql("freshness", &format!(
-            "SELECT to_char(max(source_last_updated_utc) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {table}"));
+            "SELECT to_char(max(source_last_updated_utc) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {table} WHERE {scope}"));
         let newest: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
             .fetch_one(ctx.pool)
             .await?;
@@ -280,7 +293,9 @@ pub async fn validate(
     }
     let q = ctx.sql(
         "last successful run",
-        "SELECT max(run_id) FROM qbo_pipeline.runs WHERE status = 'succeeded'",
+        &format!(
+            "SELECT max(run_id) FROM qbo_pipeline.runs WHERE {scope} AND status = 'succeeded'"
+        ),
     );
     let last_run: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
         .fetch_one(ctx.pool)
@@ -305,29 +320,28 @@ async fn reconcile(
     opts: &ValidateOptions,
 ) -> anyhow::Result<()> {
     let table = entity.table();
-    let window =
-        match opts.window {
-            Some(w) => Some(w),
-            None => {
-                let q = ctx.sql("span of extraction windows", &format!(
-                "SELECT min(extract_window_start_utc), max(extract_window_end_utc) FROM {table}"));
-                let (s, e): (Option<String>, Option<String>) =
-                    sqlx::query_as(sqlx::AssertSqlSafe(q))
-                        .fetch_one(ctx.pool)
-                        .await?;
-                let day = |t: Option<String>| {
-                    t.and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok())
-                };
-                match (day(s), day(e)) {
-                    // Windows stored by older versions may end after tomorrow: nothing
-                    // can be updated later, so reconcile up to tomorrow.
-                    (Some(s), Some(e)) => {
-                        Window::new(s, e.min(Utc::now().date_naive() + chrono::Days::new(1))).ok()
-                    }
-                    _ => None,
+    let scope = ctx.scope.clone();
+    let window = match opts.window {
+        Some(w) => Some(w),
+        None => {
+            let q = ctx.sql("span of extraction windows", &format!(
+                "SELECT min(extract_window_start_utc), max(extract_window_end_utc) FROM {table} WHERE {scope}"));
+            let (s, e): (Option<String>, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(q))
+                .fetch_one(ctx.pool)
+                .await?;
+            let day = |t: Option<String>| {
+                t.and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok())
+            };
+            match (day(s), day(e)) {
+                // Windows stored by older versions may end after tomorrow: nothing
+                // can be updated later, so reconcile up to tomorrow.
+                (Some(s), Some(e)) => {
+                    Window::new(s, e.min(Utc::now().date_naive() + chrono::Days::new(1))).ok()
                 }
+                _ => None,
             }
-        };
+        }
+    };
     let Some(window) = window else {
         ctx.check(
             "reconciliation with QBO",
@@ -359,7 +373,7 @@ async fn reconcile(
         let q = ctx.sql(
             "rows in the database for a window",
             &format!(
-                "SELECT count(*) FROM {table} WHERE source_last_updated_utc BETWEEN $1 AND $2"
+                "SELECT count(*) FROM {table} WHERE {scope} AND source_last_updated_utc BETWEEN $1 AND $2"
             ),
         );
         let db_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
@@ -382,7 +396,7 @@ async fn reconcile(
             .await?;
             let q = ctx.sql(
                 "ids in the database for a window",
-                &format!("SELECT id FROM {table} WHERE source_last_updated_utc BETWEEN $1 AND $2"),
+                &format!("SELECT id FROM {table} WHERE {scope} AND source_last_updated_utc BETWEEN $1 AND $2"),
             );
             let db_ids: BTreeSet<String> = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q))
                 .bind(chunk.start)

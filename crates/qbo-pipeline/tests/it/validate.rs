@@ -280,3 +280,28 @@ async fn the_binary_archives_evidence_and_exits_by_verdict() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("both --from and --to"));
 }
+
+/// Regression: validate counted rows across every company in the database, so a second
+/// company's rows failed (or falsely balanced) the first one's reconciliation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_covers_the_validated_company_only() {
+    let db = TestDb::create().await;
+    let mut other = small_company();
+    other.realm_id = "2222222222".into();
+    other.seed = 99;
+    let (a, b) = (sandbox(small_company()).await, sandbox(other).await);
+    for sb in [&a, &b] {
+        let report = backfill(sb, &db, &fast_http(), &options(&Entity::ALL, full_window())).await;
+        assert!(report.succeeded(), "{}", report.table());
+    }
+    for sb in [&a, &b] {
+        let report = run_validate(sb, &db, true).await;
+        assert!(report.passed, "{}", report.text());
+        let rows: i64 = report.rows_per_entity.iter().map(|(_, n)| n).sum();
+        let expected: u64 = ["Customer", "Invoice", "Item"]
+            .iter()
+            .map(|e| sb.state().count(e, None, None))
+            .sum();
+        assert_eq!(rows as u64, expected, "only {}'s rows", sb.realm_id());
+    }
+}
