@@ -349,31 +349,32 @@ async fn impossible_input_exits_2_before_anything_is_written() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let backfill = |extra: &[&str]| {
+    // The binary with the sandbox's configuration, `env` added and `unset` removed.
+    let bin = |args: &[&str], env: &[(&str, &str)], unset: &[&str]| {
         let mut c = command(dir.path());
         with_sandbox(&mut c, &sb, &db);
-        c.args([
-            "backfill",
-            "--entity",
-            "customers",
-            "--from",
-            "2020-01-01",
-            "--to",
-            "2020-01-31",
-        ])
-        .args(extra);
+        c.envs(env.iter().copied()).args(args);
+        for k in unset {
+            c.env_remove(k);
+        }
         c.output().unwrap()
+    };
+    let window = ["--from", "2020-01-01", "--to", "2020-01-31"];
+    let backfill = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["backfill", "--entity", "customers"];
+        args.extend(window);
+        args.extend(extra);
+        bin(&args, env, &[])
     };
     let cases: Vec<(Output, &str)> = vec![
         (
-            backfill(&["--request-timeout-secs", "0"]),
+            backfill(&["--request-timeout-secs", "0"], &[]),
             "--request-timeout-secs",
         ),
+        (backfill(&["--max-retries", "100000"], &[]), "--max-retries"),
         (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.args([
+            bin(
+                &[
                     "backfill",
                     "--entity",
                     "customers",
@@ -383,170 +384,80 @@ async fn impossible_input_exits_2_before_anything_is_written() {
                     "2020-01-01",
                     "--to",
                     "9999-12-31",
-                ])
-                .output()
-                .unwrap()
-            },
+                ],
+                &[],
+                &[],
+            ),
             "after tomorrow",
         ),
+        (bin(&["runs", "list", "--limit=-1"], &[], &[]), "--limit"),
+        (bin(&["runs", "show", "99"], &[], &[]), "no run 99"),
         (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.args(["runs", "list", "--limit=-1"]).output().unwrap()
-            },
-            "--limit",
-        ),
-        (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.args(["runs", "show", "99"]).output().unwrap()
-            },
-            "no run 99",
-        ),
-        (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.args(["trigger", "show", "nope"]).output().unwrap()
-            },
+            bin(&["trigger", "show", "nope"], &[], &[]),
             "no trigger 'nope'",
         ),
         (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.args(["trigger", "delete", "nope"]).output().unwrap()
-            },
+            bin(&["trigger", "delete", "nope"], &[], &[]),
             "no trigger 'nope'",
         ),
         (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.env("QBO_LOG", "verbose").arg("migrate").output().unwrap()
-            },
-            "'verbose' is not a log level",
-        ),
-        (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.args(["--log", "info,qbo_pipeline=loud", "migrate"])
-                    .output()
-                    .unwrap()
-            },
-            "is not a log filter",
-        ),
-        (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.env("QBO_TOKEN_KEY", "c2hvcnQ=")
-                    .args([
-                        "backfill",
-                        "--entity",
-                        "customers",
-                        "--from",
-                        "2020-01-01",
-                        "--to",
-                        "2020-01-31",
-                    ])
-                    .output()
-                    .unwrap()
-            },
-            "QBO_TOKEN_KEY holds 5 bytes, not 32",
-        ),
-        (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.env(
-                    "QBO_TOKEN_URL",
-                    "https://user:pa55word@example.invalid/token",
-                )
-                .args([
-                    "backfill",
-                    "--entity",
-                    "customers",
-                    "--from",
-                    "2020-01-01",
-                    "--to",
-                    "2020-01-31",
-                ])
-                .output()
-                .unwrap()
-            },
-            "holds a user name or password",
-        ),
-        (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.env_remove("QBO_REALM_ID")
-                    .args([
-                        "trigger",
-                        "create",
-                        "--name",
-                        "t",
-                        "--pipeline",
-                        "qb_items_backfill",
-                        "--once-at",
-                        "2026-01-01T00:00:00Z",
-                        "--var",
-                        "from=2020-01-01",
-                        "--var",
-                        "to=2020-01-31",
-                    ])
-                    .output()
-                    .unwrap()
-            },
-            "no company for the trigger",
-        ),
-        (
-            command(dir.path())
-                .args(["sandbox", "--listen", "0.0.0.0:0"])
-                .output()
-                .unwrap(),
-            "--allow-remote",
-        ),
-        (
-            command(dir.path())
-                .args(["sandbox", "--access-token-ttl-secs", "18446744073709551615"])
-                .output()
-                .unwrap(),
-            "--access-token-ttl-secs",
-        ),
-        (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.args(["trigger", "enable", "t", "--realm", " "])
-                    .output()
-                    .unwrap()
-            },
+            bin(&["trigger", "enable", "t", "--realm", " "], &[], &[]),
             "--realm",
         ),
         (
-            {
-                let mut c = command(dir.path());
-                with_sandbox(&mut c, &sb, &db);
-                c.args([
-                    "backfill",
-                    "--entity",
-                    "items",
-                    "--from",
-                    "2020-01-01",
-                    "--to",
-                    "2020-01-02",
-                    "--max-retries",
-                    "100000",
-                ])
-                .output()
-                .unwrap()
-            },
-            "--max-retries",
+            bin(&["migrate"], &[("QBO_LOG", "verbose")], &[]),
+            "'verbose' is not a log level",
+        ),
+        (
+            bin(&["--log", "info,qbo_pipeline=loud", "migrate"], &[], &[]),
+            "is not a log filter",
+        ),
+        (
+            backfill(&[], &[("QBO_TOKEN_KEY", "c2hvcnQ=")]),
+            "QBO_TOKEN_KEY holds 5 bytes, not 32",
+        ),
+        (
+            backfill(
+                &[],
+                &[(
+                    "QBO_TOKEN_URL",
+                    "https://user:pa55word@example.invalid/token",
+                )],
+            ),
+            "holds a user name or password",
+        ),
+        (
+            bin(
+                &[
+                    "trigger",
+                    "create",
+                    "--name",
+                    "t",
+                    "--pipeline",
+                    "qb_items_backfill",
+                    "--once-at",
+                    "2026-01-01T00:00:00Z",
+                    "--var",
+                    "from=2020-01-01",
+                    "--var",
+                    "to=2020-01-31",
+                ],
+                &[],
+                &["QBO_REALM_ID"],
+            ),
+            "no company for the trigger",
+        ),
+        (
+            bin(&["sandbox", "--listen", "0.0.0.0:0"], &[], &[]),
+            "--allow-remote",
+        ),
+        (
+            bin(
+                &["sandbox", "--access-token-ttl-secs", "18446744073709551615"],
+                &[],
+                &[],
+            ),
+            "--access-token-ttl-secs",
         ),
     ];
     for (out, needle) in &cases {
