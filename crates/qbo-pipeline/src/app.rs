@@ -83,9 +83,11 @@ pub fn engine(pool: PgPool, qbo: &QboSettings, http: &HttpSettings) -> anyhow::R
     })
 }
 
-/// Pool size for a backfill: chunk writers, per-entity locks, the run's liveness lock.
+/// Pool size for a backfill: the chunk writers, plus one session for every entity lock, one
+/// for the run's liveness lock and two for token refreshes and the ledger. It does not grow
+/// with the number of entities.
 pub fn pool_size(opts: &BackfillOptions) -> u32 {
-    (opts.concurrency + opts.entities.len() + 4) as u32
+    (opts.concurrency + 4) as u32
 }
 
 /// `backfill`: validated input in, report out.

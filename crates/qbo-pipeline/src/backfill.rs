@@ -17,7 +17,7 @@
 //! (an edit, a deletion, a row removed from the database) and the chunk is read again in full.
 //! `--restart` reads everything again.
 
-use crate::checkpoint::{self, ChunkState, EntityLock};
+use crate::checkpoint::{self, ChunkState, LockSession};
 use crate::client::{QboClient, QboError, RequestStats};
 use crate::entity::Entity;
 use crate::extract::{self, PageError, PageStep, Record};
@@ -303,11 +303,14 @@ impl Engine {
                 })
             })
             .collect();
-        let reports = join_all(
-            runs.iter()
-                .map(|run| self.run_entity(run.clone(), opts, run_id, slots.clone(), stop)),
-        )
-        .await;
+        // One session holds every entity's lock: connections do not grow with entities.
+        let locks = LockSession::open(&self.pool).await?;
+        let reports =
+            join_all(runs.iter().map(|run| {
+                self.run_entity(run.clone(), opts, run_id, slots.clone(), stop, &locks)
+            }))
+            .await;
+        drop(locks);
         let report = BackfillReport {
             run_id,
             entities: reports,
@@ -336,6 +339,7 @@ impl Engine {
         run_id: i64,
         slots: Arc<Semaphore>,
         stop: &StopSignal,
+        locks: &Arc<LockSession>,
     ) -> EntityReport {
         let started = Instant::now();
         let entity = run.entity;
@@ -357,7 +361,7 @@ impl Engine {
             error: None,
         };
         let outcome = self
-            .page_entity(&run, opts, run_id, slots, stop, &mut report)
+            .page_entity(&run, opts, run_id, slots, stop, locks, &mut report)
             .await;
         report.pages = run.pages.load(Ordering::Relaxed);
         report.records = run.records.load(Ordering::Relaxed);
@@ -401,6 +405,7 @@ impl Engine {
         report
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn page_entity(
         &self,
         run: &Arc<EntityRun>,
@@ -408,10 +413,11 @@ impl Engine {
         run_id: i64,
         slots: Arc<Semaphore>,
         stop: &StopSignal,
+        locks: &Arc<LockSession>,
         report: &mut EntityReport,
     ) -> Result<(), ChunkError> {
         let entity = run.entity;
-        let Some(lock) = EntityLock::acquire(&self.pool, &self.realm, entity, stop).await? else {
+        let Some(lock) = locks.acquire(&self.realm, entity, stop).await? else {
             return Err(ChunkError::Stopped);
         };
         // QBO's own count of the window: sizes an `auto` plan, and gives the progress bar its

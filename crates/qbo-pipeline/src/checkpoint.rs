@@ -14,6 +14,7 @@ use crate::entity::Entity;
 use crate::window::{Chunk, ChunkSize, Window};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use std::sync::Arc;
 
 /// The saved progress of one chunk.
 #[derive(Debug, Clone)]
@@ -223,39 +224,59 @@ pub async fn complete_job(pool: &PgPool, job_id: i64) -> Result<(), sqlx::Error>
     Ok(())
 }
 
-/// A session-level advisory lock held while one process back-fills one entity of one realm;
-/// a second process waits for it. Released when dropped with its connection.
-pub struct EntityLock {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
-    key: i64,
+/// One database session holding the session-level advisory locks of a run's entities, so
+/// the connections a run needs do not grow with the number of entities it covers.
+pub struct LockSession {
+    conn: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>>,
 }
 
-impl EntityLock {
-    /// Waits for the lock, trying once a second; `Ok(None)` when `stop` comes first.
+impl LockSession {
+    pub async fn open(pool: &PgPool) -> Result<Arc<LockSession>, sqlx::Error> {
+        Ok(Arc::new(LockSession {
+            conn: tokio::sync::Mutex::new(Some(pool.acquire().await?)),
+        }))
+    }
+
+    async fn try_lock(&self, key: &str) -> Result<bool, sqlx::Error> {
+        let mut guard = self.conn.lock().await;
+        let conn = guard.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .fetch_one(&mut **conn)
+            .await
+    }
+
+    async fn unlock(&self, key: &str) {
+        let mut guard = self.conn.lock().await;
+        let Some(conn) = guard.as_mut() else { return };
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(&mut **conn)
+            .await;
+        if unlocked.is_err() {
+            // Never keep (or pool) a session that may still hold a lock it could not free:
+            // closing it frees every lock it holds.
+            if let Some(conn) = guard.take() {
+                drop(conn.detach());
+            }
+        }
+    }
+
+    /// Waits for the lock of one entity of one realm, trying once a second; `Ok(None)` when
+    /// `stop` comes first. Another process back-filling the same entity holds it meanwhile.
     pub async fn acquire(
-        pool: &PgPool,
+        self: &Arc<Self>,
         realm: &str,
         entity: Entity,
         stop: &crate::shutdown::StopSignal,
-    ) -> Result<Option<Self>, sqlx::Error> {
-        let mut conn = pool.acquire().await?;
-        let key: i64 = sqlx::query_scalar(
-            "SELECT hashtextextended('qbo_pipeline.backfill:' || $1 || ':' || $2, 0)",
-        )
-        .bind(realm)
-        .bind(entity.cli_name())
-        .fetch_one(&mut *conn)
-        .await?;
+    ) -> Result<Option<EntityLock>, sqlx::Error> {
+        let key = format!("qbo_pipeline.backfill:{realm}:{}", entity.cli_name());
         let mut warned = false;
         loop {
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(&mut *conn)
-                .await?;
-            if got {
+            if self.try_lock(&key).await? {
                 return Ok(Some(EntityLock {
-                    conn: Some(conn),
-                    key,
+                    session: self.clone(),
+                    key: Some(key),
                 }));
             }
             if !warned {
@@ -267,26 +288,39 @@ impl EntityLock {
             }
         }
     }
+}
 
+impl Drop for LockSession {
+    fn drop(&mut self) {
+        // The session ends with the run: close it rather than pool it (its locks go with it).
+        if let Some(conn) = self.conn.get_mut().take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// The lock one process holds while it back-fills one entity of one realm.
+pub struct EntityLock {
+    session: Arc<LockSession>,
+    key: Option<String>,
+}
+
+impl EntityLock {
     pub async fn release(mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(self.key)
-                .execute(&mut *conn)
-                .await;
-            if unlocked.is_err() {
-                // Never hand a connection that may still hold the lock back to the pool.
-                drop(conn.detach());
-            }
+        if let Some(key) = self.key.take() {
+            self.session.unlock(&key).await;
         }
     }
 }
 
 impl Drop for EntityLock {
     fn drop(&mut self) {
-        // Not released explicitly (an error path): close the session so the lock goes with it.
-        if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
+        // Not released explicitly (an error path): unlock in the background.
+        if let Some(key) = self.key.take() {
+            let session = self.session.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { session.unlock(&key).await });
+            }
         }
     }
 }

@@ -623,3 +623,52 @@ async fn connections_ignore_a_server_idle_session_timeout() {
         .unwrap();
     assert_eq!(alive, 1);
 }
+
+/// Connections per process stay within --concurrency + 4 however many entities a run
+/// covers (each entity used to pin a connection of its own for its lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_do_not_grow_with_the_entity_count() {
+    let mut config = small_company();
+    config.faults.latency = Duration::from_millis(40);
+    let sb = sandbox(config).await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = command(dir.path());
+    with_sandbox(&mut c, &sb, &db);
+    c.args([
+        "backfill",
+        "--entity",
+        "all",
+        "--from",
+        "2014-01-01",
+        "--to",
+        "2025-12-31",
+        "--chunk",
+        "year",
+        "--concurrency",
+        "1",
+        "--page-size",
+        "20",
+        "--no-progress",
+    ]);
+    let child = c.spawn().unwrap();
+    let watcher = db.pool().await;
+    let mut peak = 0i64;
+    let waiter = tokio::task::spawn_blocking(move || child.wait_with_output());
+    while !waiter.is_finished() {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+             AND application_name = 'qbo-pipeline'",
+        )
+        .fetch_one(&watcher)
+        .await
+        .unwrap();
+        peak = peak.max(n);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = waiter.await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    eprintln!("peak connections with 3 entities at --concurrency 1: {peak}");
+    assert!(peak >= 1, "the watcher saw the run");
+    assert!(peak <= 1 + 4, "{peak} connections for --concurrency 1");
+}
