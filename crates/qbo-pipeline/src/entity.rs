@@ -1,7 +1,10 @@
-//! The entity catalogue: the closed set of QBO entities the pipeline extracts, and everything
-//! that differs between them (QBO name, destination table, pipeline name, name-list or not).
+//! The entity catalogue: the closed set of QBO entities the pipeline extracts, as one table of
+//! [`EntitySpec`]s ([`CATALOGUE`]) holding everything that differs between them: QBO name,
+//! `--entity` name, destination table, pipeline name, kind, whether CDC covers it and whether
+//! QBO can filter it by `MetaData.LastUpdatedTime`.
 //!
-//! Adding an entity is one variant here plus its table in a migration.
+//! Adding an entity is one [`Entity`] variant, one row here and its table in a migration; a
+//! test checks the rows against the sandbox's own catalogue (name lists, CDC coverage).
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,54 +17,136 @@ pub enum Entity {
     Item,
 }
 
+/// What kind of QBO entity it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Lists with an `Active` flag (customers, items, accounts, …): QBO hides inactive ones
+    /// unless a query constrains `Active`, and never deletes them (it deactivates them).
+    NameList,
+    /// Documents (invoices, bills, payments, …).
+    Transaction,
+    /// One record per company (CompanyInfo, Preferences).
+    Singleton,
+    /// Everything else.
+    Other,
+}
+
+/// Everything the pipeline knows about one entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntitySpec {
+    pub entity: Entity,
+    /// The name QBO uses in queries and response keys.
+    pub qbo_name: &'static str,
+    /// The `--entity` spelling (snake_case plural), also used in the run ledger.
+    pub cli_name: &'static str,
+    /// The destination table, schema-qualified. A fixed string: safe to splice into SQL.
+    pub table: &'static str,
+    /// The old project's pipeline name for this entity's backfill.
+    pub pipeline: &'static str,
+    pub kind: Kind,
+    /// QBO's CDC endpoint reports its changes.
+    pub cdc: bool,
+    /// QBO can filter and order it by `MetaData.LastUpdatedTime` (else it is read whole).
+    pub filterable: bool,
+}
+
+/// The catalogue, in `Entity` order (the order `--entity all` runs them).
+pub const CATALOGUE: &[EntitySpec] = &[
+    EntitySpec {
+        entity: Entity::Customer,
+        qbo_name: "Customer",
+        cli_name: "customers",
+        table: "raw.qb_customers",
+        pipeline: "qb_customers_backfill",
+        kind: Kind::NameList,
+        cdc: true,
+        filterable: true,
+    },
+    EntitySpec {
+        entity: Entity::Invoice,
+        qbo_name: "Invoice",
+        cli_name: "invoices",
+        table: "raw.qb_invoices",
+        pipeline: "qb_invoices_backfill",
+        kind: Kind::Transaction,
+        cdc: true,
+        filterable: true,
+    },
+    EntitySpec {
+        entity: Entity::Item,
+        qbo_name: "Item",
+        cli_name: "items",
+        table: "raw.qb_items",
+        pipeline: "qb_items_backfill",
+        kind: Kind::NameList,
+        cdc: true,
+        filterable: true,
+    },
+];
+
 impl Entity {
     /// Every supported entity, in the order `--entity all` runs them.
     pub const ALL: [Entity; 3] = [Entity::Customer, Entity::Invoice, Entity::Item];
 
+    /// This entity's row of the catalogue.
+    pub fn spec(self) -> &'static EntitySpec {
+        &CATALOGUE[self as usize]
+    }
+
     /// The name QBO uses in queries and response keys.
     pub fn qbo_name(self) -> &'static str {
-        match self {
-            Entity::Customer => "Customer",
-            Entity::Invoice => "Invoice",
-            Entity::Item => "Item",
-        }
+        self.spec().qbo_name
     }
 
     /// The CLI spelling (`customers`), also used in the run ledger.
     pub fn cli_name(self) -> &'static str {
-        match self {
-            Entity::Customer => "customers",
-            Entity::Invoice => "invoices",
-            Entity::Item => "items",
-        }
+        self.spec().cli_name
     }
 
     /// The destination table, schema-qualified. A fixed string: safe to splice into SQL.
     pub fn table(self) -> &'static str {
-        match self {
-            Entity::Customer => "raw.qb_customers",
-            Entity::Invoice => "raw.qb_invoices",
-            Entity::Item => "raw.qb_items",
-        }
+        self.spec().table
     }
 
     /// The old project's pipeline name for this entity's backfill.
     pub fn pipeline_name(self) -> &'static str {
-        match self {
-            Entity::Customer => "qb_customers_backfill",
-            Entity::Invoice => "qb_invoices_backfill",
-            Entity::Item => "qb_items_backfill",
-        }
+        self.spec().pipeline
     }
 
     /// Name-list entities carry `Active`, and QBO hides inactive rows unless the query
     /// constrains `Active` (Intuit documents this for every name list).
     pub fn is_name_list(self) -> bool {
-        match self {
-            Entity::Customer | Entity::Item => true,
-            Entity::Invoice => false,
-        }
+        self.spec().kind == Kind::NameList
     }
+}
+
+/// One line of `qbo-pipeline entities --json` (the contract's fields).
+#[derive(Debug, serde::Serialize)]
+pub struct EntityListing {
+    pub name: &'static str,
+    pub qbo_name: &'static str,
+    pub table: &'static str,
+    pub kind: Kind,
+    pub cdc: bool,
+    pub filterable: bool,
+    pub pipeline: &'static str,
+}
+
+/// The catalogue as `entities` lists it.
+pub fn listing() -> Vec<EntityListing> {
+    CATALOGUE
+        .iter()
+        .map(|s| EntityListing {
+            name: s.cli_name,
+            qbo_name: s.qbo_name,
+            table: s.table,
+            kind: s.kind,
+            cdc: s.cdc,
+            filterable: s.filterable,
+            pipeline: s.pipeline,
+        })
+        .collect()
 }
 
 impl serde::Serialize for Entity {
@@ -129,6 +214,30 @@ pub fn expand(selections: &[EntitySelection]) -> Vec<Entity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalogue_is_in_entity_order_and_agrees_with_the_sandbox() {
+        for (i, e) in Entity::ALL.into_iter().enumerate() {
+            assert_eq!(CATALOGUE[i].entity, e, "row {i}");
+            let spec = e.spec();
+            assert_eq!(spec.table, format!("raw.qb_{}", spec.cli_name));
+            assert_eq!(spec.pipeline, format!("qb_{}_backfill", spec.cli_name));
+            let sandbox = qbo_sandbox::catalog::EntityKind::new(spec.qbo_name);
+            assert_eq!(
+                sandbox.name_list,
+                spec.kind == Kind::NameList,
+                "{}",
+                spec.qbo_name
+            );
+            assert_eq!(sandbox.cdc_supported(), spec.cdc, "{}", spec.qbo_name);
+            assert!(qbo_sandbox::catalog::QUERYABLE.contains(&spec.qbo_name));
+        }
+        assert_eq!(CATALOGUE.len(), Entity::ALL.len());
+        let json = serde_json::to_value(listing()).unwrap();
+        assert_eq!(json[0]["kind"], "name-list");
+        assert_eq!(json[1]["kind"], "transaction");
+        assert_eq!(json[1]["cdc"], true);
+    }
 
     #[test]
     fn parses_every_spelling() {

@@ -50,6 +50,12 @@ enum Command {
     Demo(DemoArgs),
     /// The run ledger.
     Runs(RunsArgs),
+    /// Every entity the pipeline extracts: name, QBO name, table, kind, CDC coverage.
+    Entities {
+        /// An array of {name, qbo_name, table, kind, cdc, filterable, pipeline}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the loaded data and reconcile it with QBO's own counts.
     Validate(ValidateArgs),
     /// Run one pipeline now: qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
@@ -265,6 +271,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => backfill(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Runs(args) => runs(args).await,
+        Command::Entities { json } => {
+            let list = entity::listing();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<12} {:<12} {:<20} {:<12} {:<5} {:<10} pipeline",
+                    "name", "qbo_name", "table", "kind", "cdc", "filterable"
+                );
+                for e in list {
+                    println!(
+                        "{:<12} {:<12} {:<20} {:<12} {:<5} {:<10} {}",
+                        e.name,
+                        e.qbo_name,
+                        e.table,
+                        serde_json::to_value(e.kind)?.as_str().unwrap_or("-"),
+                        if e.cdc { "yes" } else { "no" },
+                        if e.filterable { "yes" } else { "no" },
+                        e.pipeline
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate(args) => validate(args).await,
         Command::Run(args) => qbo_pipeline::cli_schedule::run(args).await,
         Command::Trigger(args) => qbo_pipeline::cli_schedule::trigger(args).await,

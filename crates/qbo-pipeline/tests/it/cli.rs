@@ -709,3 +709,38 @@ async fn demo_runs_again_into_its_own_database() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_lists_the_catalogue_as_the_contract_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["entities", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), Entity::ALL.len());
+    for (row, e) in list.iter().zip(Entity::ALL) {
+        assert_eq!(row["name"], e.cli_name());
+        assert_eq!(row["qbo_name"], e.qbo_name());
+        assert_eq!(row["table"], e.table());
+        assert!(row["cdc"].is_boolean());
+        let kind = row["kind"].as_str().unwrap();
+        assert!(
+            ["name-list", "transaction", "singleton", "other"].contains(&kind),
+            "{kind}"
+        );
+        // Every listed name is accepted by --entity.
+        assert!(
+            row["name"]
+                .as_str()
+                .unwrap()
+                .parse::<qbo_pipeline::entity::EntitySelection>()
+                .is_ok()
+        );
+    }
+    let table = command(dir.path()).arg("entities").output().unwrap();
+    assert_eq!(table.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&table.stdout).contains("raw.qb_invoices"));
+}
