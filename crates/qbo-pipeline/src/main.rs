@@ -181,7 +181,27 @@ enum RunsCommand {
     Show { run_id: i64 },
 }
 
+/// `qbo-pipeline runs list | head` closes stdout early: `println!` then panics with a broken
+/// pipe. That is the reader's choice, not a failure: exit quietly as Unix tools do (141, as if
+/// killed by SIGPIPE). Every other panic keeps the default report.
+fn exit_quietly_on_broken_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_broken_stdout();
     // `.env` first, so clap's env fallbacks see it (real environment variables win).
     let dotenv = config::load_dotenv();
     let cli = Cli::parse();

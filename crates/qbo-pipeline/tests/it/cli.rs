@@ -740,6 +740,20 @@ async fn entities_lists_the_catalogue_as_the_contract_says() {
                 .is_ok()
         );
     }
+    // A reader that stops early (`| head`) is no crash.
+    let mut early = command(dir.path())
+        .args(["entities", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(early.stdout.take());
+    let closed = early.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&closed.stderr).contains("panicked"),
+        "{}",
+        text(&closed)
+    );
     let table = command(dir.path()).arg("entities").output().unwrap();
     assert_eq!(table.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&table.stdout).contains("raw.qb_invoices"));
