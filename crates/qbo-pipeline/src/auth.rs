@@ -262,7 +262,12 @@ impl Authorizer {
                 generation: t.generation,
             });
         }
-        let fresh = self.refresh_with_retries(stop).await?;
+        if stop.is_stopped() {
+            return Err(AuthError::Stopped);
+        }
+        // One attempt: a transient failure (network, 5xx, 429 from the token endpoint) goes
+        // back to the client, whose single retry loop backs off and tries again.
+        let fresh = self.refresh().await?;
         let bearer = Bearer {
             token: fresh.value.clone(),
             generation: fresh.generation,
@@ -276,29 +281,6 @@ impl Authorizer {
         let mut current = self.current.lock().await;
         if current.as_ref().is_some_and(|t| t.generation == generation) {
             *current = None;
-        }
-    }
-
-    async fn refresh_with_retries(&self, stop: &StopSignal) -> Result<AccessToken, AuthError> {
-        let mut delay = Duration::from_millis(500);
-        let mut attempt = 0;
-        loop {
-            if stop.is_stopped() {
-                return Err(AuthError::Stopped);
-            }
-            // Not raced against `stop`: dropping a refresh part-way could lose a token Intuit
-            // has just rotated. It is bounded by the token client's timeout.
-            match self.refresh().await {
-                Err(e) if e.is_transient() && attempt < 4 => {
-                    attempt += 1;
-                    tracing::warn!(attempt, error = %e, "token refresh failed; retrying");
-                    if !stop.sleep(delay).await {
-                        return Err(AuthError::Stopped);
-                    }
-                    delay *= 2;
-                }
-                other => return other,
-            }
         }
     }
 

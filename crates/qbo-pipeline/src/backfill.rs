@@ -18,7 +18,7 @@
 //! `--restart` reads everything again.
 
 use crate::checkpoint::{self, ChunkState, LockSession};
-use crate::client::{QboClient, QboError, RequestStats};
+use crate::client::{Parsed, QboClient, QboError, QueryError, RequestStats};
 use crate::entity::Entity;
 use crate::extract::{self, PageError, PageStep, Record};
 use crate::ledger;
@@ -30,7 +30,7 @@ use futures::future::join_all;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Semaphore;
 
 /// What to back-fill and how.
@@ -602,29 +602,27 @@ impl Engine {
             } => extract::tie_query(run.entity, second, *position, page_size),
         }
         .to_string();
-        // A body cut short by a dropped connection is not valid JSON: read it again.
-        let mut attempts = 0;
-        loop {
-            let body = self.client.query(&query, &run.stats, &run.stop).await?;
-            match extract::parse_page(&body, run.entity) {
-                Ok(records) => return Ok(records),
-                Err(PageError::Syntax(e)) if attempts < 3 => {
-                    attempts += 1;
-                    run.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(entity = %run.entity, error = %e, "unreadable page; fetching it again");
-                    if !run.stop.sleep(Duration::from_millis(200 * attempts)).await {
-                        return Err(ChunkError::Stopped);
-                    }
-                }
-                Err(e) => {
-                    return Err(ChunkError::BadPage {
-                        entity: run.entity,
-                        page,
-                        chunk_start: chunk.start_rfc3339(),
-                        source: e,
-                    });
-                }
-            }
+        // A body cut short by a dropped connection is not valid JSON: the client's one retry
+        // loop reads it again, like any other transient failure.
+        let parse = |body: &bytes::Bytes| {
+            extract::parse_page(body, run.entity).map_err(|e| match e {
+                PageError::Syntax(reason) => Parsed::Truncated(reason),
+                other => Parsed::Invalid(other),
+            })
+        };
+        match self
+            .client
+            .query_parsed(&query, &run.stats, &run.stop, parse)
+            .await
+        {
+            Ok(records) => Ok(records),
+            Err(QueryError::Qbo(e)) => Err(e.into()),
+            Err(QueryError::Parse(source)) => Err(ChunkError::BadPage {
+                entity: run.entity,
+                page,
+                chunk_start: chunk.start_rfc3339(),
+                source,
+            }),
         }
     }
 

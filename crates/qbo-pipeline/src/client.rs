@@ -158,6 +158,21 @@ fn fmt_tid(tid: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// What a body parser says of a body it cannot use.
+pub enum Parsed<E> {
+    /// Cut short or garbled in transit (not valid JSON): fetch it again.
+    Truncated(String),
+    /// Well-formed but wrong: fetching it again will not help.
+    Invalid(E),
+}
+
+/// A query that failed, or whose body could not be used.
+#[derive(Debug)]
+pub enum QueryError<E> {
+    Qbo(QboError),
+    Parse(E),
+}
+
 /// What to do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryClass {
@@ -384,6 +399,27 @@ impl QboClient {
         stats: &RequestStats,
         stop: &StopSignal,
     ) -> Result<bytes::Bytes, QboError> {
+        self.query_parsed(query, stats, stop, |body| {
+            Ok::<_, Parsed<std::convert::Infallible>>(body.clone())
+        })
+        .await
+        .map_err(|e| match e {
+            QueryError::Qbo(e) => e,
+            QueryError::Parse(never) => match never {},
+        })
+    }
+
+    /// [`QboClient::query`], then `parse` on the body, in the same retry loop: a body that
+    /// `parse` calls [`Parsed::Truncated`] (cut short by a dropped connection, say) is a
+    /// transient failure like any other, retried with back-off within `--max-retries`; a
+    /// [`Parsed::Invalid`] body is returned as [`QueryError::Parse`].
+    pub async fn query_parsed<T, E>(
+        &self,
+        query: &str,
+        stats: &RequestStats,
+        stop: &StopSignal,
+        parse: impl Fn(&bytes::Bytes) -> Result<T, Parsed<E>>,
+    ) -> Result<T, QueryError<E>> {
         let mut backoff = backon::ExponentialBuilder::new()
             .with_min_delay(self.settings.min_backoff)
             .with_max_delay(self.settings.max_backoff)
@@ -396,11 +432,21 @@ impl QboClient {
         loop {
             attempts += 1;
             if stop.is_stopped() {
-                return Err(QboError::Stopped);
+                return Err(QueryError::Qbo(QboError::Stopped));
             }
             let outcome = self.attempt(query, stats, stop).await;
             let (err, generation) = match outcome {
-                Ok(body) => return Ok(body),
+                Ok(body) => match parse(&body) {
+                    Ok(value) => return Ok(value),
+                    Err(Parsed::Invalid(e)) => return Err(QueryError::Parse(e)),
+                    Err(Parsed::Truncated(reason)) => (
+                        QboError::Decode {
+                            reason,
+                            intuit_tid: None,
+                        },
+                        None,
+                    ),
+                },
                 Err(pair) => pair,
             };
             let class = classify(&err);
@@ -430,17 +476,17 @@ impl QboClient {
                     tracing::warn!(attempt = attempts, wait_ms = wait.as_millis() as u64, error = %err, "transient QBO failure; backing off");
                     wait
                 }
-                RetryClass::Fatal | RetryClass::Unauthorized => return Err(err),
+                RetryClass::Fatal | RetryClass::Unauthorized => return Err(QueryError::Qbo(err)),
                 RetryClass::Throttled(_) | RetryClass::Transient => {
-                    return Err(QboError::Exhausted {
+                    return Err(QueryError::Qbo(QboError::Exhausted {
                         attempts,
                         last: Box::new(err),
-                    });
+                    }));
                 }
             };
             RequestStats::bump(&stats.retries);
             if !wait.is_zero() && !stop.sleep(wait).await {
-                return Err(QboError::Stopped);
+                return Err(QueryError::Qbo(QboError::Stopped));
             }
         }
     }
@@ -453,7 +499,10 @@ impl QboClient {
         stats: &RequestStats,
         stop: &StopSignal,
     ) -> Result<bytes::Bytes, (QboError, Option<u64>)> {
-        let bearer = self.auth.bearer(stop).await.map_err(|e| (e.into(), None))?;
+        let bearer = self.auth.bearer(stop).await.map_err(|e| match e {
+            AuthError::Stopped => (QboError::Stopped, None),
+            e => (e.into(), None),
+        })?;
         let stopped = || (QboError::Stopped, None);
         tokio::select! {
             _ = self.limits.limiter.until_ready() => {}
