@@ -21,7 +21,7 @@ use crate::checkpoint::{self, ChunkState, LockSession};
 use crate::client::{Parsed, QboClient, QboError, QueryError, RequestStats};
 use crate::entity::Entity;
 use crate::extract::{self, PageError, PageStep, Record};
-use crate::ledger;
+use crate::ledger::{self, EntityStatus};
 use crate::load::{self, Advance, PageTarget, Written};
 use crate::window::{Chunk, ChunkSize, Window, plan, plan_auto, qbo_literal};
 use chrono::{DateTime, Utc};
@@ -58,7 +58,7 @@ pub use crate::shutdown::StopSignal;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EntityReport {
     pub entity: Entity,
-    pub status: &'static str,
+    pub status: EntityStatus,
     pub chunks_total: usize,
     /// Chunks finished by an interrupted earlier run and skipped (resume).
     pub chunks_skipped: usize,
@@ -345,7 +345,7 @@ impl Engine {
         let entity = run.entity;
         let mut report = EntityReport {
             entity,
-            status: "failed",
+            status: EntityStatus::Failed,
             chunks_total: 0,
             chunks_skipped: 0,
             chunks_verified: 0,
@@ -373,9 +373,9 @@ impl Engine {
         report.throttled = RequestStats::get(&run.stats.throttled);
         report.seconds = started.elapsed().as_secs_f64();
         report.status = match &outcome {
-            Ok(()) => "succeeded",
-            Err(ChunkError::Stopped) => "stopped",
-            Err(_) => "failed",
+            Ok(()) => EntityStatus::Succeeded,
+            Err(ChunkError::Stopped) => EntityStatus::Stopped,
+            Err(_) => EntityStatus::Failed,
         };
         if let Err(e) = &outcome
             && !matches!(e, ChunkError::Stopped)

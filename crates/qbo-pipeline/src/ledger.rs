@@ -9,6 +9,54 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+/// How a run stands (`qbo_pipeline.runs.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Its process ended without recording an outcome.
+    Abandoned,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// How one entity of a run ended (`qbo_pipeline.run_entities.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntityStatus {
+    Succeeded,
+    /// A stop request ended it; the same command resumes it.
+    Stopped,
+    Failed,
+}
+
+impl EntityStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityStatus::Succeeded => "succeeded",
+            EntityStatus::Stopped => "stopped",
+            EntityStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for EntityStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Keeps the liveness lock of a run for as long as it lives.
 pub struct RunGuard {
     pub run_id: i64,
@@ -80,7 +128,14 @@ pub async fn finish_run(
         "UPDATE qbo_pipeline.runs SET status = $2, finished_at = now(), error = $3 WHERE run_id = $1",
     )
     .bind(guard.run_id)
-    .bind(if error.is_some() { "failed" } else { "succeeded" })
+    .bind(
+        if error.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        }
+        .as_str(),
+    )
     .bind(error)
     .execute(pool)
     .await?;
@@ -163,7 +218,7 @@ pub async fn finish_entity(
     pool: &PgPool,
     run_id: i64,
     entity: &str,
-    status: &str,
+    status: EntityStatus,
     requests: i64,
     retries: i64,
     throttled: i64,
@@ -179,7 +234,7 @@ pub async fn finish_entity(
     )
     .bind(run_id)
     .bind(entity)
-    .bind(status)
+    .bind(status.as_str())
     .bind(i32::try_from(requests).unwrap_or(i32::MAX))
     .bind(i32::try_from(retries).unwrap_or(i32::MAX))
     .bind(i32::try_from(throttled).unwrap_or(i32::MAX))
