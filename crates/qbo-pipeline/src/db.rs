@@ -56,7 +56,9 @@ fn options(db: &DbSettings) -> Result<PgConnectOptions, DbError> {
 /// - every connection turns off `idle_session_timeout` (PostgreSQL 14+) for itself, since a
 ///   server-wide timeout would end an idle lock-holding session and silently drop its lock;
 /// - a pooler that hands consecutive statements of one connection to different server
-///   sessions (PgBouncer in `transaction` or `statement` mode) is detected and refused:
+///   sessions (PgBouncer in `transaction` or `statement` mode) is refused when this start-up
+///   check sees it; the check is best-effort (a quiet pooler may hand one client the same
+///   session every time), so the README states the requirement rather than relying on it:
 ///   connect to PostgreSQL directly or through session pooling.
 pub async fn connect(db: &DbSettings, max_connections: u32) -> Result<PgPool, DbError> {
     if let Some(warning) = db.tls_warning() {
