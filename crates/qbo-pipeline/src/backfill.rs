@@ -50,6 +50,9 @@ pub struct BackfillOptions {
     pub trigger: Option<String>,
     /// Show progress bars (interactive terminals only).
     pub progress: bool,
+    /// The caller already holds the realm's lock (a scheduler holds it from the claim of
+    /// the trigger); otherwise the run waits for it before it starts.
+    pub realm_lock_held: bool,
 }
 
 pub use crate::shutdown::StopSignal;
@@ -261,6 +264,15 @@ impl Engine {
             "page_size": opts.page_size,
             "restart": opts.restart,
         });
+        // One process works a company at a time; its lock is held by the run's lock
+        // session, which also holds the entity locks (one connection for all of them).
+        let locks = LockSession::open(&self.pool).await?;
+        if !opts.realm_lock_held && !locks.acquire_realm(&self.realm, stop).await? {
+            anyhow::bail!(
+                "stopped while waiting for another process to finish with realm {}",
+                self.realm
+            );
+        }
         let guard = ledger::start_run(
             &self.pool,
             &pipeline,
@@ -303,8 +315,6 @@ impl Engine {
                 })
             })
             .collect();
-        // One session holds every entity's lock: connections do not grow with entities.
-        let locks = LockSession::open(&self.pool).await?;
         let reports =
             join_all(runs.iter().map(|run| {
                 self.run_entity(run.clone(), opts, run_id, slots.clone(), stop, &locks)

@@ -175,6 +175,7 @@ impl PipelineRun {
             pipeline: Some(self.pipeline.to_string()),
             trigger: trigger.map(str::to_string),
             progress,
+            realm_lock_held: false,
         }
     }
 }

@@ -113,7 +113,7 @@ pub fn qbo_settings(sb: &RunningSandbox) -> QboSettings {
         client_id: sb.client_id().to_string(),
         client_secret: SecretString::from(sb.client_secret().to_string()),
         realm_id: RealmId::parse(sb.realm_id()).expect("sandbox realm"),
-        refresh_token: SecretString::from(sb.refresh_token().to_string()),
+        seed: Some(SecretString::from(sb.refresh_token().to_string())),
         api_base: url::Url::parse(&sb.base_url()).expect("url"),
         token_url: url::Url::parse(&sb.token_url()).expect("url"),
         token_key: None,
@@ -152,6 +152,7 @@ pub fn options(entities: &[Entity], window: Window) -> BackfillOptions {
         pipeline: None,
         trigger: None,
         progress: false,
+        realm_lock_held: false,
     }
 }
 
