@@ -255,7 +255,7 @@ async fn kill_9_mid_run_then_the_same_command_resumes() {
     with_sandbox(&mut c, &sb, &db);
     let out = c.args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_table_equals_sandbox(&pool, &sb, Entity::Invoice, full_window()).await;
+    assert_table_equals_sandbox(&pool, &sb, Entity::INVOICE, full_window()).await;
     let runs: Vec<(String, i32)> = sqlx::query_as(
         "SELECT r.status, coalesce(e.chunks_skipped, 0) FROM qbo_pipeline.runs r
          LEFT JOIN qbo_pipeline.run_entities e USING (run_id) ORDER BY run_id",

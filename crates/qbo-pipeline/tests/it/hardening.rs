@@ -522,7 +522,7 @@ async fn a_refused_newest_token_falls_back_to_the_one_it_replaced() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
     let opts = options(
-        &[qbo_pipeline::entity::Entity::Item],
+        &[qbo_pipeline::entity::Entity::ITEM],
         window("2014-01-01", "2025-12-31"),
     );
     let first = backfill(&sb, &db, &fast_http(), &opts).await;

@@ -91,7 +91,7 @@ async fn a_rejected_access_token_is_refreshed_mid_run() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let mut opts = small_pages(&[Entity::Invoice]);
+    let mut opts = small_pages(&[Entity::INVOICE]);
     opts.page_size = 50;
     let report = backfill(&sb, &db, &fast_http(), &opts).await;
     expirer.await.unwrap();
@@ -106,7 +106,7 @@ async fn a_rejected_access_token_is_refreshed_mid_run() {
         "{:?}",
         sb.state().stats()
     );
-    assert_table_equals_sandbox(&db.pool().await, &sb, Entity::Invoice, full_window()).await;
+    assert_table_equals_sandbox(&db.pool().await, &sb, Entity::INVOICE, full_window()).await;
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn rotated_refresh_tokens_survive_across_runs_started_with_the_same_seed()
     })
     .await;
     let db = TestDb::create().await;
-    let opts = options(&[Entity::Item], full_window());
+    let opts = options(&[Entity::ITEM], full_window());
     for run in 0..3 {
         let report = backfill(&sb, &db, &fast_http(), &opts).await;
         assert!(report.succeeded(), "run {run}: {}", report.table());
@@ -155,7 +155,7 @@ async fn invalid_grant_stops_the_run_with_advice_and_is_recorded() {
         &sb,
         &db,
         &fast_http(),
-        &options(&[Entity::Customer], full_window()),
+        &options(&[Entity::CUSTOMER], full_window()),
     )
     .await;
     assert!(!report.succeeded());
