@@ -51,14 +51,14 @@ async fn bad_input_exits_2_with_advice_and_writes_nothing() {
             vec![
                 "backfill",
                 "--entity",
-                "vendors",
+                "vendors,vendorz",
                 "--from",
                 "2014-01-01",
                 "--to",
                 "2025-12-31",
             ],
             vec![],
-            "unknown entity 'vendors'",
+            "unknown entity 'vendorz': `qbo-pipeline entities` lists the 40 names",
         ),
         (
             vec![
@@ -721,11 +721,15 @@ async fn entities_lists_the_catalogue_as_the_contract_says() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), Entity::ALL.len());
+    assert_eq!(list.len(), 40);
     for (row, e) in list.iter().zip(Entity::ALL) {
         assert_eq!(row["name"], e.cli_name());
         assert_eq!(row["qbo_name"], e.qbo_name());
         assert_eq!(row["table"], e.table());
         assert!(row["cdc"].is_boolean());
+        assert_eq!(row["filterable"], e.spec().filterable);
+        assert_eq!(row["pipeline"], e.pipeline_name());
+        assert!(row["requires"].is_string());
         let kind = row["kind"].as_str().unwrap();
         assert!(
             ["name-list", "transaction", "singleton", "other"].contains(&kind),

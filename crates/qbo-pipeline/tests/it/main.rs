@@ -28,3 +28,5 @@ mod hostile;
 // Hostile answers, careless values, concurrent processes: clear errors, bounded memory and
 // time, nothing lost.
 mod hardening;
+// Every entity of the catalogue: each shape loads exactly, whole reads, re-runs, tables.
+mod entities;
