@@ -192,7 +192,7 @@ pub fn unavailable(entity: Entity, err: &crate::client::QboError) -> Option<Unav
         .any(|w| text.contains(w));
     (unknown_entity || feature_off).then(|| Unavailable {
         reason: format!(
-            "the company does not offer {} (it needs {}): QBO answered {}",
+            "the company does not offer {} (it needs {}): {}",
             entity.qbo_name(),
             serde_json::to_value(entity.spec().requires)
                 .ok()
