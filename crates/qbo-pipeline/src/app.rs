@@ -433,17 +433,16 @@ pub async fn demo(
         anyhow::Ok((report, counts))
     }
     .await;
+    // Entities read whole are counted whole, whatever the window.
     let sandbox_counts = Entity::ALL
         .iter()
         .map(|e| {
-            (
-                e.qbo_name().to_string(),
-                sandbox.state().count(
-                    e.qbo_name(),
-                    Some(opts.window.start()),
-                    Some(opts.window.end()),
-                ),
-            )
+            let (from, to) = match e.read_whole() {
+                true => (None, None),
+                false => (Some(opts.window.start()), Some(opts.window.end())),
+            };
+            let n = sandbox.state().count(e.qbo_name(), from, to);
+            (e.qbo_name().to_string(), n)
         })
         .collect();
     sandbox.shutdown().await;

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 #[command(
     name = "qbo-pipeline",
     version,
-    about = "Copies a QuickBooks Online company's Customers, Invoices and Items into PostgreSQL",
+    about = "Copies a QuickBooks Online company's books (every entity of `qbo-pipeline entities`) into PostgreSQL",
     long_about = None
 )]
 struct Cli {
@@ -55,13 +55,13 @@ enum Command {
     Runs(RunsArgs),
     /// Every entity the pipeline extracts: name, QBO name, table, kind, CDC coverage.
     Entities {
-        /// An array of {name, qbo_name, table, kind, cdc, filterable, pipeline}.
+        /// An array of {name, qbo_name, table, kind, cdc, filterable, pipeline, requires}.
         #[arg(long)]
         json: bool,
     },
     /// Check the loaded data and reconcile it with QBO's own counts.
     Validate(ValidateArgs),
-    /// Run one pipeline now: qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
+    /// Run one pipeline now: qb_<entity>_backfill (qb_customers_backfill, qb_invoices_backfill, …).
     Run(qbo_pipeline::cli_schedule::RunArgs),
     /// Triggers: create, list, show, enable, disable, delete, apply FILE.
     Trigger(qbo_pipeline::cli_schedule::TriggerArgs),
@@ -73,7 +73,7 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct ValidateArgs {
-    /// customers, invoices, items or all (default all).
+    /// An entity (see `qbo-pipeline entities`) or all (default all).
     #[arg(long = "entity", value_delimiter = ',')]
     entities: Vec<String>,
     /// Reconcile from this day (with --to); default: the span of the loaded extraction windows.
@@ -111,7 +111,8 @@ enum ReportFormat {
 
 #[derive(Args, Debug)]
 struct BackfillArgs {
-    /// customers, invoices, items or all; repeat or comma-separate for several.
+    /// An entity (its name, QBO's name or its table: see `qbo-pipeline entities`) or all;
+    /// repeat or comma-separate for several.
     #[arg(long = "entity", value_delimiter = ',', required = true)]
     entities: Vec<String>,
     /// First day (UTC, YYYY-MM-DD), included.
@@ -306,18 +307,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<12} {:<12} {:<20} {:<12} {:<5} {:<10} pipeline",
-                    "name", "qbo_name", "table", "kind", "cdc", "filterable"
+                    "{:<22} {:<20} {:<26} {:<12} {:<5} {:<10} {:<18} pipeline",
+                    "name", "qbo_name", "table", "kind", "cdc", "filterable", "requires"
                 );
                 for e in list {
                     println!(
-                        "{:<12} {:<12} {:<20} {:<12} {:<5} {:<10} {}",
+                        "{:<22} {:<20} {:<26} {:<12} {:<5} {:<10} {:<18} {}",
                         e.name,
                         e.qbo_name,
                         e.table,
-                        serde_json::to_value(e.kind)?.as_str().unwrap_or("-"),
+                        e.kind.as_str(),
                         if e.cdc { "yes" } else { "no" },
                         if e.filterable { "yes" } else { "no" },
+                        serde_json::to_value(e.requires)?.as_str().unwrap_or("-"),
                         e.pipeline
                     );
                 }
@@ -433,12 +435,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("{}", demo.report.table());
     println!();
     println!("rows of the demo's company in {}:", demo.database);
-    for (table, rows, inactive) in &demo.counts {
-        println!("  {table:<18} {rows:>8} rows ({inactive} inactive)");
+    let empty = demo.counts.iter().filter(|c| c.1 == 0).count();
+    for (table, rows, inactive) in demo.counts.iter().filter(|c| c.1 > 0) {
+        println!("  {table:<28} {rows:>8} rows ({inactive} inactive)");
     }
+    println!("  ({empty} other tables empty)");
     println!("the sandbox holds (window 2014-01-01..2025-12-31, inactive included):");
-    for (entity, n) in &demo.sandbox_counts {
-        println!("  {entity:<18} {n:>8}");
+    for (entity, n) in demo.sandbox_counts.iter().filter(|c| c.1 > 0) {
+        println!("  {entity:<28} {n:>8}");
     }
     if let Some(e) = demo.report.error() {
         eprintln!("error: {e}");
@@ -672,8 +676,12 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     println!("  error     {e}");
                 }
                 for e in entities {
+                    if let Some(note) = &e.note {
+                        println!("  {:<22} {:<10} {note}", e.entity, e.status);
+                        continue;
+                    }
                     println!(
-                        "  {:<10} {:<10} chunks {}/{} (resumed past {}, unchanged {}) pages {} records {} written {} expected {} requests {} retries {} 429s {}",
+                        "  {:<22} {:<10} chunks {}/{} (resumed past {}, unchanged {}) pages {} records {} written {} expected {} requests {} retries {} 429s {}",
                         e.entity,
                         e.status,
                         e.chunks_done,

@@ -1243,7 +1243,7 @@ triggers:
         let text = r#"
 triggers:
 - name: a
-  pipeline: qb_vendors_backfill
+  pipeline: qb_vendorz_backfill
   schedule_interval: '@once'
   variables: {fecha_inicio: '2014-01-01', fecha_fin: '2025-12-31'}
 - name: b
@@ -1263,7 +1263,7 @@ triggers:
         let problems = parse_yaml(text, "f").unwrap_err().join("\n");
         for want in [
             "trigger 'a': an @once trigger needs start_time",
-            "unknown pipeline 'qb_vendors_backfill'",
+            "unknown pipeline 'qb_vendorz_backfill'",
             "unknown time zone 'Mars/Olympus'",
             "unknown variable 'colour'",
             "trigger 'b' is declared twice",

@@ -30,3 +30,5 @@ mod hostile;
 mod hardening;
 // Companies as data: realm add/list/remove, --realm/--all-realms, one process per company.
 mod realms;
+// Every entity of the catalogue: each shape loads exactly, whole reads, re-runs, tables.
+mod entities;

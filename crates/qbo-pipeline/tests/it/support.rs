@@ -91,6 +91,9 @@ impl Drop for TestDb {
     }
 }
 
+/// The entities the generated sandbox company holds records of (the others are empty).
+pub const GENERATED: [Entity; 3] = [Entity::CUSTOMER, Entity::INVOICE, Entity::ITEM];
+
 /// A small sandbox company: enough records for several pages per chunk.
 pub fn small_company() -> SandboxConfig {
     SandboxConfig {
