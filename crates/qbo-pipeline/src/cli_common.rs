@@ -15,6 +15,10 @@ pub struct HttpArgs {
     /// Requests in flight per realm (QBO allows 10).
     #[arg(long, default_value_t = HttpSettings::default().max_in_flight)]
     pub max_in_flight: u32,
+    /// Batch requests per minute per realm (QBO allows 40); small queries such as counts
+    /// share batch requests of up to 30. 0 sends every query on its own.
+    #[arg(long, default_value_t = HttpSettings::default().batch_per_minute)]
+    pub batch_rpm: u32,
     /// Retries of one request after 429, 5xx, timeouts or dropped connections.
     #[arg(long, default_value_t = HttpSettings::default().max_retries)]
     pub max_retries: u32,
@@ -55,6 +59,7 @@ impl HttpArgs {
         let s = HttpSettings {
             requests_per_minute: self.rpm,
             max_in_flight: self.max_in_flight,
+            batch_per_minute: self.batch_rpm,
             max_retries: self.max_retries,
             throttle_wait: secs(self.throttle_wait_secs, "throttle-wait-secs", &mut problems),
             request_timeout: secs(

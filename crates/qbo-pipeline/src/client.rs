@@ -42,6 +42,9 @@ const MAX_API_REDIRECTS: usize = 5;
 /// Rate limiter and in-flight cap for one realm, shared process-wide.
 pub struct RealmLimits {
     limiter: DefaultDirectRateLimiter,
+    /// QBO's own per-minute limit on batch requests (they also count against `limiter`);
+    /// checked, never waited for: without budget the queries go on their own.
+    batch_limiter: DefaultDirectRateLimiter,
     in_flight: Semaphore,
 }
 
@@ -52,20 +55,32 @@ impl RealmLimits {
         let quota = Quota::with_period(period)
             .expect("period is positive")
             .allow_burst(NonZeroU32::MIN);
+        // Batches come in bursts (the counts of every entity at the start of a run): a burst
+        // of a quarter of the budget, refilled at the rest, so no 60 seconds ever hold more
+        // than `batch_per_minute` batches.
+        let batch_rpm = settings.batch_per_minute.max(2);
+        let burst = (batch_rpm / 4).max(1);
+        let batch_quota = Quota::with_period(Duration::from_micros(
+            60_000_000 / u64::from(batch_rpm - burst),
+        ))
+        .expect("period is positive")
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         RealmLimits {
             limiter: RateLimiter::direct(quota),
+            batch_limiter: RateLimiter::direct(batch_quota),
             in_flight: Semaphore::new(settings.max_in_flight.max(1) as usize),
         }
     }
 
     /// The limits of `realm` in this process, created on first use with `settings`.
     pub fn for_realm(realm: &RealmId, settings: &HttpSettings) -> Arc<RealmLimits> {
-        type Registry = Mutex<HashMap<(String, u32, u32), Arc<RealmLimits>>>;
+        type Registry = Mutex<HashMap<(String, u32, u32, u32), Arc<RealmLimits>>>;
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
         let key = (
             realm.as_str().to_string(),
             settings.requests_per_minute,
             settings.max_in_flight,
+            settings.batch_per_minute,
         );
         let mut map = REGISTRY
             .get_or_init(Default::default)
@@ -86,6 +101,8 @@ pub struct RequestStats {
     pub server_errors: AtomicU64,
     pub network_errors: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Of `requests`, the batch requests (each carrying up to 30 queries).
+    pub batches: AtomicU64,
 }
 
 impl RequestStats {
@@ -313,7 +330,10 @@ pub async fn read_body(
 fn fault_in_ok_body(body: &[u8]) -> Option<(Option<String>, String, Option<String>)> {
     let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
     let head = &body[start..];
-    if head.starts_with(b"{\"QueryResponse\"") || head.starts_with(b"{\"CDCResponse\"") {
+    if head.starts_with(b"{\"QueryResponse\"")
+        || head.starts_with(b"{\"CDCResponse\"")
+        || head.starts_with(b"{\"BatchItemResponse\"")
+    {
         return None;
     }
     parse_fault(body)
@@ -323,9 +343,52 @@ fn fault_in_ok_body(body: &[u8]) -> Option<(Option<String>, String, Option<Strin
 pub struct QboClient {
     http: reqwest::Client,
     query_url: Url,
+    batch_url: Url,
     auth: Arc<Authorizer>,
     limits: Arc<RealmLimits>,
     settings: HttpSettings,
+    /// Small queries waiting to share a batch request ([`QboClient::query_small`]).
+    pending: Mutex<Pending>,
+}
+
+/// Queries waiting for the next batch; `leader` is true while a caller is collecting one.
+#[derive(Default)]
+struct Pending {
+    queue: Vec<(String, tokio::sync::oneshot::Sender<Option<bytes::Bytes>>)>,
+    leader: bool,
+}
+
+/// Ends a caller's leadership of the batch queue, whatever way its future ends: the queue is
+/// emptied (its waiters then send their queries on their own) and a later caller leads.
+struct LeaderGuard<'a>(&'a Mutex<Pending>);
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        p.leader = false;
+        p.queue.clear();
+    }
+}
+
+/// Most queries in one batch request (QBO: 30).
+pub const MAX_BATCH_ITEMS: usize = 30;
+/// How long the first small query waits for others to share its batch request.
+const BATCH_GATHER: Duration = Duration::from_millis(15);
+
+/// One HTTP request to QBO: a query (GET `/query`) or a batch of queries (POST `/batch`).
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Query(&'a str),
+    Batch(&'a [String]),
+}
+
+impl Request<'_> {
+    fn log_text(&self) -> String {
+        match self {
+            Request::Query(q) => (*q).to_string(),
+            Request::Batch(qs) => format!("batch of {} queries", qs.len()),
+        }
+    }
 }
 
 /// Builds the API's reqwest client (rustls, connection reuse, timeouts). Redirects are
@@ -377,9 +440,12 @@ impl QboClient {
     ) -> Result<Self, url::ParseError> {
         let base = api_base.as_str().trim_end_matches('/');
         let query_url = Url::parse(&format!("{base}/v3/company/{realm}/query"))?;
+        let batch_url = Url::parse(&format!("{base}/v3/company/{realm}/batch"))?;
         Ok(QboClient {
             http,
             query_url,
+            batch_url,
+            pending: Mutex::new(Pending::default()),
             limits: RealmLimits::for_realm(realm, &settings),
             auth,
             settings,
@@ -420,6 +486,92 @@ impl QboClient {
         stop: &StopSignal,
         parse: impl Fn(&bytes::Bytes) -> Result<T, Parsed<E>>,
     ) -> Result<T, QueryError<E>> {
+        self.send_parsed(Request::Query(query), stats, stop, parse)
+            .await
+    }
+
+    /// A small query (a count, a page of a small entity): sent in a batch request shared
+    /// with the other small queries made within a few milliseconds (up to
+    /// [`MAX_BATCH_ITEMS`]), so a company of 40 entities is counted in two requests instead
+    /// of 40. The answer has `/query`'s shape. Anything the batch cannot answer (the batch
+    /// request failed, or QBO put a fault in this query's item) is sent again on its own
+    /// through [`QboClient::query`], so errors, retries and their classification are
+    /// exactly those of a direct query. With batching off (`batch_per_minute` 0) it is
+    /// [`QboClient::query`].
+    pub async fn query_small(
+        &self,
+        query: &str,
+        stats: &RequestStats,
+        stop: &StopSignal,
+    ) -> Result<bytes::Bytes, QboError> {
+        if self.settings.batch_per_minute == 0 {
+            return self.query(query, stats, stop).await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.queue.push((query.to_string(), tx));
+            !std::mem::replace(&mut p.leader, true)
+        };
+        if lead {
+            // Should this future stop or be dropped while leading, the guard hands every
+            // waiting query back (its sender dropped), so each is sent on its own.
+            let _guard = LeaderGuard(&self.pending);
+            // Gather the others, then send batches until the queue is empty.
+            if !stop.sleep(BATCH_GATHER).await {
+                return Err(QboError::Stopped);
+            }
+            loop {
+                let items: Vec<_> = {
+                    let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    if p.queue.is_empty() {
+                        break;
+                    }
+                    let n = p.queue.len().min(MAX_BATCH_ITEMS);
+                    p.queue.drain(..n).collect()
+                };
+                let queries: Vec<String> = items.iter().map(|(q, _)| q.clone()).collect();
+                let answers = if queries.len() == 1 {
+                    // A batch of one costs the same request: send it plainly.
+                    vec![None]
+                } else if self.limits.batch_limiter.check().is_err() {
+                    // QBO's batch budget is spent for now: rather than wait for it, send
+                    // the queries on their own within the (much larger) request budget.
+                    vec![None; queries.len()]
+                } else {
+                    match self
+                        .send_parsed(Request::Batch(&queries), stats, stop, |body| {
+                            split_batch(body, queries.len()).map_err(Parsed::Invalid)
+                        })
+                        .await
+                    {
+                        Ok(answers) => answers,
+                        Err(e) => {
+                            tracing::debug!(error = %DisplayQueryError(&e), "batch request failed; sending its queries one by one");
+                            vec![None; queries.len()]
+                        }
+                    }
+                };
+                for ((_, tx), answer) in items.into_iter().zip(answers) {
+                    let _ = tx.send(answer);
+                }
+            }
+        }
+        match rx.await {
+            Ok(Some(body)) => Ok(body),
+            // Unanswered by the batch (or the leader went away): on its own.
+            _ => self.query(query, stats, stop).await,
+        }
+    }
+
+    /// The one retry loop, for any request.
+    async fn send_parsed<T, E>(
+        &self,
+        request: Request<'_>,
+        stats: &RequestStats,
+        stop: &StopSignal,
+        parse: impl Fn(&bytes::Bytes) -> Result<T, Parsed<E>>,
+    ) -> Result<T, QueryError<E>> {
         let mut backoff = backon::ExponentialBuilder::new()
             .with_min_delay(self.settings.min_backoff)
             .with_max_delay(self.settings.max_backoff)
@@ -434,7 +586,7 @@ impl QboClient {
             if stop.is_stopped() {
                 return Err(QueryError::Qbo(QboError::Stopped));
             }
-            let outcome = self.attempt(query, stats, stop).await;
+            let outcome = self.attempt(request, stats, stop).await;
             let (err, generation) = match outcome {
                 Ok(body) => match parse(&body) {
                     Ok(value) => return Ok(value),
@@ -495,7 +647,7 @@ impl QboClient {
     /// 401 can invalidate exactly that token.
     async fn attempt(
         &self,
-        query: &str,
+        request: Request<'_>,
         stats: &RequestStats,
         stop: &StopSignal,
     ) -> Result<bytes::Bytes, (QboError, Option<u64>)> {
@@ -514,10 +666,26 @@ impl QboClient {
         };
         RequestStats::bump(&stats.requests);
         let generation = Some(bearer.generation);
-        let response = self
-            .http
-            .get(self.query_url.clone())
-            .query(&[("query", query), ("minorversion", MINOR_VERSION)])
+        let builder = match request {
+            Request::Query(query) => self
+                .http
+                .get(self.query_url.clone())
+                .query(&[("query", query), ("minorversion", MINOR_VERSION)]),
+            Request::Batch(queries) => {
+                RequestStats::bump(&stats.batches);
+                let items: Vec<serde_json::Value> = queries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, q)| serde_json::json!({ "bId": i.to_string(), "Query": q }))
+                    .collect();
+                self.http
+                    .post(self.batch_url.clone())
+                    .query(&[("minorversion", MINOR_VERSION)])
+                    .json(&serde_json::json!({ "BatchItemRequest": items }))
+            }
+        };
+        tracing::trace!(request = %request.log_text(), "sending");
+        let response = builder
             .bearer_auth(bearer.token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
@@ -582,6 +750,53 @@ impl QboClient {
             },
             generation,
         ))
+    }
+}
+
+/// The items of a batch answer, in request order, each as a `/query` answer
+/// (`{"QueryResponse": ..., "time": ...}`), or `None` for an item that holds a fault or is
+/// missing (sent again on its own). An answer that is not a batch answer at all is an error.
+fn split_batch(body: &bytes::Bytes, n: usize) -> Result<Vec<Option<bytes::Bytes>>, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(rename = "BatchItemResponse", borrow)]
+        items: Vec<Item<'a>>,
+        #[serde(default, borrow)]
+        time: Option<&'a serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(rename = "bId")]
+        bid: String,
+        #[serde(rename = "QueryResponse", default, borrow)]
+        query: Option<&'a serde_json::value::RawValue>,
+    }
+    let answer: Answer<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("not a batch answer: {e}"))?;
+    let mut out = vec![None; n];
+    for item in answer.items {
+        let Ok(i) = item.bid.parse::<usize>() else {
+            continue;
+        };
+        if let (Some(slot), Some(q)) = (out.get_mut(i), item.query) {
+            let time = answer.time.map(|t| t.get()).unwrap_or("null");
+            *slot = Some(bytes::Bytes::from(format!(
+                "{{\"QueryResponse\":{},\"time\":{time}}}",
+                q.get()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+struct DisplayQueryError<'a, E>(&'a QueryError<E>);
+
+impl<E> std::fmt::Display for DisplayQueryError<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            QueryError::Qbo(e) => write!(f, "{e}"),
+            QueryError::Parse(_) => f.write_str("unreadable batch answer"),
+        }
     }
 }
 

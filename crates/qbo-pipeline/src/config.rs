@@ -391,6 +391,9 @@ pub struct HttpSettings {
     pub requests_per_minute: u32,
     /// Requests in flight per realm (QBO allows 10).
     pub max_in_flight: u32,
+    /// Batch requests per minute per realm (QBO allows 40; the default keeps headroom). 0
+    /// turns batching off: every query is sent on its own.
+    pub batch_per_minute: u32,
     /// Retries of one request after 5xx, timeouts, dropped connections and 429s.
     pub max_retries: u32,
     /// Wait after a 429 without `Retry-After` (Intuit: "wait 60 seconds").
@@ -408,6 +411,7 @@ impl Default for HttpSettings {
         HttpSettings {
             requests_per_minute: 490,
             max_in_flight: 10,
+            batch_per_minute: 36,
             max_retries: 8,
             throttle_wait: Duration::from_secs(60),
             min_backoff: Duration::from_millis(500),
@@ -431,6 +435,12 @@ impl HttpSettings {
             problems.push(format!(
                 "--max-in-flight {} is out of range: use 1..=100 (QBO allows 10)",
                 self.max_in_flight
+            ));
+        }
+        if self.batch_per_minute > 1000 {
+            problems.push(format!(
+                "--batch-rpm {} is out of range: use 0..=1000 (QBO allows 40 batch requests per minute; 0 turns batching off)",
+                self.batch_per_minute
             ));
         }
         problems

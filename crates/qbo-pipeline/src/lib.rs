@@ -1,5 +1,5 @@
-//! qbo-pipeline: copies a QuickBooks Online company's Customers, Invoices and Items into
-//! PostgreSQL, completely, resumably and within QBO's limits.
+//! qbo-pipeline: copies QuickBooks Online companies' books (every entity, every company of an
+//! Intuit app) into PostgreSQL, completely, resumably and within QBO's limits.
 //!
 //! # Layout
 //! Data flows one way: config → auth → extract → load + checkpoint → run ledger → report.
@@ -27,6 +27,9 @@
 //! | [`scheduler`] | the scheduler: `try_run_next(now)` step and the long-running loop |
 //! | [`shutdown`] | the stop request, and waits (sleeps, throttles) that end when it comes |
 //! | [`cli_schedule`] | the `run`, `trigger …` and `scheduler` commands (flags and handlers) |
+//! | [`realm`] | companies as data: the realm registry and `--realm`/`--all-realms` selection |
+//! | [`runtime`] | what a process builds once: pool, realm registry, one authorised client per realm |
+//! | [`cli_realm`] | the `realm add`, `realm list`, `realm remove` commands |
 //!
 //! The simulated QBO lives in the `qbo-sandbox` crate, the query language in `qbo-query`.
 

@@ -525,7 +525,7 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         // Offline: the database alone, every company in it.
         let pool = app::open_database(&db, 4).await?;
         let report = qbo_pipeline::validate::validate(&pool, None, &opts).await?;
-        let code = finish_validation(&pool, &report, &args).await?;
+        let code = finish_validation(&pool, &report, &args, true).await?;
         pool.close().await;
         return Ok(code);
     };
@@ -538,8 +538,11 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut code = ExitCode::SUCCESS;
+    // With several companies, JSON is one array of {"realm_id", "report"}.
+    let json_array = realms.len() > 1 && matches!(args.format, ReportFormat::Json);
+    let mut reports = Vec::new();
     for realm in &realms {
-        if realms.len() > 1 && matches!(args.format, ReportFormat::Text) {
+        if realms.len() > 1 && !json_array {
             println!("realm {realm}:");
         }
         let engine = runtime.engine(realm)?;
@@ -549,9 +552,17 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             &opts,
         )
         .await?;
-        if finish_validation(runtime.pool(), &report, &args).await? != ExitCode::SUCCESS {
+        if finish_validation(runtime.pool(), &report, &args, !json_array).await?
+            != ExitCode::SUCCESS
+        {
             code = ExitCode::from(1);
         }
+        if json_array {
+            reports.push(serde_json::json!({ "realm_id": realm.as_str(), "report": report }));
+        }
+    }
+    if json_array {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
     }
     runtime.close().await;
     Ok(code)
@@ -562,6 +573,7 @@ async fn finish_validation(
     pool: &sqlx::PgPool,
     report: &qbo_pipeline::validate::Report,
     args: &ValidateArgs,
+    print: bool,
 ) -> anyhow::Result<ExitCode> {
     let evidence = match &args.evidence_dir {
         Some(dir) => Some(report.archive(dir)?),
@@ -569,6 +581,7 @@ async fn finish_validation(
     };
     report.record(pool, evidence.as_deref()).await?;
     match args.format {
+        _ if !print => {}
         ReportFormat::Text => print!("{}", report.text()),
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
         ReportFormat::Markdown => print!("{}", report.markdown()),

@@ -32,3 +32,5 @@ mod hardening;
 mod realms;
 // Every entity of the catalogue: each shape loads exactly, whole reads, re-runs, tables.
 mod entities;
+// QBO's budget across 40 entities: counts share batch requests.
+mod budget;

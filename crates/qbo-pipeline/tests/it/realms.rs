@@ -486,6 +486,28 @@ async fn two_companies_in_one_database_never_cross_talk() {
             text(&out)
         );
     }
+    let mut c = command(dir.path());
+    app_only(&mut c, &sb, &db);
+    let out = c
+        .args([
+            "validate",
+            "--entity",
+            "customers",
+            "--all-realms",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let realms: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["realm_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(realms, ids.iter().map(String::as_str).collect::<Vec<_>>());
 
     // A trigger of the second company, fired by a scheduler that serves every registered
     // company, runs against that company only.
