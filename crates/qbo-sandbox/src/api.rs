@@ -81,6 +81,7 @@ async fn answer_query(state: &Arc<SandboxState>, text: &str, time: DateTime<Utc>
     };
     let page = match outcome {
         Err(QueryError::Validation(detail)) => return respond::validation_error(&detail, time),
+        Err(QueryError::Unavailable(_)) => return respond::permission_denied(time),
         Ok(QueryOutcome::Count(n)) => {
             let body = format!(
                 "{{\"QueryResponse\":{{\"totalCount\":{n}}},\"time\":\"{}\"}}",
@@ -125,7 +126,7 @@ pub fn page_body(
     }
     let mut out = String::with_capacity(page.rows.len() * 2700 + 128);
     out.push_str("{\"QueryResponse\":{");
-    push_json_str(&mut out, &page.entity);
+    push_json_str(&mut out, crate::catalog::response_key(&page.entity));
     out.push_str(":[");
     for (i, row) in page.rows.iter().enumerate() {
         if i > 0 {
@@ -182,7 +183,15 @@ pub async fn read(
             );
             return respond::json(StatusCode::BAD_REQUEST, JSON_FAULT, body);
         }
-        let numeric = id.parse::<u64>().ok();
+        if store.unavailable(&canonical).is_some() {
+            return respond::permission_denied(time);
+        }
+        // Singletons are read at `/{entity}/{realm}` (their Id is "1").
+        let numeric = if crate::catalog::is_singleton(&canonical) && id == state.realm_id() {
+            Some(1)
+        } else {
+            id.parse::<u64>().ok()
+        };
         numeric
             .and_then(|n| store.read(&canonical, n))
             .map(|(generated, row)| (canonical, generated, row, store.generator().clone()))
@@ -200,7 +209,7 @@ pub async fn read(
     state.note_records(1);
     let mut out = String::with_capacity(4096);
     out.push('{');
-    push_json_str(&mut out, &canonical);
+    push_json_str(&mut out, crate::catalog::response_key(&canonical));
     out.push(':');
     Store::render_into(&generator, generated, &row, &mut out);
     out.push_str(",\"time\":\"");
@@ -279,7 +288,7 @@ pub async fn write(
     };
     let mut out = String::with_capacity(2048);
     out.push('{');
-    push_json_str(&mut out, &canonical);
+    push_json_str(&mut out, crate::catalog::response_key(&canonical));
     out.push(':');
     match outcome {
         WriteOutcome::Record(value) => out.push_str(&value.to_string()),
@@ -293,6 +302,26 @@ pub async fn write(
     out.push_str(&pacific_millis(time));
     out.push_str("\"}");
     respond::json(StatusCode::OK, JSON_OK, out)
+}
+
+/// `GET /v3/company/{realm}/{entity}`: the singletons (`/preferences`; `/companyinfo`) are
+/// read this way; any other entity is QBO's Unsupported Operation.
+pub async fn read_singleton(
+    State(state): State<Arc<SandboxState>>,
+    Path((realm, entity)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let singleton = state
+        .store()
+        .resolve(&entity)
+        .filter(|c| crate::catalog::is_singleton(c));
+    match singleton {
+        Some(canonical) => {
+            let uri = OriginalUri(uri);
+            read(State(state), Path((realm, canonical, "1".to_owned())), uri).await
+        }
+        None => unsupported_operation(uri.path(), state.now()),
+    }
 }
 
 /// Any other `/v3/company/{realm}/...` path.
@@ -357,6 +386,9 @@ pub async fn cdc(State(state): State<Arc<SandboxState>>, Query(params): Params) 
                     time,
                 );
             }
+            if store.unavailable(&canonical).is_some() {
+                return respond::permission_denied(time);
+            }
             names.push(canonical);
         }
         if names.is_empty() {
@@ -394,7 +426,7 @@ fn cdc_body(
             continue;
         }
         out.push('{');
-        push_json_str(&mut out, entity);
+        push_json_str(&mut out, crate::catalog::response_key(entity));
         out.push_str(":[");
         for (j, row) in rows.iter().enumerate() {
             if j > 0 {
@@ -429,12 +461,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn generator() -> Generator {
-        Generator {
-            seed: 1,
-            customers: 3,
-            items: 3,
-            invoices: 3,
-        }
+        Generator::new(1, 3, 3, 3)
     }
 
     #[test]

@@ -111,6 +111,22 @@ pub fn validation_error(detail: &str, time: DateTime<Utc>) -> Response {
     )
 }
 
+/// 400 / 5020 Permission Denied: the company's edition or region does not offer the entity
+/// (`docs/qbo-behaviour.md` §11: QBO's answer for a feature the subscription lacks).
+pub fn permission_denied(time: DateTime<Utc>) -> Response {
+    let body = fault_body(
+        &[FaultError {
+            message: "Permission Denied Error",
+            detail: "Permission Denied Error : You do not have the access rights to use this feature.",
+            code: "5020",
+            element: Some(""),
+        }],
+        "ValidationFault",
+        Some(time),
+    );
+    json(StatusCode::BAD_REQUEST, JSON_FAULT, body)
+}
+
 /// The lower-case fault form (401, 403).
 pub fn lowercase_fault_body(
     message: &str,

@@ -18,7 +18,6 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::config::{Endpoint, FaultAction, Faults, SandboxConfig};
-use crate::generate::Generator;
 use crate::oauth::AuthStore;
 use crate::store::Store;
 
@@ -110,14 +109,11 @@ impl SandboxState {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading data file {}", path.display()))?;
-                Store::from_data(&text).with_context(|| format!("loading {}", path.display()))?
+                Store::from_data(&text)
+                    .with_context(|| format!("loading {}", path.display()))?
+                    .with_features(config.features.clone())
             }
-            None => Store::generated(Generator {
-                seed: config.seed,
-                customers: config.customers,
-                items: config.items,
-                invoices: config.invoices,
-            }),
+            None => Store::generated(config.generator()?),
         };
         Ok(Self::with_store(config, store))
     }
@@ -125,7 +121,7 @@ impl SandboxState {
     /// A state over records given as a JSON text (the `--data` format), for tests.
     pub fn from_data_text(config: SandboxConfig, data: &str) -> anyhow::Result<SandboxState> {
         config.validate().context("invalid sandbox configuration")?;
-        let store = Store::from_data(data)?;
+        let store = Store::from_data(data)?.with_features(config.features.clone());
         Ok(Self::with_store(config, store))
     }
 
