@@ -398,6 +398,12 @@ pub fn canonical_known(name: &str) -> Option<&'static str> {
         .chain(NAME_LISTS.iter())
         .find(|known| known.eq_ignore_ascii_case(name))
         .copied()
+        .or_else(|| {
+            qbo_entities::ENTITIES
+                .iter()
+                .find(|e| e.qbo_name.eq_ignore_ascii_case(name))
+                .map(|e| e.qbo_name)
+        })
 }
 
 #[cfg(test)]

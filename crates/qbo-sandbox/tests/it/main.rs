@@ -1,6 +1,7 @@
 //! Integration tests: real HTTP against sandboxes on 127.0.0.1:0 (one binary, see `Cargo.toml`).
 //!
 //! Modules:
+mod books; // every catalogue entity: sizes, references, balances, quirks, features, CDC
 mod faults; // 429 (rpm, in-flight), 500/503, dropped connections, latency, scripted faults, stats
 mod mutation; // admin API edits, mutate-during-paging shifting offset pages, determinism
 mod oauth; // token endpoint: rotation, grace, invalid_client/grant, expiry → 401, 403
