@@ -129,8 +129,10 @@ impl GenKind {
         &qbo_entities::ENTITIES[self.index()]
     }
 
+    /// The QBO name (`Customer`, `CreditCardPayment`).
     pub fn name(self) -> &'static str {
-        self.def().qbo_name
+        let def = self.def();
+        def.qbo_name
     }
 
     /// The kind QBO calls `name` (canonical spelling).
