@@ -399,7 +399,7 @@ pub async fn demo(
         client_id: sandbox.client_id().to_string(),
         client_secret: SecretString::from(sandbox.client_secret().to_string()),
         realm_id: RealmId::parse(sandbox.realm_id()).map_err(UsageError)?,
-        refresh_token: SecretString::from(sandbox.refresh_token().to_string()),
+        seed: Some(SecretString::from(sandbox.refresh_token().to_string())),
         api_base: url::Url::parse(&sandbox.base_url())?,
         token_url: url::Url::parse(&sandbox.token_url())?,
         token_key: None,
@@ -414,6 +414,7 @@ pub async fn demo(
         pipeline: Some(DEMO_PIPELINE.into()),
         trigger: None,
         progress: opts.progress,
+        realm_lock_held: false,
     };
     let http = HttpSettings::default();
     let result = async {
@@ -432,17 +433,16 @@ pub async fn demo(
         anyhow::Ok((report, counts))
     }
     .await;
+    // Entities read whole are counted whole, whatever the window.
     let sandbox_counts = Entity::ALL
         .iter()
         .map(|e| {
-            (
-                e.qbo_name().to_string(),
-                sandbox.state().count(
-                    e.qbo_name(),
-                    Some(opts.window.start()),
-                    Some(opts.window.end()),
-                ),
-            )
+            let (from, to) = match e.read_whole() {
+                true => (None, None),
+                false => (Some(opts.window.start()), Some(opts.window.end())),
+            };
+            let n = sandbox.state().count(e.qbo_name(), from, to);
+            (e.qbo_name().to_string(), n)
         })
         .collect();
     sandbox.shutdown().await;

@@ -53,7 +53,7 @@ const PREVIOUS_TOKEN_GRACE_HOURS: i64 = 24;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error(
-        "QuickBooks rejected the refresh token (invalid_grant{detail}). Re-authorise: open Intuit's OAuth 2.0 playground (or your app's connect flow) for realm {realm}, copy the new refresh token into QBO_REFRESH_TOKEN, and run the same command again; it resumes where it stopped (docs/runbook.md, 're-authorise')"
+        "QuickBooks rejected the refresh token (invalid_grant{detail}). Re-authorise: open Intuit's OAuth 2.0 playground (or your app's connect flow) for realm {realm}, copy the new refresh token into QBO_REFRESH_TOKEN (for a company registered with `realm add`: pipe it into `qbo-pipeline realm add --realm-id {realm}`), and run the same command again; it resumes where it stopped (docs/runbook.md, 're-authorise')"
     )]
     InvalidGrant { realm: String, detail: String },
     #[error(
@@ -82,6 +82,10 @@ pub enum AuthError {
         "a stored token is encrypted but cannot be decrypted: {0}. Set QBO_TOKEN_KEY to the key it was stored with (or re-authorise and put the new refresh token in QBO_REFRESH_TOKEN)"
     )]
     Decrypt(String),
+    #[error(
+        "realm {realm} has no stored refresh token: register it with `qbo-pipeline realm add --realm-id {realm}` (the token on standard input), or set QBO_REALM_ID and QBO_REFRESH_TOKEN to it"
+    )]
+    NoToken { realm: String },
     #[error("stopped by a stop request")]
     Stopped,
     #[error("token store: {0}")]
@@ -299,7 +303,7 @@ impl Authorizer {
     /// its own, before the access token is handed out (see the module docs).
     async fn refresh(&self) -> Result<AccessToken, AuthError> {
         let realm = self.settings.realm_id.as_str();
-        let seed = self.settings.refresh_token.expose_secret();
+        let seed = self.settings.seed.as_ref().map(|s| s.expose_secret());
         // A session lock on a dedicated connection: the token write below commits by itself
         // while the lock is still held, so no other process refreshes in between.
         let mut guard = LockedConn(Some(self.pool.acquire().await?));
@@ -326,7 +330,7 @@ impl Authorizer {
         &self,
         conn: &mut sqlx::PgConnection,
         realm: &str,
-        seed: &str,
+        seed: Option<&str>,
     ) -> Result<AccessToken, AuthError> {
         type Stored = (String, String, i32, Option<String>, Option<bool>);
         let stored: Option<Stored> = sqlx::query_as(
@@ -338,11 +342,24 @@ impl Authorizer {
         .bind(PREVIOUS_TOKEN_GRACE_HOURS as i32)
         .fetch_optional(&mut *conn)
         .await?;
+        // Without a seed (a registered realm) the stored chain is the only token there is.
+        let chain_matches =
+            |stored_seed: &str| seed.is_none_or(|seed| seed_matches(stored_seed, seed));
         let fresh_chain =
-            !matches!(&stored, Some((_, stored_seed, ..)) if seed_matches(stored_seed, seed));
-        let (using, rotations, fallback) = match &stored {
-            Some((rt, stored_seed, rotations, previous, recent))
-                if seed_matches(stored_seed, seed) =>
+            !matches!(&stored, Some((_, stored_seed, ..)) if chain_matches(stored_seed));
+        let stored_seed = match (&stored, seed) {
+            (_, Some(seed)) if fresh_chain => seed_digest(seed),
+            (Some((_, stored_seed, ..)), _) => stored_seed.clone(),
+            (None, Some(seed)) => seed_digest(seed),
+            (None, None) => {
+                return Err(AuthError::NoToken {
+                    realm: realm.to_string(),
+                });
+            }
+        };
+        let (using, rotations, fallback) = match (&stored, seed) {
+            (Some((rt, stored_seed, rotations, previous, recent)), _)
+                if chain_matches(stored_seed) =>
             {
                 let fallback = match (previous, recent) {
                     (Some(p), Some(true)) => Some(self.open(p)?),
@@ -350,14 +367,19 @@ impl Authorizer {
                 };
                 (self.open(rt)?, *rotations, fallback)
             }
-            Some(_) => {
+            (Some(_), Some(seed)) => {
                 tracing::info!(
                     realm,
-                    "QBO_REFRESH_TOKEN differs from the stored chain's seed: using it (fresh authorisation)"
+                    "the refresh token given differs from the stored chain's seed: using it (fresh authorisation)"
                 );
                 (seed.to_string(), 0, None)
             }
-            None => (seed.to_string(), 0, None),
+            (None, Some(seed)) => (seed.to_string(), 0, None),
+            (_, None) => {
+                return Err(AuthError::NoToken {
+                    realm: realm.to_string(),
+                });
+            }
         };
         let tokens = match self.exchange(realm, &using).await {
             Err(AuthError::InvalidGrant { .. }) if fallback.is_some() => {
@@ -400,7 +422,7 @@ impl Authorizer {
         .bind(realm)
         .bind(&self.settings.client_id)
         .bind(self.seal(&tokens.refresh_token)?)
-        .bind(seed_digest(seed))
+        .bind(&stored_seed)
         .bind(rt_expires.map(|s| s as f64))
         .bind(rotations.saturating_add(i32::from(rotated)))
         .bind(rotated)

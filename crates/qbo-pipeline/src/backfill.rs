@@ -50,6 +50,9 @@ pub struct BackfillOptions {
     pub trigger: Option<String>,
     /// Show progress bars (interactive terminals only).
     pub progress: bool,
+    /// The caller already holds the realm's lock (a scheduler holds it from the claim of
+    /// the trigger); otherwise the run waits for it before it starts.
+    pub realm_lock_held: bool,
 }
 
 pub use crate::shutdown::StopSignal;
@@ -75,6 +78,9 @@ pub struct EntityReport {
     pub expected: Option<u64>,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Why the entity was skipped (the company's edition lacks it), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The outcome of a run.
@@ -110,7 +116,7 @@ impl BackfillReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<10} {:>9} {:>7} {:>9} {:>8} {:>10} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10}",
+            "{:<22} {:>9} {:>7} {:>9} {:>8} {:>10} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10}",
             "entity",
             "status",
             "chunks",
@@ -132,7 +138,7 @@ impl BackfillReport {
             };
             let _ = writeln!(
                 out,
-                "{:<10} {:>9} {:>7} {:>9} {:>8} {:>10} {:>10} {:>9} {:>8} {:>6} {:>8.1} {:>10.0}",
+                "{:<22} {:>9} {:>7} {:>9} {:>8} {:>10} {:>10} {:>9} {:>8} {:>6} {:>8.1} {:>10.0}",
                 e.entity.cli_name(),
                 e.status,
                 format!(
@@ -150,6 +156,11 @@ impl BackfillReport {
                 e.seconds,
                 rate
             );
+        }
+        for e in &self.entities {
+            if let Some(note) = &e.note {
+                let _ = writeln!(out, "{} skipped: {note}", e.entity.cli_name());
+            }
         }
         let _ = write!(out, "run {} finished in {:.1} s", self.run_id, self.seconds);
         if self.interrupted {
@@ -193,6 +204,16 @@ enum ChunkError {
         chunk_start: String,
         source: PageError,
     },
+    /// A whole read that did not find every record QBO counted, after retries.
+    #[error(
+        "{entity}: reading it whole found {read} distinct records where QBO counts {expected} (tried {attempts} times)"
+    )]
+    Incomplete {
+        entity: Entity,
+        read: u64,
+        expected: u64,
+        attempts: u32,
+    },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("stopped")]
@@ -224,6 +245,13 @@ struct PendingWrite {
     cursor: Option<String>,
     done: bool,
 }
+
+/// How many times an entity read whole is read before a count it never matches fails it.
+pub const WHOLE_READ_ATTEMPTS: u32 = 3;
+
+/// Most records an entity read whole may hold before the paging gives up (a server that
+/// pages forever; QBO's whole-read entities are small lists).
+pub const MAX_WHOLE_RECORDS: u64 = 10_000_000;
 
 /// How long after a chunk's end its complete load must have happened for the chunk to be
 /// verifiable by count: covers clock differences between QBO and the database.
@@ -261,6 +289,15 @@ impl Engine {
             "page_size": opts.page_size,
             "restart": opts.restart,
         });
+        // One process works a company at a time; its lock is held by the run's lock
+        // session, which also holds the entity locks (one connection for all of them).
+        let locks = LockSession::open(&self.pool).await?;
+        if !opts.realm_lock_held && !locks.acquire_realm(&self.realm, stop).await? {
+            anyhow::bail!(
+                "stopped while waiting for another process to finish with realm {}",
+                self.realm
+            );
+        }
         let guard = ledger::start_run(
             &self.pool,
             &pipeline,
@@ -303,8 +340,6 @@ impl Engine {
                 })
             })
             .collect();
-        // One session holds every entity's lock: connections do not grow with entities.
-        let locks = LockSession::open(&self.pool).await?;
         let reports =
             join_all(runs.iter().map(|run| {
                 self.run_entity(run.clone(), opts, run_id, slots.clone(), stop, &locks)
@@ -359,6 +394,7 @@ impl Engine {
             expected: None,
             seconds: 0.0,
             error: None,
+            note: None,
         };
         let outcome = self
             .page_entity(&run, opts, run_id, slots, stop, locks, &mut report)
@@ -372,12 +408,20 @@ impl Engine {
         report.retries = RequestStats::get(&run.stats.retries);
         report.throttled = RequestStats::get(&run.stats.throttled);
         report.seconds = started.elapsed().as_secs_f64();
+        let skipped = match &outcome {
+            Err(ChunkError::Qbo(e)) => extract::unavailable(entity, e),
+            _ => None,
+        };
         report.status = match &outcome {
             Ok(()) => EntityStatus::Succeeded,
+            Err(_) if skipped.is_some() => EntityStatus::Skipped,
             Err(ChunkError::Stopped) => EntityStatus::Stopped,
             Err(_) => EntityStatus::Failed,
         };
-        if let Err(e) = &outcome
+        if let Some(u) = skipped {
+            tracing::warn!(entity = %entity, reason = %u.reason, "entity skipped: the company does not offer it");
+            report.note = Some(u.reason);
+        } else if let Err(e) = &outcome
             && !matches!(e, ChunkError::Stopped)
         {
             report.error = Some(e.to_string());
@@ -397,6 +441,7 @@ impl Engine {
             report
                 .expected
                 .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            report.note.as_deref(),
         )
         .await
         {
@@ -420,28 +465,27 @@ impl Engine {
         let Some(lock) = locks.acquire(&self.realm, entity, stop).await? else {
             return Err(ChunkError::Stopped);
         };
-        // QBO's own count of the window: sizes an `auto` plan, and gives the progress bar its
-        // total and ETA.
-        let count =
-            extract::count_query(entity, opts.window.start(), opts.window.end()).to_string();
-        let body = self.client.query(&count, &run.stats, &run.stop).await?;
-        let expected = match extract::parse_count(&body) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                tracing::warn!(entity = %entity, error = %e, "QBO's count of the window is unreadable; an auto plan falls back to years");
-                None
-            }
+        // QBO's own count of the window (of everything, for an entity read whole): sizes an
+        // `auto` plan, proves a whole read complete, and gives the progress bar its total.
+        // A singleton is not counted: it is one record by definition.
+        let whole = entity.read_whole();
+        let expected = if entity.is_singleton() {
+            None
+        } else {
+            self.count(run, opts.window).await?
         };
         report.expected = expected;
+        // An entity read whole is one chunk whatever the chunking asked for.
+        let size = if whole { ChunkSize::Whole } else { opts.chunk };
         let job = checkpoint::open_job(
             &self.pool,
             checkpoint::JobKey {
                 realm: &self.realm,
                 entity,
                 window: opts.window,
-                size: opts.chunk,
+                size,
             },
-            || match (opts.chunk, expected) {
+            || match (size, expected) {
                 (ChunkSize::Auto, Some(n)) => {
                     plan_auto(opts.window, n, opts.page_size, opts.concurrency, Utc::now())
                 }
@@ -457,7 +501,7 @@ impl Engine {
         if job.resumed {
             tracing::info!(entity = %entity, chunks_done = skipped, chunks = job.chunks.len(), "resuming an interrupted backfill from its checkpoints");
         }
-        tracing::debug!(entity = %entity, expected = ?expected, chunks = job.chunks.len(), chunking = %opts.chunk, "planned");
+        tracing::debug!(entity = %entity, expected = ?expected, chunks = job.chunks.len(), chunking = %size, whole, "planned");
         ledger::start_entity(
             &self.pool,
             run_id,
@@ -488,13 +532,18 @@ impl Engine {
                     if failed.is_stopped() || stop.is_stopped() {
                         return Err(ChunkError::Stopped);
                     }
-                    let result = match self.verify_chunk(run, run_id, job_id, &state).await {
-                        Ok(true) => Ok(()),
-                        Ok(false) => {
-                            self.page_chunk(run, opts, run_id, job_id, state, stop, &failed)
-                                .await
+                    let result = if whole {
+                        self.read_whole(run, opts, run_id, job_id, state, expected, stop, &failed)
+                            .await
+                    } else {
+                        match self.verify_chunk(run, run_id, job_id, &state).await {
+                            Ok(true) => Ok(()),
+                            Ok(false) => {
+                                self.page_chunk(run, opts, run_id, job_id, state, stop, &failed)
+                                    .await
+                            }
+                            Err(e) => Err(e),
                         }
-                        Err(e) => Err(e),
                     };
                     if result.is_err() {
                         failed.stop();
@@ -600,8 +649,139 @@ impl Engine {
             Fetch::Tie {
                 second, position, ..
             } => extract::tie_query(run.entity, second, *position, page_size),
+        };
+        self.fetch_query(run, query, chunk, page).await
+    }
+
+    /// QBO's count for an entity: of the window, or of everything for one read whole.
+    /// `None` when the answer has no readable count (it then proves nothing).
+    async fn count(&self, run: &EntityRun, window: Window) -> Result<Option<u64>, ChunkError> {
+        let entity = run.entity;
+        let query = if entity.read_whole() {
+            extract::whole_count_query(entity)
+        } else {
+            extract::count_query(entity, window.start(), window.end())
         }
         .to_string();
+        let body = self.client.query(&query, &run.stats, &run.stop).await?;
+        Ok(match extract::parse_count(&body) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(entity = %entity, error = %e, "QBO's count is unreadable; an auto plan falls back to years, a whole read goes unproved");
+                None
+            }
+        })
+    }
+
+    /// Reads an entity whole (see [`Entity::read_whole`]): offset pages from the first
+    /// record, each written with its checkpoint, until a short page. The read is proved
+    /// complete when the distinct records read equal QBO's count (`expected`); otherwise it
+    /// is read again (QBO counted anew), up to [`WHOLE_READ_ATTEMPTS`] times. An interrupted
+    /// whole read starts over: re-writing its pages is a no-op (newer wins).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_whole(
+        &self,
+        run: &EntityRun,
+        opts: &BackfillOptions,
+        run_id: i64,
+        job_id: i64,
+        state: ChunkState,
+        mut expected: Option<u64>,
+        stop: &StopSignal,
+        failed: &StopSignal,
+    ) -> Result<(), ChunkError> {
+        let entity = run.entity;
+        let chunk = state.chunk;
+        let page_size = opts.page_size;
+        let mut read = 0;
+        for attempt in 1..=WHOLE_READ_ATTEMPTS {
+            if attempt > 1 {
+                expected = self.count(run, opts.window).await?;
+            }
+            let mut seen = std::collections::HashSet::new();
+            let mut position = 1u64;
+            let mut page_number = 0;
+            loop {
+                if stop.is_stopped() || failed.is_stopped() {
+                    return Err(ChunkError::Stopped);
+                }
+                let fetch_page = page_number + 1;
+                let query = extract::whole_query(entity, position, page_size);
+                let records = self.fetch_query(run, query, &chunk, fetch_page).await?;
+                let bad_page = |source: PageError| ChunkError::BadPage {
+                    entity,
+                    page: fetch_page,
+                    chunk_start: chunk.start_rfc3339(),
+                    source,
+                };
+                let full = !entity.is_singleton() && records.len() >= page_size as usize;
+                let before = seen.len();
+                seen.extend(records.iter().map(|r| r.id.clone()));
+                if full && seen.len() == before {
+                    return Err(bad_page(PageError::NoProgress(format!(
+                        "the page at position {position} repeats records already read"
+                    ))));
+                }
+                if full && position.saturating_add(u64::from(page_size)) > MAX_WHOLE_RECORDS {
+                    return Err(bad_page(PageError::NoProgress(format!(
+                        "more than {MAX_WHOLE_RECORDS} records in an entity read whole"
+                    ))));
+                }
+                read = seen.len() as u64;
+                // The last page completes the chunk only when the read is proved complete.
+                let proved = expected.is_none_or(|n| n == read);
+                page_number += 1;
+                let target = PageTarget {
+                    realm: &self.realm,
+                    entity,
+                    run_id,
+                    job_id,
+                    chunk: &chunk,
+                    page_number,
+                };
+                let w = load::write_page(
+                    &self.pool,
+                    &target,
+                    records,
+                    Advance {
+                        cursor: None,
+                        done: !full && proved,
+                    },
+                )
+                .await?;
+                self.account(run, w);
+                if full {
+                    position += u64::from(page_size);
+                    continue;
+                }
+                if proved {
+                    if expected.is_none() && !entity.is_singleton() {
+                        tracing::warn!(entity = %entity, records = read, "read whole without a usable count: completeness not proved");
+                    }
+                    tracing::debug!(entity = %entity, records = read, pages = page_number, "read whole");
+                    return Ok(());
+                }
+                break;
+            }
+            tracing::warn!(entity = %entity, read, expected = ?expected, attempt,
+                "reading it whole found another number of records than QBO counts; reading it again");
+        }
+        Err(ChunkError::Incomplete {
+            entity,
+            read,
+            expected: expected.unwrap_or_default(),
+            attempts: WHOLE_READ_ATTEMPTS,
+        })
+    }
+
+    async fn fetch_query(
+        &self,
+        run: &EntityRun,
+        query: qbo_query::Query,
+        chunk: &Chunk,
+        page: i32,
+    ) -> Result<Vec<Record>, ChunkError> {
+        let query = query.to_string();
         // A body cut short by a dropped connection is not valid JSON: the client's one retry
         // loop reads it again, like any other transient failure.
         let parse = |body: &bytes::Bytes| {

@@ -262,6 +262,39 @@ impl LockSession {
         }
     }
 
+    /// The advisory-lock key of a realm: held by the one process working that company (a
+    /// backfill, or a scheduler running one of its triggers), so QBO's per-company limits
+    /// hold across processes and machines.
+    pub fn realm_key(realm: &str) -> String {
+        format!("qbo_pipeline.realm:{realm}")
+    }
+
+    /// Waits for the realm's lock, trying once a second; `Ok(false)` when `stop` comes
+    /// first. Held until the session ends (the run's end).
+    pub async fn acquire_realm(
+        &self,
+        realm: &str,
+        stop: &crate::shutdown::StopSignal,
+    ) -> Result<bool, sqlx::Error> {
+        let key = Self::realm_key(realm);
+        let mut warned = false;
+        loop {
+            if self.try_lock(&key).await? {
+                return Ok(true);
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!(
+                    realm,
+                    "another process is working on this company (a backfill or a scheduler's run); waiting for it to finish, as QBO's limits are per company"
+                );
+            }
+            if !stop.sleep(std::time::Duration::from_secs(1)).await {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Waits for the lock of one entity of one realm, trying once a second; `Ok(None)` when
     /// `stop` comes first. Another process back-filling the same entity holds it meanwhile.
     pub async fn acquire(

@@ -109,3 +109,72 @@ pub fn database_settings() -> Result<DbSettings, UsageError> {
             )
         })
 }
+
+/// `--realm R` (repeatable) / `--all-realms`, on every command that talks to QBO.
+#[derive(Args, Debug, Default, Clone)]
+pub struct RealmArgs {
+    /// Work on this company (QBO realm id); repeat for several. Default: the realm of
+    /// QBO_REALM_ID when set, else every registered company (`qbo-pipeline realm list`).
+    #[arg(long = "realm", value_name = "REALM_ID", conflicts_with = "all_realms")]
+    pub realms: Vec<String>,
+    /// Work on every registered company (the environment's included).
+    #[arg(long)]
+    pub all_realms: bool,
+}
+
+impl RealmArgs {
+    /// The validated selection; problems are added to `problems`.
+    pub fn selection(&self, problems: &mut Vec<String>) -> crate::realm::Selection {
+        crate::realm::Selection::from_flags(&self.realms, self.all_realms)
+            .map_err(|e| problems.extend(e))
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `opts` on each realm in turn through the runtime's engines and prints each report
+/// (a header per realm when there are several; `--json` prints one report, or an array of
+/// `{"realm_id", "report"}` for several). Exit 0 when every run succeeded, else 1.
+pub async fn backfill_realms(
+    runtime: &crate::runtime::Runtime,
+    realms: &[crate::config::RealmId],
+    opts: &crate::backfill::BackfillOptions,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut reports = Vec::new();
+    for realm in realms {
+        if runtime.stop().is_stopped() {
+            break;
+        }
+        let report = runtime
+            .engine(realm)?
+            .backfill(opts, runtime.stop())
+            .await?;
+        if !json {
+            if realms.len() > 1 {
+                println!("realm {realm}:");
+            }
+            println!("{}", report.table());
+        }
+        if let Some(e) = report.error() {
+            eprintln!("error: realm {realm}: {e}");
+        }
+        reports.push((realm.clone(), report));
+    }
+    if json {
+        if let [(_, one)] = reports.as_slice() {
+            println!("{}", serde_json::to_string_pretty(one)?);
+        } else {
+            let all: Vec<_> = reports
+                .iter()
+                .map(|(r, report)| serde_json::json!({ "realm_id": r.as_str(), "report": report }))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+    }
+    let ok = reports.len() == realms.len() && reports.iter().all(|(_, r)| r.succeeded());
+    Ok(if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}

@@ -6,9 +6,10 @@
 
 use crate::app::{self, UsageError};
 use crate::backfill::StopSignal;
-use crate::cli_common::{HttpArgs, install_signal_handlers};
-use crate::config::{self, DbSettings, HttpSettings, ProcessEnv, QboSettings};
+use crate::cli_common::{HttpArgs, RealmArgs, backfill_realms, install_signal_handlers};
+use crate::config::{self, DbSettings, HttpSettings, ProcessEnv, QboApp};
 use crate::pipelines::{self, Variables};
+use crate::runtime::Runtime;
 use crate::schedule::parse_instant;
 use crate::scheduler::{LoopOptions, Scheduler};
 use crate::trigger::{self, TriggerInput, TriggerRow};
@@ -33,6 +34,8 @@ pub struct RunArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub realm: RealmArgs,
 }
 
 /// `qbo-pipeline trigger ...`
@@ -140,6 +143,11 @@ pub struct SchedulerArgs {
     /// Never draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Serve these companies' triggers (repeatable), or every registered company's
+    /// (`--all-realms`). Default: QBO_REALM_ID's when set, else every registered company's
+    /// (read again on every look, so a company added meanwhile is served).
+    #[command(flatten)]
+    pub realm: RealmArgs,
 }
 
 /// QBO endpoints and client-side limits for the runs these commands start.
@@ -156,14 +164,14 @@ pub struct QboFlags {
 }
 
 impl QboFlags {
-    fn settings(&self, problems: &mut Vec<String>) -> Option<(QboSettings, HttpSettings)> {
+    fn settings(&self, problems: &mut Vec<String>) -> Option<(QboApp, HttpSettings)> {
         let before = problems.len();
         let http = self
             .http
             .settings()
             .map_err(|e| problems.extend(e.problems))
             .ok();
-        let qbo = config::qbo_settings(
+        let qbo = config::qbo_app(
             &ProcessEnv,
             self.api_base_url.as_deref(),
             self.token_url.as_deref(),
@@ -221,27 +229,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let settings = args.qbo.settings(&mut problems);
+    let selection = args.realm.selection(&mut problems);
     let db = database_settings(&mut problems);
     let (Some(pipeline), Some((qbo, http)), Some(db)) = (pipeline, settings, db) else {
         return Err(usage(problems));
     };
+    if !problems.is_empty() {
+        return Err(usage(problems));
+    }
     let stop = StopSignal::default();
     install_signal_handlers(stop.clone());
     let opts = pipeline.backfill_options(None, !args.no_progress);
-    let report = app::backfill(&qbo, &db, &http, &opts, &stop).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", report.table());
-    }
-    if let Some(e) = report.error() {
-        eprintln!("error: {e}");
-    }
-    Ok(if report.succeeded() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let runtime = Runtime::open(&db, qbo, http, app::pool_size(&opts), stop).await?;
+    let result = match runtime.realms(&selection).await {
+        Ok(realms) => backfill_realms(&runtime, &realms, &opts, args.json).await,
+        Err(e) => Err(e),
+    };
+    runtime.close().await;
+    result
 }
 
 /// The realm a trigger created on the command line runs against: `--realm`, else
@@ -544,7 +549,11 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     }
     let stop = StopSignal::default();
     install_signal_handlers(stop.clone());
-    let scheduler = Scheduler::new(qbo, db, http, stop.clone())
+    let selection = args.realm.selection(&mut problems);
+    if !problems.is_empty() {
+        return Err(usage(problems));
+    }
+    let scheduler = Scheduler::open(qbo, db, http, selection, stop.clone())
         .await?
         .with_progress(!args.no_progress);
     let opts = LoopOptions {

@@ -319,13 +319,69 @@ pub struct QboSettings {
     pub client_id: String,
     pub client_secret: SecretString,
     pub realm_id: RealmId,
-    /// The seed refresh token (`QBO_REFRESH_TOKEN`); the token store may hold a newer one.
-    pub refresh_token: SecretString,
+    /// The seed refresh token (`QBO_REFRESH_TOKEN`) of the environment's realm; the token
+    /// store may hold a newer one. `None` for a registered realm: its token is in the store.
+    pub seed: Option<SecretString>,
     /// API host: requests go to `{api_base}/v3/company/{realm}/...`.
     pub api_base: Url,
     pub token_url: Url,
     /// Encrypts stored tokens when set (`QBO_TOKEN_KEY`).
     pub token_key: Option<TokenKey>,
+}
+
+/// The realm named by the environment: `QBO_REALM_ID`, with `QBO_REFRESH_TOKEN` as its seed
+/// when set.
+#[derive(Debug, Clone)]
+pub struct EnvRealm {
+    pub realm_id: RealmId,
+    pub seed: Option<SecretString>,
+}
+
+/// The Intuit app every realm of a deployment uses (`QBO_CLIENT_ID`/`QBO_CLIENT_SECRET`,
+/// endpoints, token key) and the environment's realm, if any.
+#[derive(Debug, Clone)]
+pub struct QboApp {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub api_base: Url,
+    pub token_url: Url,
+    pub token_key: Option<TokenKey>,
+    pub env_realm: Option<EnvRealm>,
+}
+
+impl QboApp {
+    /// The app of one realm's settings, with that realm as the environment's.
+    pub fn single(s: &QboSettings) -> QboApp {
+        QboApp {
+            client_id: s.client_id.clone(),
+            client_secret: s.client_secret.clone(),
+            api_base: s.api_base.clone(),
+            token_url: s.token_url.clone(),
+            token_key: s.token_key.clone(),
+            env_realm: Some(EnvRealm {
+                realm_id: s.realm_id.clone(),
+                seed: s.seed.clone(),
+            }),
+        }
+    }
+
+    /// The settings for one realm: the environment's seed when it is the environment's realm.
+    pub fn realm(&self, realm_id: &RealmId) -> QboSettings {
+        let seed = self
+            .env_realm
+            .as_ref()
+            .filter(|e| &e.realm_id == realm_id)
+            .and_then(|e| e.seed.clone());
+        QboSettings {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            realm_id: realm_id.clone(),
+            seed,
+            api_base: self.api_base.clone(),
+            token_url: self.token_url.clone(),
+            token_key: self.token_key.clone(),
+        }
+    }
 }
 
 /// Client-side limits and retry policy, shared by everything one process runs per realm.
@@ -493,6 +549,50 @@ pub fn qbo_settings(
     token_url_flag: Option<&str>,
 ) -> Result<QboSettings, ConfigError> {
     let mut problems = Vec::new();
+    for (key, what) in [
+        ("QBO_REALM_ID", "the QuickBooks company id (realm)"),
+        (
+            "QBO_REFRESH_TOKEN",
+            "a refresh token from Intuit's OAuth playground or your app's consent flow",
+        ),
+    ] {
+        match src.get(key) {
+            Some(v) if v.trim().is_empty() => {
+                problems.push(format!("{key} is empty: set it to {what}"))
+            }
+            None => problems.push(format!(
+                "{key} is not set: set it to {what} (environment or .env)"
+            )),
+            Some(_) => {}
+        }
+    }
+    match qbo_app(src, api_base_flag, token_url_flag) {
+        Ok(app) if problems.is_empty() => match &app.env_realm {
+            Some(e) => Ok(app.realm(&e.realm_id)),
+            None => Err(ConfigError::one("QBO_REALM_ID is not set")),
+        },
+        Ok(_) => Err(ConfigError { problems }),
+        Err(e) => {
+            for p in e.problems {
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// The Intuit app's settings and the environment's realm. `QBO_REALM_ID` and
+/// `QBO_REFRESH_TOKEN` are optional here: without them the registered realms are used, and
+/// `QBO_REALM_ID` alone selects a registered realm. `QBO_REFRESH_TOKEN` without
+/// `QBO_REALM_ID` is a mistake (which company is it for?).
+pub fn qbo_app(
+    src: &dyn Source,
+    api_base_flag: Option<&str>,
+    token_url_flag: Option<&str>,
+) -> Result<QboApp, ConfigError> {
+    let mut problems = Vec::new();
     let mut required = |key: &str, what: &str| -> String {
         match src.get(key).map(|v| v.trim().to_string()) {
             Some(v) if !v.is_empty() => v,
@@ -510,15 +610,38 @@ pub fn qbo_settings(
     };
     let client_id = required("QBO_CLIENT_ID", "your Intuit app's client id");
     let client_secret = required("QBO_CLIENT_SECRET", "your Intuit app's client secret");
-    let realm = required("QBO_REALM_ID", "the QuickBooks company id (realm)");
-    let refresh_token = required(
-        "QBO_REFRESH_TOKEN",
-        "a refresh token from Intuit's OAuth playground or your app's consent flow",
-    );
-    let realm_id = if realm.is_empty() {
-        None
-    } else {
-        RealmId::parse(&realm).map_err(|e| problems.push(e)).ok()
+    let optional = |key: &str| {
+        src.get(key)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let realm = optional("QBO_REALM_ID");
+    let refresh_token = optional("QBO_REFRESH_TOKEN");
+    let env_realm = match (realm, refresh_token) {
+        (Some(realm), seed) => RealmId::parse(&realm)
+            .map_err(|e| problems.push(e))
+            .ok()
+            .map(|realm_id| EnvRealm {
+                realm_id,
+                seed: seed.map(SecretString::from),
+            }),
+        (None, Some(_)) => {
+            problems.push(
+                "QBO_REFRESH_TOKEN is set but QBO_REALM_ID is not: set QBO_REALM_ID to the company the token belongs to (or register companies with `qbo-pipeline realm add`)"
+                    .into(),
+            );
+            None
+        }
+        (None, None) => {
+            if client_id.is_empty() || client_secret.is_empty() {
+                // A set-up with no credentials at all: name the company's too.
+                problems.push(
+                    "QBO_REALM_ID and QBO_REFRESH_TOKEN are not set: set them to the company (realm) id and its refresh token, or register companies with `qbo-pipeline realm add --realm-id R`"
+                        .into(),
+                );
+            }
+            None
+        }
     };
 
     let environment = src
@@ -563,15 +686,14 @@ pub fn qbo_settings(
         }
     }
 
-    match (realm_id, api_base, token_url) {
-        (Some(realm_id), Ok(api_base), Ok(token_url)) if problems.is_empty() => Ok(QboSettings {
+    match (api_base, token_url) {
+        (Ok(api_base), Ok(token_url)) if problems.is_empty() => Ok(QboApp {
             client_id,
             client_secret: SecretString::from(client_secret),
-            realm_id,
-            refresh_token: SecretString::from(refresh_token),
             api_base,
             token_url,
             token_key,
+            env_realm,
         }),
         _ => Err(ConfigError { problems }),
     }

@@ -1,127 +1,155 @@
-//! The entity catalogue: the closed set of QBO entities the pipeline extracts, as one table of
-//! [`EntitySpec`]s ([`CATALOGUE`]) holding everything that differs between them: QBO name,
-//! `--entity` name, destination table, pipeline name, kind, whether CDC covers it and whether
-//! QBO can filter it by `MetaData.LastUpdatedTime`.
+//! The entities the pipeline extracts: [`Entity`] is a small `Copy` handle over one row of the
+//! shared catalogue [`qbo_entities::ENTITIES`] (QBO name, response key, `--entity` name,
+//! table, pipeline names, kind, CDC coverage, time filter, key shape, minor version, required
+//! feature). Nothing about an entity is written down twice: every accessor reads the row.
 //!
-//! Adding an entity is one [`Entity`] variant, one row here and its table in a migration; a
-//! test checks the rows against the sandbox's own catalogue (name lists, CDC coverage).
+//! Adding an entity is one row in `crates/qbo-entities` and its table in a migration (a test
+//! checks that every entity's table exists with the columns of the first three).
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
-/// A QBO entity the pipeline can back-fill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Entity {
-    Customer,
-    Invoice,
-    Item,
+pub use qbo_entities::{EntityDef, Feature, KeyShape, Kind};
+
+/// How many entities the catalogue holds.
+pub const COUNT: usize = qbo_entities::ENTITIES.len();
+
+/// A QBO entity the pipeline can back-fill: an index into [`qbo_entities::ENTITIES`]. Ordered
+/// as the catalogue is (the order `--entity all` runs them).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Entity(u8);
+
+/// The catalogue position of the entity QBO calls `qbo_name` (at compile time).
+const fn position(qbo_name: &str) -> u8 {
+    let mut i = 0;
+    while i < COUNT {
+        let a = qbo_entities::ENTITIES[i].qbo_name.as_bytes();
+        let b = qbo_name.as_bytes();
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i as u8;
+            }
+        }
+        i += 1;
+    }
+    panic!("no such entity in qbo_entities::ENTITIES")
 }
 
-/// What kind of QBO entity it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// Lists with an `Active` flag (customers, items, accounts, …): QBO hides inactive ones
-    /// unless a query constrains `Active`, and never deletes them (it deactivates them).
-    NameList,
-    /// Documents (invoices, bills, payments, …).
-    Transaction,
-    /// One record per company (CompanyInfo, Preferences).
-    Singleton,
-    /// Everything else.
-    Other,
-}
-
-/// Everything the pipeline knows about one entity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntitySpec {
-    pub entity: Entity,
-    /// The name QBO uses in queries and response keys.
-    pub qbo_name: &'static str,
-    /// The `--entity` spelling (snake_case plural), also used in the run ledger.
-    pub cli_name: &'static str,
-    /// The destination table, schema-qualified. A fixed string: safe to splice into SQL.
-    pub table: &'static str,
-    /// The old project's pipeline name for this entity's backfill.
-    pub pipeline: &'static str,
-    pub kind: Kind,
-    /// QBO's CDC endpoint reports its changes.
-    pub cdc: bool,
-    /// QBO can filter and order it by `MetaData.LastUpdatedTime` (else it is read whole).
-    pub filterable: bool,
-}
-
-/// The catalogue, in `Entity` order (the order `--entity all` runs them).
-pub const CATALOGUE: &[EntitySpec] = &[
-    EntitySpec {
-        entity: Entity::Customer,
-        qbo_name: "Customer",
-        cli_name: "customers",
-        table: "raw.qb_customers",
-        pipeline: "qb_customers_backfill",
-        kind: Kind::NameList,
-        cdc: true,
-        filterable: true,
-    },
-    EntitySpec {
-        entity: Entity::Invoice,
-        qbo_name: "Invoice",
-        cli_name: "invoices",
-        table: "raw.qb_invoices",
-        pipeline: "qb_invoices_backfill",
-        kind: Kind::Transaction,
-        cdc: true,
-        filterable: true,
-    },
-    EntitySpec {
-        entity: Entity::Item,
-        qbo_name: "Item",
-        cli_name: "items",
-        table: "raw.qb_items",
-        pipeline: "qb_items_backfill",
-        kind: Kind::NameList,
-        cdc: true,
-        filterable: true,
-    },
-];
+/// Schema-qualified table names, in catalogue order (fixed strings: safe to splice into SQL).
+static TABLES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    qbo_entities::ENTITIES
+        .iter()
+        .map(|e| &*Box::leak(format!("raw.{}", e.table).into_boxed_str()))
+        .collect()
+});
 
 impl Entity {
-    /// Every supported entity, in the order `--entity all` runs them.
-    pub const ALL: [Entity; 3] = [Entity::Customer, Entity::Invoice, Entity::Item];
+    /// Every entity, in the order `--entity all` runs them.
+    pub const ALL: [Entity; COUNT] = {
+        let mut all = [Entity(0); COUNT];
+        let mut i = 0;
+        while i < COUNT {
+            all[i] = Entity(i as u8);
+            i += 1;
+        }
+        all
+    };
+    pub const CUSTOMER: Entity = Entity(position("Customer"));
+    pub const INVOICE: Entity = Entity(position("Invoice"));
+    pub const ITEM: Entity = Entity(position("Item"));
 
-    /// This entity's row of the catalogue.
-    pub fn spec(self) -> &'static EntitySpec {
-        &CATALOGUE[self as usize]
+    /// Every entity, in catalogue order.
+    pub fn all() -> impl Iterator<Item = Entity> {
+        Entity::ALL.into_iter()
     }
 
-    /// The name QBO uses in queries and response keys.
+    /// The entity QBO calls `name` (query name or response key, any ASCII case).
+    pub fn from_qbo_name(name: &str) -> Option<Entity> {
+        Entity::all().find(|e| {
+            e.qbo_name().eq_ignore_ascii_case(name) || e.response_key().eq_ignore_ascii_case(name)
+        })
+    }
+
+    /// The entity `text` names: its `--entity` name, its table (`qb_<name>`, with or without
+    /// `raw.`) or its QBO name, in any ASCII case.
+    pub fn lookup(text: &str) -> Option<Entity> {
+        let t = text.trim();
+        let t = t
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("raw."))
+            .map_or(t, |_| &t[4..]);
+        let def = qbo_entities::lookup(t)?;
+        // By name: `ENTITIES` is a constant, so its rows' addresses may differ between uses.
+        Entity::all().find(|e| e.qbo_name() == def.qbo_name)
+    }
+
+    /// This entity's row of the catalogue.
+    pub fn spec(self) -> &'static EntityDef {
+        &qbo_entities::ENTITIES[self.0 as usize]
+    }
+
+    /// The name QBO uses in queries.
     pub fn qbo_name(self) -> &'static str {
         self.spec().qbo_name
     }
 
-    /// The CLI spelling (`customers`), also used in the run ledger.
+    /// The key QBO answers its records under (`CreditCardPaymentTxn` for CreditCardPayment).
+    pub fn response_key(self) -> &'static str {
+        self.spec().response_key
+    }
+
+    /// The CLI spelling (`customers`), also used in the run ledger and checkpoints.
     pub fn cli_name(self) -> &'static str {
-        self.spec().cli_name
+        self.spec().name
     }
 
     /// The destination table, schema-qualified. A fixed string: safe to splice into SQL.
     pub fn table(self) -> &'static str {
-        self.spec().table
+        TABLES[self.0 as usize]
     }
 
-    /// The old project's pipeline name for this entity's backfill.
+    /// The backfill pipeline's name (`qb_invoices_backfill`).
     pub fn pipeline_name(self) -> &'static str {
-        self.spec().pipeline
+        self.spec().backfill_pipeline
+    }
+
+    pub fn kind(self) -> Kind {
+        self.spec().kind
+    }
+
+    pub fn key(self) -> KeyShape {
+        self.spec().key
     }
 
     /// Name-list entities carry `Active`, and QBO hides inactive rows unless the query
     /// constrains `Active` (Intuit documents this for every name list).
     pub fn is_name_list(self) -> bool {
-        self.spec().kind == Kind::NameList
+        self.spec().is_name_list()
+    }
+
+    /// Read whole on every run, whatever the window: singletons and entities QBO cannot
+    /// filter by `MetaData.LastUpdatedTime`.
+    pub fn read_whole(self) -> bool {
+        self.spec().read_whole()
+    }
+
+    pub fn is_singleton(self) -> bool {
+        self.spec().kind == Kind::Singleton
     }
 }
 
-/// One line of `qbo-pipeline entities --json` (the contract's fields).
+impl fmt::Debug for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.qbo_name())
+    }
+}
+
+/// One line of `qbo-pipeline entities --json` (the contract's fields, then more).
 #[derive(Debug, serde::Serialize)]
 pub struct EntityListing {
     pub name: &'static str,
@@ -131,20 +159,24 @@ pub struct EntityListing {
     pub cdc: bool,
     pub filterable: bool,
     pub pipeline: &'static str,
+    pub requires: Feature,
 }
 
 /// The catalogue as `entities` lists it.
 pub fn listing() -> Vec<EntityListing> {
-    CATALOGUE
-        .iter()
-        .map(|s| EntityListing {
-            name: s.cli_name,
-            qbo_name: s.qbo_name,
-            table: s.table,
-            kind: s.kind,
-            cdc: s.cdc,
-            filterable: s.filterable,
-            pipeline: s.pipeline,
+    Entity::all()
+        .map(|e| {
+            let s = e.spec();
+            EntityListing {
+                name: s.name,
+                qbo_name: s.qbo_name,
+                table: e.table(),
+                kind: s.kind,
+                cdc: s.cdc,
+                filterable: s.filterable,
+                pipeline: s.backfill_pipeline,
+                requires: s.requires,
+            }
         })
         .collect()
 }
@@ -157,13 +189,17 @@ impl serde::Serialize for Entity {
 
 impl fmt::Display for Entity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.cli_name())
+        f.pad(self.cli_name())
     }
 }
 
 /// An `--entity` value that names no entity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown entity '{0}': use customers, invoices, items or all")]
+#[error(
+    "unknown entity '{}': `qbo-pipeline entities` lists the {COUNT} names --entity takes \
+     (its name, e.g. invoices; QBO's name, e.g. Invoice; or its table, e.g. qb_invoices), or use all",
+    crate::client::printable(.0, 60)
+)]
 pub struct UnknownEntity(pub String);
 
 /// What `--entity` accepts: one entity or `all`.
@@ -177,19 +213,30 @@ impl FromStr for EntitySelection {
     type Err = UnknownEntity;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.trim().to_ascii_lowercase();
-        if lower == "all" {
+        if s.trim().eq_ignore_ascii_case("all") {
             return Ok(EntitySelection::All);
         }
-        Entity::ALL
-            .into_iter()
-            .find(|e| {
-                lower == e.cli_name()
-                    || lower == e.qbo_name().to_ascii_lowercase()
-                    || lower == format!("qb_{}", e.cli_name())
-            })
+        Entity::lookup(s)
             .map(EntitySelection::One)
             .ok_or_else(|| UnknownEntity(s.to_string()))
+    }
+}
+
+/// Parses `--entity` values, each one name or a comma list of them; every unknown name is
+/// reported.
+pub fn parse_selections(values: &[String]) -> Result<Vec<EntitySelection>, Vec<UnknownEntity>> {
+    let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    for part in values.iter().flat_map(|v| v.split(',')) {
+        match part.parse() {
+            Ok(s) => out.push(s),
+            Err(e) => unknown.push(e),
+        }
+    }
+    if unknown.is_empty() {
+        Ok(out)
+    } else {
+        Err(unknown)
     }
 }
 
@@ -215,46 +262,96 @@ pub fn expand(selections: &[EntitySelection]) -> Vec<Entity> {
 mod tests {
     use super::*;
 
+    fn e(qbo: &str) -> Entity {
+        Entity::from_qbo_name(qbo).unwrap()
+    }
+
     #[test]
-    fn the_catalogue_is_in_entity_order_and_agrees_with_the_sandbox() {
-        for (i, e) in Entity::ALL.into_iter().enumerate() {
-            assert_eq!(CATALOGUE[i].entity, e, "row {i}");
-            let spec = e.spec();
-            assert_eq!(spec.table, format!("raw.qb_{}", spec.cli_name));
-            assert_eq!(spec.pipeline, format!("qb_{}_backfill", spec.cli_name));
-            let sandbox = qbo_sandbox::catalog::EntityKind::new(spec.qbo_name);
-            assert_eq!(
-                sandbox.name_list,
-                spec.kind == Kind::NameList,
-                "{}",
-                spec.qbo_name
-            );
-            assert_eq!(sandbox.cdc_supported(), spec.cdc, "{}", spec.qbo_name);
-            assert!(qbo_sandbox::catalog::QUERYABLE.contains(&spec.qbo_name));
+    fn the_handle_reads_the_shared_catalogue() {
+        assert_eq!(Entity::ALL.len(), 40);
+        for (i, entity) in Entity::all().enumerate() {
+            let def = &qbo_entities::ENTITIES[i];
+            assert_eq!(entity.spec(), def);
+            assert_eq!(entity.table(), format!("raw.{}", def.table));
+            assert_eq!(entity.pipeline_name(), format!("qb_{}_backfill", def.name));
+            assert_eq!(entity.to_string(), def.name);
+            assert_eq!(Entity::lookup(def.name), Some(entity));
+            assert_eq!(Entity::lookup(def.qbo_name), Some(entity));
+            assert_eq!(Entity::lookup(entity.table()), Some(entity));
         }
-        assert_eq!(CATALOGUE.len(), Entity::ALL.len());
+        assert_eq!(Entity::CUSTOMER.table(), "raw.qb_customers");
+        assert_eq!(Entity::INVOICE.cli_name(), "invoices");
+        assert_eq!(Entity::ITEM.qbo_name(), "Item");
+        assert_eq!(format!("{:?}", Entity::ITEM), "Item");
+        assert_eq!(
+            e("CreditCardPayment").response_key(),
+            "CreditCardPaymentTxn"
+        );
         let json = serde_json::to_value(listing()).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 40);
         assert_eq!(json[0]["kind"], "name-list");
         assert_eq!(json[1]["kind"], "transaction");
         assert_eq!(json[1]["cdc"], true);
+        let ex = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["qbo_name"] == "ExchangeRate")
+            .unwrap();
+        assert_eq!(ex["requires"], "multi-currency");
+        assert_eq!(ex["filterable"], false);
+        assert_eq!(ex["table"], "raw.qb_exchange_rates");
+    }
+
+    #[test]
+    fn agrees_with_the_sandbox_catalogue_where_the_sandbox_knows_the_entity() {
+        for entity in Entity::all() {
+            let name = entity.qbo_name();
+            if !qbo_sandbox::catalog::QUERYABLE.contains(&name) {
+                continue;
+            }
+            let sandbox = qbo_sandbox::catalog::EntityKind::new(name);
+            assert_eq!(sandbox.name_list, entity.is_name_list(), "{name}");
+            // CDC coverage: the catalogue may be more careful than the sandbox, never less.
+            if entity.spec().cdc {
+                assert!(sandbox.cdc_supported(), "{name}");
+            }
+        }
     }
 
     #[test]
     fn parses_every_spelling() {
         for (text, want) in [
-            ("customers", EntitySelection::One(Entity::Customer)),
-            ("Customer", EntitySelection::One(Entity::Customer)),
-            ("INVOICES", EntitySelection::One(Entity::Invoice)),
-            ("qb_items", EntitySelection::One(Entity::Item)),
-            ("all", EntitySelection::All),
+            ("customers", Entity::CUSTOMER),
+            ("Customer", Entity::CUSTOMER),
+            ("INVOICES", Entity::INVOICE),
+            ("qb_items", Entity::ITEM),
+            ("raw.qb_items", Entity::ITEM),
+            ("billpayment", e("BillPayment")),
+            ("journal_entries", e("JournalEntry")),
+            ("CreditCardPaymentTxn", e("CreditCardPayment")),
+            (" company_info ", e("CompanyInfo")),
         ] {
-            assert_eq!(text.parse::<EntitySelection>(), Ok(want), "{text}");
+            assert_eq!(
+                text.parse::<EntitySelection>(),
+                Ok(EntitySelection::One(want)),
+                "{text}"
+            );
         }
-        let err = "vendors".parse::<EntitySelection>().unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("customers, invoices, items or all")
+        assert_eq!("ALL".parse::<EntitySelection>(), Ok(EntitySelection::All));
+        let err = "vendorz".parse::<EntitySelection>().unwrap_err();
+        assert!(err.to_string().contains("qbo-pipeline entities"), "{err}");
+        assert!(err.to_string().contains("'vendorz'"), "{err}");
+        let err = "x\ny".parse::<EntitySelection>().unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
+        let sel = parse_selections(&["vendors,bills".into(), "items".into()]).unwrap();
+        assert_eq!(
+            expand(&sel),
+            vec![Entity::ITEM, e("Vendor"), e("Bill")],
+            "catalogue order"
         );
+        let bad = parse_selections(&["vendors,nope".into(), "zilch".into()]).unwrap_err();
+        assert_eq!(bad.len(), 2);
     }
 
     #[test]
@@ -262,18 +359,21 @@ mod tests {
         assert_eq!(expand(&[]), Entity::ALL.to_vec());
         assert_eq!(
             expand(&[
-                EntitySelection::One(Entity::Item),
+                EntitySelection::One(Entity::ITEM),
                 EntitySelection::All,
-                EntitySelection::One(Entity::Item)
+                EntitySelection::One(Entity::ITEM)
             ]),
             Entity::ALL.to_vec()
         );
     }
 
     #[test]
-    fn only_name_lists_filter_active() {
-        assert!(Entity::Customer.is_name_list());
-        assert!(Entity::Item.is_name_list());
-        assert!(!Entity::Invoice.is_name_list());
+    fn shapes_come_from_the_catalogue() {
+        assert!(Entity::CUSTOMER.is_name_list());
+        assert!(!Entity::INVOICE.is_name_list());
+        assert!(e("CompanyInfo").read_whole() && e("CompanyInfo").is_singleton());
+        assert!(e("TaxCode").read_whole() && !e("TaxCode").is_singleton());
+        assert!(!Entity::INVOICE.read_whole());
+        assert_eq!(e("RecurringTransaction").key(), KeyShape::Wrapped);
     }
 }

@@ -21,7 +21,7 @@
 //! Name-list entities add `Active IN (true, false)`: without it QBO silently hides inactive
 //! records (Intuit documents this for every name list).
 
-use crate::entity::Entity;
+use crate::entity::{Entity, KeyShape};
 use crate::window::{Chunk, qbo_literal};
 use chrono::{DateTime, Duration, Utc};
 use qbo_query::{Condition, Direction, Literal, Op, OrderBy, Query, Select};
@@ -104,6 +104,108 @@ pub fn count_query(entity: Entity, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     }
 }
 
+/// Pages of an entity read whole (singletons, entities without a usable time filter): every
+/// record, by offset (`STARTPOSITION`), ordered by `Id` where QBO can order it so, inactive
+/// name-list records included. A singleton is asked for as QBO documents it, without paging.
+pub fn whole_query(entity: Entity, start_position: u64, page_size: u32) -> Query {
+    let singleton = entity.is_singleton();
+    Query {
+        select: Select::All { extra: Vec::new() },
+        entity: entity.qbo_name().into(),
+        conditions: base_conditions(entity),
+        order_by: whole_order(entity),
+        start_position: (!singleton).then_some(start_position),
+        max_results: (!singleton).then_some(u64::from(page_size)),
+    }
+}
+
+/// Entities whose `ORDERBY` connectors report unreliable: paged in QBO's own order, the
+/// read proved by its count instead (`crates/qbo-entities`, TaxAgency's row).
+const UNRELIABLE_ORDER: &[&str] = &["TaxAgency"];
+
+/// `ORDERBY Id` for a whole read, where the entity has an `Id` to order by (ExchangeRate has
+/// none, RecurringTransaction's is inside its wrapper) and ordering by it is reliable.
+fn whole_order(entity: Entity) -> Option<OrderBy> {
+    (entity.key() == KeyShape::Id
+        && !entity.is_singleton()
+        && !UNRELIABLE_ORDER.contains(&entity.qbo_name()))
+    .then(|| OrderBy {
+        field: "Id".into(),
+        direction: Direction::Asc,
+    })
+}
+
+/// `SELECT COUNT(*)` of every record of an entity read whole, inactive included.
+pub fn whole_count_query(entity: Entity) -> Query {
+    Query {
+        select: Select::Count,
+        entity: entity.qbo_name().into(),
+        conditions: base_conditions(entity),
+        order_by: None,
+        start_position: None,
+        max_results: None,
+    }
+}
+
+/// An entity QBO will not serve to this company: its edition, region or settings lack the
+/// feature the entity needs ([`qbo_entities::Feature`]). The run skips it with this note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub reason: String,
+}
+
+/// The one place that decides whether a QBO error means "this company does not have this
+/// entity" (skip it) rather than a failure (`docs/qbo-behaviour.md` §11). Only entities that
+/// need a feature can be unavailable: the same answer for Invoice is a failure. Recognised:
+/// a 4001 validation fault naming the entity unknown (`invalid context declaration`,
+/// `Metadata not found for Entity`), a 5020 Permission Denied (Intuit's code for "a feature
+/// your product is not entitled to"; what the sandbox answers), and a fault saying the
+/// feature is not enabled or not supported. The exact fault for each missing feature is not
+/// documented (uncertain).
+pub fn unavailable(entity: Entity, err: &crate::client::QboError) -> Option<Unavailable> {
+    let crate::client::QboError::Fault {
+        status,
+        code,
+        message,
+        detail,
+        ..
+    } = err
+    else {
+        return None;
+    };
+    if entity.spec().requires == qbo_entities::Feature::Always
+        || !matches!(status, 200 | 400 | 403 | 404)
+    {
+        return None;
+    }
+    let text = format!("{message} {}", detail.as_deref().unwrap_or_default()).to_ascii_lowercase();
+    let unknown_entity = code.as_deref() == Some("4001")
+        && (text.contains("invalid context declaration")
+            || text.contains("metadata not found for entity"));
+    let not_entitled = code.as_deref() == Some("5020");
+    let feature_off = text.contains("feature")
+        && [
+            "not enabled",
+            "not supported",
+            "not available",
+            "turned off",
+            "disabled",
+        ]
+        .iter()
+        .any(|w| text.contains(w));
+    (unknown_entity || not_entitled || feature_off).then(|| Unavailable {
+        reason: format!(
+            "the company does not offer {} (it needs {}): {}",
+            entity.qbo_name(),
+            serde_json::to_value(entity.spec().requires)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            crate::client::printable(&err.to_string(), 300)
+        ),
+    })
+}
+
 /// One record of a page: the payload byte-for-byte as QBO sent it, plus the fields the
 /// loader needs to order versions.
 #[derive(Debug)]
@@ -138,8 +240,8 @@ struct Envelope<'a> {
 
 #[derive(Deserialize)]
 struct Head {
-    #[serde(rename = "Id")]
-    id: String,
+    #[serde(rename = "Id", default)]
+    id: Option<String>,
     #[serde(rename = "SyncToken", default)]
     sync_token: Option<String>,
     #[serde(rename = "MetaData", default)]
@@ -161,43 +263,118 @@ fn syntax_or_shape(e: serde_json::Error) -> PageError {
     }
 }
 
-/// Parses a query page. An empty page (`{"QueryResponse":{}}`) gives no records.
+fn printable(s: &str) -> String {
+    crate::client::printable(s, 60)
+}
+
+/// The object of a wrapped record (`{"Invoice": {...}}`): its one member whose value is an
+/// object. None, or more than one, is a shape error.
+fn wrapped_inner(entity: Entity, payload: &RawValue) -> Result<&RawValue, PageError> {
+    let members: std::collections::BTreeMap<String, &RawValue> =
+        serde_json::from_str(payload.get()).map_err(syntax_or_shape)?;
+    let mut objects = members
+        .iter()
+        .filter(|(_, v)| v.get().trim_start().starts_with('{'));
+    match (objects.next(), objects.next()) {
+        (Some((_, inner)), None) => Ok(inner),
+        (None, _) => Err(PageError::Shape(format!(
+            "a {} record wraps no object (expected e.g. {{\"Invoice\": {{...}}}})",
+            entity.qbo_name()
+        ))),
+        (Some((a, _)), Some((b, _))) => Err(PageError::Shape(format!(
+            "a {} record wraps more than one object ('{}', '{}')",
+            entity.qbo_name(),
+            printable(a),
+            printable(b)
+        ))),
+    }
+}
+
+/// The `id` column of a record, from the entity's key shape.
+fn record_id(entity: Entity, payload: &RawValue, head: &Head) -> Result<String, PageError> {
+    let id = match entity.key() {
+        KeyShape::Id | KeyShape::Wrapped => head
+            .id
+            .clone()
+            .ok_or_else(|| PageError::Shape(format!("a {} record has no Id", entity.qbo_name())))?,
+        KeyShape::Composite(parts) => {
+            let members: std::collections::HashMap<String, serde_json::Value> =
+                serde_json::from_str(payload.get()).map_err(syntax_or_shape)?;
+            let mut values = Vec::with_capacity(parts.len());
+            for part in parts {
+                match members.get(*part) {
+                    Some(serde_json::Value::String(v)) if !v.is_empty() => values.push(v.clone()),
+                    _ => {
+                        return Err(PageError::Shape(format!(
+                            "a {} record has no {part} (its key is {})",
+                            entity.qbo_name(),
+                            parts.join(":")
+                        )));
+                    }
+                }
+            }
+            values.join(":")
+        }
+    };
+    // Ids are checked first: every message below may quote one.
+    if id.is_empty() || id.len() > 50 || id.chars().any(|c| c.is_control()) {
+        return Err(PageError::Shape(format!(
+            "record Id '{}' is not 1-50 printable characters",
+            printable(&id)
+        )));
+    }
+    Ok(id)
+}
+
+/// Parses a query page of `entity`: its records are under the entity's response key (QBO's
+/// name is accepted too). An empty page (`{"QueryResponse":{}}`) gives no records.
 pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(syntax_or_shape)?;
     let qr = envelope
         .query_response
         .ok_or_else(|| PageError::Shape("no QueryResponse".into()))?;
-    let Some(raw) = qr
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(entity.qbo_name()))
-        .map(|(_, v)| *v)
-    else {
+    let find = |key: &str| {
+        qr.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| *v)
+    };
+    let Some(raw) = find(entity.response_key()).or_else(|| find(entity.qbo_name())) else {
         return Ok(Vec::new());
     };
-    let items: Vec<Box<RawValue>> = serde_json::from_str(raw.get()).map_err(syntax_or_shape)?;
+    // A singleton may come as the object itself rather than an array of one.
+    let items: Vec<Box<RawValue>> = if entity.is_singleton() && raw.get().starts_with('{') {
+        vec![raw.to_owned()]
+    } else {
+        serde_json::from_str(raw.get()).map_err(syntax_or_shape)?
+    };
+    if entity.is_singleton() && items.len() > 1 {
+        return Err(PageError::Shape(format!(
+            "{} is one record per company, and QBO answered {}",
+            entity.qbo_name(),
+            items.len()
+        )));
+    }
     items
         .into_iter()
         .map(|payload| {
-            let head: Head = serde_json::from_str(payload.get()).map_err(syntax_or_shape)?;
+            // The record proper: the wrapped object for wrapped entities.
+            let record = match entity.key() {
+                KeyShape::Wrapped => wrapped_inner(entity, &payload)?,
+                _ => &*payload,
+            };
+            let head: Head = serde_json::from_str(record.get()).map_err(syntax_or_shape)?;
+            let id = record_id(entity, &payload, &head)?;
             let text = head.meta.and_then(|m| m.last_updated).ok_or_else(|| {
                 PageError::Shape(format!(
                     "record {} has no MetaData.LastUpdatedTime",
-                    crate::client::printable(&head.id, 60)
+                    printable(&id)
                 ))
             })?;
-            // Ids are checked first: every message below may quote one.
-            if head.id.is_empty() || head.id.len() > 50 || head.id.chars().any(|c| c.is_control()) {
-                return Err(PageError::Shape(format!(
-                    "record Id '{}' is not 1-50 printable characters",
-                    crate::client::printable(&head.id, 60)
-                )));
-            }
             let last_updated = qbo_query::eval::parse_datetime(&text)
                 .ok_or_else(|| {
                     PageError::Shape(format!(
-                        "record {} has an unreadable LastUpdatedTime '{}'",
-                        head.id,
-                        crate::client::printable(&text, 60)
+                        "record {id} has an unreadable LastUpdatedTime '{}'",
+                        printable(&text)
                     ))
                 })?
                 .with_timezone(&Utc);
@@ -207,7 +384,7 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
                 .and_then(|s| s.trim().parse::<i64>().ok())
                 .unwrap_or(0);
             Ok(Record {
-                id: head.id,
+                id,
                 payload,
                 last_updated_text: text,
                 last_updated,
@@ -367,7 +544,7 @@ mod tests {
     #[test]
     fn keyset_query_text() {
         let q = keyset_query(
-            Entity::Customer,
+            Entity::CUSTOMER,
             &chunk(),
             "2015-03-01T10:00:00-08:00",
             1000,
@@ -382,7 +559,7 @@ mod tests {
             q,
             "printed query re-parses"
         );
-        let inv = keyset_query(Entity::Invoice, &chunk(), "x", 10).to_string();
+        let inv = keyset_query(Entity::INVOICE, &chunk(), "x", 10).to_string();
         assert!(
             !inv.contains("Active"),
             "transactions have no Active field: {inv}"
@@ -392,10 +569,10 @@ mod tests {
     #[test]
     fn count_and_tie_queries() {
         let c = chunk();
-        let q = count_query(Entity::Item, c.start, c.end).to_string();
+        let q = count_query(Entity::ITEM, c.start, c.end).to_string();
         assert!(q.starts_with("SELECT COUNT(*) FROM Item WHERE"), "{q}");
         assert!(q.contains("Active IN (true, false)"), "{q}");
-        let t = tie_query(Entity::Invoice, "2015-03-01T10:00:00-08:00", 1001, 1000).to_string();
+        let t = tie_query(Entity::INVOICE, "2015-03-01T10:00:00-08:00", 1001, 1000).to_string();
         assert!(
             t.contains("MetaData.LastUpdatedTime = '2015-03-01T10:00:00-08:00'"),
             "{t}"
@@ -407,7 +584,7 @@ mod tests {
 
     #[test]
     fn parses_pages_keeping_payload_bytes() {
-        let records = parse_page(PAGE.as_bytes(), Entity::Customer).unwrap();
+        let records = parse_page(PAGE.as_bytes(), Entity::CUSTOMER).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].id, "5");
         assert_eq!(records[0].sync_token, 1);
@@ -433,14 +610,14 @@ mod tests {
     #[test]
     fn empty_and_broken_pages() {
         let empty = br#"{"QueryResponse":{},"time":"2020-09-29T06:04:50.776-07:00"}"#;
-        assert!(parse_page(empty, Entity::Customer).unwrap().is_empty());
+        assert!(parse_page(empty, Entity::CUSTOMER).unwrap().is_empty());
         assert!(matches!(
-            parse_page(&PAGE.as_bytes()[..100], Entity::Customer),
+            parse_page(&PAGE.as_bytes()[..100], Entity::CUSTOMER),
             Err(PageError::Syntax(_))
         ));
         let no_meta = br#"{"QueryResponse":{"Item":[{"Id":"1"}]}}"#;
         assert!(matches!(
-            parse_page(no_meta, Entity::Item),
+            parse_page(no_meta, Entity::ITEM),
             Err(PageError::Shape(_))
         ));
         assert_eq!(
@@ -452,7 +629,7 @@ mod tests {
     #[test]
     fn a_page_full_of_one_second_switches_to_tie_mode() {
         let body = r#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}},{"Id":"2","MetaData":{"LastUpdatedTime":"2015-10-08T20:28:29Z"}}]}}"#;
-        let records = parse_page(body.as_bytes(), Entity::Invoice).unwrap();
+        let records = parse_page(body.as_bytes(), Entity::INVOICE).unwrap();
         assert_eq!(
             next_step(&records, 2, records[0].last_updated).unwrap(),
             PageStep::TieSecond {
@@ -465,12 +642,12 @@ mod tests {
     #[test]
     fn ids_must_be_printable_and_messages_are_clean() {
         let nul = r#"{"QueryResponse":{"Item":[{"Id":"1\u0000","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}}]}}"#;
-        let Err(PageError::Shape(m)) = parse_page(nul.as_bytes(), Entity::Item) else {
+        let Err(PageError::Shape(m)) = parse_page(nul.as_bytes(), Entity::ITEM) else {
             panic!("a NUL in an Id is refused")
         };
         assert!(!m.contains('\0'), "{m}");
         let forged = r#"{"QueryResponse":{"Item":[{"Id":"2","MetaData":{"LastUpdatedTime":"x\n2026-01-01 INFO forged line"}}]}}"#;
-        let Err(PageError::Shape(m)) = parse_page(forged.as_bytes(), Entity::Item) else {
+        let Err(PageError::Shape(m)) = parse_page(forged.as_bytes(), Entity::ITEM) else {
             panic!("unreadable time")
         };
         assert!(!m.contains('\n'), "no forged log line: {m}");
@@ -478,7 +655,7 @@ mod tests {
 
     #[test]
     fn a_server_that_repeats_itself_is_caught() {
-        let records = parse_page(PAGE.as_bytes(), Entity::Customer).unwrap();
+        let records = parse_page(PAGE.as_bytes(), Entity::CUSTOMER).unwrap();
         let last = records[1].last_updated;
         // The same full page answered for a cursor at its own end: no progress.
         assert!(matches!(
@@ -491,7 +668,7 @@ mod tests {
             Err(PageError::NoProgress(_))
         ));
         let ties = r#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}},{"Id":"2","MetaData":{"LastUpdatedTime":"2015-10-08T20:28:29Z"}}]}}"#;
-        let ties = parse_page(ties.as_bytes(), Entity::Invoice).unwrap();
+        let ties = parse_page(ties.as_bytes(), Entity::INVOICE).unwrap();
         let second = ties[0].last_updated;
         let mut seen = std::collections::HashSet::new();
         assert!(tie_page_full(&ties, 2, second, 1, &mut seen).unwrap());
@@ -526,5 +703,144 @@ mod tests {
             parse_count(br#"{"QueryResponse":{}}"#),
             Err(PageError::Shape(_))
         ));
+    }
+
+    fn by(qbo: &str) -> Entity {
+        Entity::from_qbo_name(qbo).unwrap()
+    }
+
+    #[test]
+    fn whole_reads_page_by_offset_ordered_by_id_where_possible() {
+        let q = whole_query(by("TaxCode"), 1001, 1000).to_string();
+        assert_eq!(
+            q,
+            "SELECT * FROM TaxCode WHERE Active IN (true, false) ORDERBY Id ASC STARTPOSITION 1001 MAXRESULTS 1000"
+        );
+        assert_eq!(
+            qbo_query::parse(&q).unwrap(),
+            whole_query(by("TaxCode"), 1001, 1000)
+        );
+        // No Id to order by, or an unreliable order: QBO's own order, proved by the count.
+        let ex = whole_query(by("ExchangeRate"), 1, 500).to_string();
+        assert_eq!(
+            ex,
+            "SELECT * FROM ExchangeRate STARTPOSITION 1 MAXRESULTS 500"
+        );
+        assert!(
+            !whole_query(by("RecurringTransaction"), 1, 9)
+                .to_string()
+                .contains("ORDERBY")
+        );
+        assert!(
+            !whole_query(by("TaxAgency"), 1, 9)
+                .to_string()
+                .contains("ORDERBY")
+        );
+        assert_eq!(
+            whole_query(by("CompanyInfo"), 1, 9).to_string(),
+            "SELECT * FROM CompanyInfo"
+        );
+        assert_eq!(
+            whole_count_query(by("CompanyCurrency")).to_string(),
+            "SELECT COUNT(*) FROM CompanyCurrency WHERE Active IN (true, false)"
+        );
+    }
+
+    #[test]
+    fn records_are_keyed_by_the_entity_key_shape() {
+        let body = br#"{"QueryResponse":{"ExchangeRate":[{"SourceCurrencyCode":"EUR","TargetCurrencyCode":"USD","AsOfDate":"2025-03-01","Rate":1.0812,"SyncToken":"2","MetaData":{"LastUpdatedTime":"2025-03-01T01:00:00-08:00"}}]}}"#;
+        let r = parse_page(body, by("ExchangeRate")).unwrap();
+        assert_eq!(
+            (r[0].id.as_str(), r[0].sync_token),
+            ("EUR:USD:2025-03-01", 2)
+        );
+        let missing = br#"{"QueryResponse":{"ExchangeRate":[{"SourceCurrencyCode":"EUR","AsOfDate":"2025-03-01","MetaData":{"LastUpdatedTime":"2025-03-01T01:00:00-08:00"}}]}}"#;
+        let Err(PageError::Shape(m)) = parse_page(missing, by("ExchangeRate")) else {
+            panic!("a key part is missing")
+        };
+        assert!(m.contains("TargetCurrencyCode"), "{m}");
+
+        let wrapped = br#"{"QueryResponse":{"RecurringTransaction":[{"Invoice":{"Id":"7","SyncToken":"3","MetaData":{"LastUpdatedTime":"2025-01-02T10:00:00-08:00"},"RecurringInfo":{"Name":"Monthly"}}}]}}"#;
+        let r = parse_page(wrapped, by("RecurringTransaction")).unwrap();
+        assert_eq!((r[0].id.as_str(), r[0].sync_token), ("7", 3));
+        assert!(
+            r[0].payload.get().starts_with(r#"{"Invoice":"#),
+            "the wrapper is kept"
+        );
+        for bad in [
+            &br#"{"QueryResponse":{"RecurringTransaction":[{"Invoice":"x"}]}}"#[..],
+            br#"{"QueryResponse":{"RecurringTransaction":[{}]}}"#,
+            br#"{"QueryResponse":{"RecurringTransaction":[{"Invoice":{"Id":"1"},"Bill":{"Id":"2"}}]}}"#,
+            br#"{"QueryResponse":{"RecurringTransaction":[{"Invoice":{"MetaData":{"LastUpdatedTime":"2025-01-02T10:00:00-08:00"}}}]}}"#,
+            br#"{"QueryResponse":{"RecurringTransaction":[7]}}"#,
+        ] {
+            assert!(
+                matches!(parse_page(bad, by("RecurringTransaction")), Err(PageError::Shape(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+
+        let ccp = br#"{"QueryResponse":{"CreditCardPaymentTxn":[{"Id":"3","MetaData":{"LastUpdatedTime":"2025-01-02T10:00:00-08:00"}}]}}"#;
+        assert_eq!(parse_page(ccp, by("CreditCardPayment")).unwrap()[0].id, "3");
+        let two = br#"{"QueryResponse":{"CompanyInfo":[{"Id":"1","MetaData":{"LastUpdatedTime":"2025-01-02T10:00:00-08:00"}},{"Id":"2","MetaData":{"LastUpdatedTime":"2025-01-02T10:00:00-08:00"}}]}}"#;
+        assert!(matches!(
+            parse_page(two, by("CompanyInfo")),
+            Err(PageError::Shape(_))
+        ));
+        let one = br#"{"QueryResponse":{"Preferences":{"Id":"1","MetaData":{"LastUpdatedTime":"2025-01-02T10:00:00-08:00"}}}}"#;
+        assert_eq!(parse_page(one, by("Preferences")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_entity_the_company_lacks_is_classified_in_one_place() {
+        let fault =
+            |status, code: &str, message: &str, detail: &str| crate::client::QboError::Fault {
+                status,
+                code: Some(code.into()),
+                message: message.into(),
+                detail: Some(detail.into()),
+                intuit_tid: None,
+                retry_after: None,
+            };
+        let unknown = fault(
+            400,
+            "4001",
+            "Invalid query",
+            "QueryValidationError: invalid context declaration: ExchangeRate",
+        );
+        assert!(unavailable(by("ExchangeRate"), &unknown).is_some());
+        // The entity every company has: the same answer is a failure, not a skip.
+        assert!(unavailable(Entity::INVOICE, &unknown).is_none());
+        let off = fault(
+            400,
+            "6000",
+            "A business validation error has occurred",
+            "Multicurrency feature is not enabled for this company",
+        );
+        let u = unavailable(by("CompanyCurrency"), &off).unwrap();
+        assert!(u.reason.contains("multi-currency"), "{}", u.reason);
+        // QBO's (and the sandbox's) 5020 for a feature the company is not entitled to.
+        let denied = fault(
+            400,
+            "5020",
+            "Permission Denied Error",
+            "Permission Denied Error : You do not have the access rights to use this feature.",
+        );
+        let u = unavailable(by("JournalCode"), &denied).unwrap();
+        assert!(u.reason.contains("journal-codes"), "{}", u.reason);
+        assert!(unavailable(Entity::INVOICE, &denied).is_none());
+        for other in [
+            fault(
+                400,
+                "4001",
+                "Invalid query",
+                "Property Foo not found for Entity ExchangeRate",
+            ),
+            fault(401, "3200", "AuthenticationFailed", "feature not enabled"),
+            fault(500, "10000", "An application error has occurred", ""),
+        ] {
+            assert!(unavailable(by("ExchangeRate"), &other).is_none(), "{other}");
+        }
     }
 }

@@ -39,6 +39,9 @@ pub enum EntityStatus {
     /// A stop request ended it; the same command resumes it.
     Stopped,
     Failed,
+    /// Not extracted: the company does not offer the entity (its edition, region or
+    /// settings lack the feature it needs); the run still succeeds. The note says why.
+    Skipped,
 }
 
 impl EntityStatus {
@@ -47,6 +50,7 @@ impl EntityStatus {
             EntityStatus::Succeeded => "succeeded",
             EntityStatus::Stopped => "stopped",
             EntityStatus::Failed => "failed",
+            EntityStatus::Skipped => "skipped",
         }
     }
 }
@@ -223,14 +227,15 @@ pub async fn finish_entity(
     retries: i64,
     throttled: i64,
     expected: Option<i64>,
+    note: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         // An upsert: an entity that failed before it was planned (its first request is the
         // window count) still gets its row, status and request figures.
-        "INSERT INTO qbo_pipeline.run_entities (run_id, entity, status, requests, retries, throttled, expected)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO qbo_pipeline.run_entities (run_id, entity, status, requests, retries, throttled, expected, note)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (run_id, entity) DO UPDATE SET status = $3, requests = $4, retries = $5,
-             throttled = $6, expected = coalesce($7, run_entities.expected)",
+             throttled = $6, expected = coalesce($7, run_entities.expected), note = $8",
     )
     .bind(run_id)
     .bind(entity)
@@ -239,6 +244,7 @@ pub async fn finish_entity(
     .bind(i32::try_from(retries).unwrap_or(i32::MAX))
     .bind(i32::try_from(throttled).unwrap_or(i32::MAX))
     .bind(expected)
+    .bind(note)
     .execute(pool)
     .await?;
     Ok(())
@@ -279,6 +285,8 @@ pub struct RunEntityRow {
     pub retries: i32,
     pub throttled: i32,
     pub expected: Option<i64>,
+    /// Why the entity was skipped, when it was.
+    pub note: Option<String>,
 }
 
 const RUN_SELECT: &str = "SELECT r.run_id, r.pipeline, r.trigger_name, r.realm_id, r.params, r.status,
@@ -313,7 +321,7 @@ pub async fn show_run(
     let Some(run) = run else { return Ok(None) };
     let entities = sqlx::query_as(
         "SELECT entity, status, chunks_total, chunks_done, chunks_skipped, chunks_verified, pages, records, rows_written,
-                requests, retries, throttled, expected
+                requests, retries, throttled, expected, note
          FROM qbo_pipeline.run_entities WHERE run_id = $1 ORDER BY entity",
     )
     .bind(run_id)

@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn pages_with_nul_and_lone_surrogates_parse() {
         let body = r#"{"QueryResponse":{"Customer":[{"Id":"1","DisplayName":"a\u0000b \ud800","MetaData":{"LastUpdatedTime":"2015-10-08T13:28:29-07:00"}}]}}"#;
-        let records = crate::extract::parse_page(body.as_bytes(), Entity::Customer).unwrap();
+        let records = crate::extract::parse_page(body.as_bytes(), Entity::CUSTOMER).unwrap();
         assert_eq!(records.len(), 1);
         assert!(jsonb_safe(records[0].payload.get()).is_some());
     }

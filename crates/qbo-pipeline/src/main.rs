@@ -7,10 +7,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use qbo_pipeline::app::{self, DemoOptions, UsageError, is_usage_error};
 use qbo_pipeline::backfill::{BackfillOptions, StopSignal};
-use qbo_pipeline::cli_common::{HttpArgs, database_settings, install_signal_handlers};
+use qbo_pipeline::cli_common::{
+    HttpArgs, RealmArgs, backfill_realms, database_settings, install_signal_handlers,
+};
 use qbo_pipeline::config::{self, ConfigError, DbSettings, ProcessEnv};
 use qbo_pipeline::entity::{self, EntitySelection};
 use qbo_pipeline::ledger;
+use qbo_pipeline::runtime::Runtime;
 use qbo_pipeline::window::{ChunkSize, Window, parse_day};
 use std::process::ExitCode;
 
@@ -18,7 +21,7 @@ use std::process::ExitCode;
 #[command(
     name = "qbo-pipeline",
     version,
-    about = "Copies a QuickBooks Online company's Customers, Invoices and Items into PostgreSQL",
+    about = "Copies a QuickBooks Online company's books (every entity of `qbo-pipeline entities`) into PostgreSQL",
     long_about = None
 )]
 struct Cli {
@@ -52,23 +55,25 @@ enum Command {
     Runs(RunsArgs),
     /// Every entity the pipeline extracts: name, QBO name, table, kind, CDC coverage.
     Entities {
-        /// An array of {name, qbo_name, table, kind, cdc, filterable, pipeline}.
+        /// An array of {name, qbo_name, table, kind, cdc, filterable, pipeline, requires}.
         #[arg(long)]
         json: bool,
     },
     /// Check the loaded data and reconcile it with QBO's own counts.
     Validate(ValidateArgs),
-    /// Run one pipeline now: qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
+    /// Run one pipeline now: qb_<entity>_backfill (qb_customers_backfill, qb_invoices_backfill, …).
     Run(qbo_pipeline::cli_schedule::RunArgs),
     /// Triggers: create, list, show, enable, disable, delete, apply FILE.
     Trigger(qbo_pipeline::cli_schedule::TriggerArgs),
     /// Fire due triggers until SIGTERM/Ctrl-C (or, with --exit-when-idle, until none is due).
     Scheduler(qbo_pipeline::cli_schedule::SchedulerArgs),
+    /// Companies (realms): add (refresh token on stdin), list, remove.
+    Realm(qbo_pipeline::cli_realm::RealmArgs),
 }
 
 #[derive(Args, Debug)]
 struct ValidateArgs {
-    /// customers, invoices, items or all (default all).
+    /// An entity (see `qbo-pipeline entities`) or all (default all).
     #[arg(long = "entity", value_delimiter = ',')]
     entities: Vec<String>,
     /// Reconcile from this day (with --to); default: the span of the loaded extraction windows.
@@ -93,6 +98,8 @@ struct ValidateArgs {
     token_url: Option<String>,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    realm: RealmArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -104,7 +111,8 @@ enum ReportFormat {
 
 #[derive(Args, Debug)]
 struct BackfillArgs {
-    /// customers, invoices, items or all; repeat or comma-separate for several.
+    /// An entity (its name, QBO's name or its table: see `qbo-pipeline entities`) or all;
+    /// repeat or comma-separate for several.
     #[arg(long = "entity", value_delimiter = ',', required = true)]
     entities: Vec<String>,
     /// First day (UTC, YYYY-MM-DD), included.
@@ -140,6 +148,8 @@ struct BackfillArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    realm: RealmArgs,
 }
 
 #[derive(Args, Debug)]
@@ -297,18 +307,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<12} {:<12} {:<20} {:<12} {:<5} {:<10} pipeline",
-                    "name", "qbo_name", "table", "kind", "cdc", "filterable"
+                    "{:<22} {:<20} {:<26} {:<12} {:<5} {:<10} {:<18} pipeline",
+                    "name", "qbo_name", "table", "kind", "cdc", "filterable", "requires"
                 );
                 for e in list {
                     println!(
-                        "{:<12} {:<12} {:<20} {:<12} {:<5} {:<10} {}",
+                        "{:<22} {:<20} {:<26} {:<12} {:<5} {:<10} {:<18} {}",
                         e.name,
                         e.qbo_name,
                         e.table,
-                        serde_json::to_value(e.kind)?.as_str().unwrap_or("-"),
+                        e.kind.as_str(),
                         if e.cdc { "yes" } else { "no" },
                         if e.filterable { "yes" } else { "no" },
+                        serde_json::to_value(e.requires)?.as_str().unwrap_or("-"),
                         e.pipeline
                     );
                 }
@@ -319,6 +330,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => qbo_pipeline::cli_schedule::run(args).await,
         Command::Trigger(args) => qbo_pipeline::cli_schedule::trigger(args).await,
         Command::Scheduler(args) => qbo_pipeline::cli_schedule::scheduler(args).await,
+        Command::Realm(args) => qbo_pipeline::cli_realm::realm(args).await,
     }
 }
 
@@ -367,6 +379,7 @@ fn backfill_options(args: &BackfillArgs) -> Result<BackfillOptions, ConfigError>
             pipeline: None,
             trigger: None,
             progress: !args.no_progress,
+            realm_lock_held: false,
         }),
         _ => Err(ConfigError { problems }),
     }
@@ -380,32 +393,29 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         .http
         .settings()
         .map_err(|e| problems.extend(e.problems));
-    let qbo = config::qbo_settings(
+    let qbo = config::qbo_app(
         &ProcessEnv,
         args.api_base_url.as_deref(),
         args.token_url.as_deref(),
     )
     .map_err(|e| problems.extend(e.problems));
+    let selection = args.realm.selection(&mut problems);
     let db = database_settings().map_err(|e| problems.push(e.0));
     let (Ok(opts), Ok(http), Ok(qbo), Ok(db)) = (opts, http, qbo, db) else {
         return Err(ConfigError { problems }.into());
     };
+    if !problems.is_empty() {
+        return Err(ConfigError { problems }.into());
+    }
     let stop = StopSignal::default();
     install_signal_handlers(stop.clone());
-    let report = app::backfill(&qbo, &db, &http, &opts, &stop).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", report.table());
-    }
-    if let Some(e) = report.error() {
-        eprintln!("error: {e}");
-    }
-    Ok(if report.succeeded() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let runtime = Runtime::open(&db, qbo, http, app::pool_size(&opts), stop).await?;
+    let result = match runtime.realms(&selection).await {
+        Ok(realms) => backfill_realms(&runtime, &realms, &opts, args.json).await,
+        Err(e) => Err(e),
+    };
+    runtime.close().await;
+    result
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -425,12 +435,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("{}", demo.report.table());
     println!();
     println!("rows of the demo's company in {}:", demo.database);
-    for (table, rows, inactive) in &demo.counts {
-        println!("  {table:<18} {rows:>8} rows ({inactive} inactive)");
+    let empty = demo.counts.iter().filter(|c| c.1 == 0).count();
+    for (table, rows, inactive) in demo.counts.iter().filter(|c| c.1 > 0) {
+        println!("  {table:<28} {rows:>8} rows ({inactive} inactive)");
     }
+    println!("  ({empty} other tables empty)");
     println!("the sandbox holds (window 2014-01-01..2025-12-31, inactive included):");
-    for (entity, n) in &demo.sandbox_counts {
-        println!("  {entity:<18} {n:>8}");
+    for (entity, n) in demo.sandbox_counts.iter().filter(|c| c.1 > 0) {
+        println!("  {entity:<28} {n:>8}");
     }
     if let Some(e) = demo.report.error() {
         eprintln!("error: {e}");
@@ -476,7 +488,7 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let qbo = if args.offline {
         None
     } else {
-        config::qbo_settings(
+        config::qbo_app(
             &ProcessEnv,
             args.api_base_url.as_deref(),
             args.token_url.as_deref(),
@@ -487,6 +499,7 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         })
         .ok()
     };
+    let selection = args.realm.selection(&mut problems);
     let db = database_settings().map_err(|e| problems.push(e.0));
     if let Some(dir) = &args.evidence_dir
         && dir.exists()
@@ -503,34 +516,61 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Err(ConfigError { problems }.into());
     }
-    let pool = app::open_database(&db, 4).await?;
-    let engine = match &qbo {
-        Some(q) => Some(app::engine(pool.clone(), q, &http)?),
-        None => None,
-    };
     let opts = qbo_pipeline::validate::ValidateOptions {
         entities: entity::expand(&selections),
         window,
         deep: args.deep,
     };
-    let realm = qbo.as_ref().map(|q| q.realm_id.as_str().to_string());
-    let report = qbo_pipeline::validate::validate(
-        &pool,
-        engine
-            .as_ref()
-            .map(|e| (e.client.as_ref(), realm.as_deref().unwrap_or_default())),
-        &opts,
-    )
-    .await?;
+    let Some(app) = qbo else {
+        // Offline: the database alone, every company in it.
+        let pool = app::open_database(&db, 4).await?;
+        let report = qbo_pipeline::validate::validate(&pool, None, &opts).await?;
+        let code = finish_validation(&pool, &report, &args).await?;
+        pool.close().await;
+        return Ok(code);
+    };
+    let runtime = Runtime::open(&db, app, http, 4, StopSignal::default()).await?;
+    let realms = match runtime.realms(&selection).await {
+        Ok(r) => r,
+        Err(e) => {
+            runtime.close().await;
+            return Err(e);
+        }
+    };
+    let mut code = ExitCode::SUCCESS;
+    for realm in &realms {
+        if realms.len() > 1 && matches!(args.format, ReportFormat::Text) {
+            println!("realm {realm}:");
+        }
+        let engine = runtime.engine(realm)?;
+        let report = qbo_pipeline::validate::validate(
+            runtime.pool(),
+            Some((engine.client.as_ref(), realm.as_str())),
+            &opts,
+        )
+        .await?;
+        if finish_validation(runtime.pool(), &report, &args).await? != ExitCode::SUCCESS {
+            code = ExitCode::from(1);
+        }
+    }
+    runtime.close().await;
+    Ok(code)
+}
+
+/// Archives, records and prints one validation report; exit 0 when it passed.
+async fn finish_validation(
+    pool: &sqlx::PgPool,
+    report: &qbo_pipeline::validate::Report,
+    args: &ValidateArgs,
+) -> anyhow::Result<ExitCode> {
     let evidence = match &args.evidence_dir {
         Some(dir) => Some(report.archive(dir)?),
         None => None,
     };
-    report.record(&pool, evidence.as_deref()).await?;
-    pool.close().await;
+    report.record(pool, evidence.as_deref()).await?;
     match args.format {
         ReportFormat::Text => print!("{}", report.text()),
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
         ReportFormat::Markdown => print!("{}", report.markdown()),
     }
     if let Some(dir) = evidence {
@@ -636,8 +676,12 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     println!("  error     {e}");
                 }
                 for e in entities {
+                    if let Some(note) = &e.note {
+                        println!("  {:<22} {:<10} {note}", e.entity, e.status);
+                        continue;
+                    }
                     println!(
-                        "  {:<10} {:<10} chunks {}/{} (resumed past {}, unchanged {}) pages {} records {} written {} expected {} requests {} retries {} 429s {}",
+                        "  {:<22} {:<10} chunks {}/{} (resumed past {}, unchanged {}) pages {} records {} written {} expected {} requests {} retries {} 429s {}",
                         e.entity,
                         e.status,
                         e.chunks_done,

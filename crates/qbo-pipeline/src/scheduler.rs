@@ -11,14 +11,16 @@
 //! commits their checkpoints and ends; the trigger stays due, so the next scheduler (or the
 //! same one restarted) resumes that run from its checkpoints.
 
-use crate::app;
 use crate::backfill::{BackfillReport, StopSignal};
-use crate::config::{DbSettings, HttpSettings, QboSettings};
+use crate::config::{DbSettings, HttpSettings, QboApp, QboSettings, RealmId};
 use crate::pipelines;
+use crate::realm::{self, Selection};
+use crate::runtime::Runtime;
 use crate::schedule::missed_ticks;
 use crate::trigger::{self, Finished, FireResult};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What one step did.
@@ -65,40 +67,92 @@ pub struct LoopReport {
 
 /// A scheduler for one realm (the QBO settings) and one database.
 pub struct Scheduler {
+    runtime: Arc<Runtime>,
+    selection: Selection,
     pool: PgPool,
-    qbo: QboSettings,
-    db: DbSettings,
-    http: HttpSettings,
     stop: StopSignal,
     progress: bool,
     who: String,
 }
 
+/// Connections a scheduler's runtime needs: one run's (its chunk concurrency + 4) plus the
+/// claim's session.
+const SCHEDULER_POOL: u32 = 10;
+
 impl Scheduler {
-    /// Connects (and migrates) the database.
+    /// A scheduler for the one realm of `qbo` (tests and one-company set-ups).
     pub async fn new(
         qbo: QboSettings,
         db: DbSettings,
         http: HttpSettings,
         stop: StopSignal,
     ) -> anyhow::Result<Scheduler> {
-        let pool = app::open_database(&db, 3).await?;
+        let realm = qbo.realm_id.clone();
+        let runtime = Runtime::open(&db, QboApp::single(&qbo), http, SCHEDULER_POOL, stop).await?;
+        Ok(Scheduler::over(
+            Arc::new(runtime),
+            Selection::Realms(vec![realm]),
+        ))
+    }
+
+    /// Opens a runtime for a scheduler of the realms `selection` names.
+    pub async fn open(
+        app: QboApp,
+        db: DbSettings,
+        http: HttpSettings,
+        selection: Selection,
+        stop: StopSignal,
+    ) -> anyhow::Result<Scheduler> {
+        let runtime = Runtime::open(&db, app, http, SCHEDULER_POOL, stop).await?;
+        if let Selection::Realms(_) = selection {
+            // Named realms must exist (exit 2); the others are read on every look.
+            runtime.realms(&selection).await?;
+        }
+        Ok(Scheduler::over(Arc::new(runtime), selection))
+    }
+
+    /// A scheduler over an existing runtime.
+    pub fn over(runtime: Arc<Runtime>, selection: Selection) -> Scheduler {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "unknown-host".into());
-        Ok(Scheduler {
-            pool,
-            qbo,
-            db,
-            http,
-            stop,
+        Scheduler {
+            pool: runtime.pool().clone(),
+            stop: runtime.stop().clone(),
+            runtime,
+            selection,
             progress: false,
             who: format!("{host}:{}", std::process::id()),
+        }
+    }
+
+    /// The realms whose triggers this scheduler fires now: the named ones, or the
+    /// environment's, or every registered realm with a token (read again on every look, so
+    /// a company added while it runs is served).
+    async fn served_realms(&self) -> anyhow::Result<Vec<String>> {
+        let env = self.runtime.app().env_realm.as_ref();
+        Ok(match (&self.selection, env) {
+            (Selection::Realms(list), _) => list.iter().map(|r| r.to_string()).collect(),
+            (Selection::Default, Some(e)) => vec![e.realm_id.to_string()],
+            _ => {
+                let mut out: Vec<String> = realm::list(&self.pool)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.has_token)
+                    .map(|r| r.realm_id)
+                    .collect();
+                if let Some(e) = env
+                    && e.seed.is_some()
+                    && !out.iter().any(|r| r == e.realm_id.as_str())
+                {
+                    out.push(e.realm_id.to_string());
+                }
+                out
+            }
         })
     }
 
-    /// Draw progress bars for runs (interactive terminals only).
     pub fn with_progress(mut self, progress: bool) -> Scheduler {
         self.progress = progress;
         self
@@ -119,7 +173,7 @@ impl Scheduler {
         if self.stop.is_stopped() {
             return Ok(Outcome::Stopped);
         }
-        let realms = [self.qbo.realm_id.as_str().to_string()];
+        let realms = self.served_realms().await?;
         let Some(claim) = trigger::claim(&self.pool, now, &self.who, &realms).await? else {
             let next_due = trigger::next_due_after(&self.pool, now, &realms).await?;
             return Ok(Outcome::Idle { next_due });
@@ -146,20 +200,18 @@ impl Scheduler {
                 ),
             },
             Ok(run) => {
-                let opts = run.backfill_options(Some(&row.name), self.progress);
+                let mut opts = run.backfill_options(Some(&row.name), self.progress);
+                // The claim holds the realm's lock for this run.
+                opts.realm_lock_held = true;
                 // The run is its own task: should anything in it panic, the attempt is
                 // recorded as failed (and counted against max_attempts) instead of the
                 // scheduler dying with the trigger claimed and unrecorded.
-                let (qbo, db, http, stop) = (
-                    self.qbo.clone(),
-                    self.db.clone(),
-                    self.http.clone(),
-                    self.stop.clone(),
-                );
-                let task =
-                    tokio::spawn(
-                        async move { app::backfill(&qbo, &db, &http, &opts, &stop).await },
-                    );
+                let (runtime, stop, realm) =
+                    (self.runtime.clone(), self.stop.clone(), claim.realm.clone());
+                let task = tokio::spawn(async move {
+                    let realm = RealmId::parse(&realm).map_err(anyhow::Error::msg)?;
+                    runtime.engine(&realm)?.backfill(&opts, &stop).await
+                });
                 match task.await {
                     Ok(report) => fire_result(report, &self.stop),
                     Err(e) => FireResult::Failed {
@@ -187,7 +239,7 @@ impl Scheduler {
     /// Fires due triggers until stopped (or, with `exit_when_idle`, until nothing is due).
     pub async fn run(&self, opts: &LoopOptions) -> anyhow::Result<LoopReport> {
         let mut report = LoopReport::default();
-        tracing::info!(scheduler = %self.who, realm = %self.qbo.realm_id, poll_secs = opts.poll.as_secs_f64(), "scheduler started");
+        tracing::info!(scheduler = %self.who, realms = ?self.served_realms().await.unwrap_or_default(), poll_secs = opts.poll.as_secs_f64(), "scheduler started");
         match trigger::without_realm(&self.pool).await {
             Ok(names) if !names.is_empty() => tracing::warn!(
                 triggers = names.join(", "),
@@ -250,6 +302,10 @@ impl Scheduler {
 
     pub async fn close(self) {
         self.pool.close().await;
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 }
 

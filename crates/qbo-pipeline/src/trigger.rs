@@ -877,6 +877,8 @@ pub struct Claim {
     pub trigger: TriggerRow,
     /// The `now` it was claimed at (the scheduled time of this fire).
     pub claimed_at: DateTime<Utc>,
+    /// The trigger's realm, whose lock the claim holds too.
+    pub realm: String,
     conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
 }
 
@@ -889,7 +891,9 @@ impl Drop for Claim {
 }
 
 /// Claims the oldest due trigger of one of `realms` that no other scheduler is running, or
-/// `None`. A trigger of another company, or of none, is never claimed.
+/// `None`. A trigger of another company, or of none, is never claimed, nor one of a company
+/// another process is working on (its realm lock is taken with the trigger's and held by the
+/// claim until [`Claim::finish`]).
 pub async fn claim(
     pool: &PgPool,
     now: DateTime<Utc>,
@@ -898,20 +902,21 @@ pub async fn claim(
 ) -> Result<Option<Claim>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let mut busy: Vec<String> = Vec::new();
+    let mut realms: Vec<String> = realms.to_vec();
     loop {
         let mut tx = conn.begin().await?;
-        let name: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM qbo_pipeline.triggers
+        let due: Option<(String, String)> = sqlx::query_as(
+            "SELECT name, realm_id FROM qbo_pipeline.triggers
              WHERE status = 'active' AND next_fire_at <= $1 AND NOT (name = ANY($2))
                  AND realm_id = ANY($3)
              ORDER BY next_fire_at, name LIMIT 1 FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
         .bind(&busy)
-        .bind(realms)
+        .bind(&realms)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(name) = name else {
+        let Some((name, realm)) = due else {
             tx.commit().await?;
             return Ok(None);
         };
@@ -928,6 +933,25 @@ pub async fn claim(
             busy.push(name);
             continue;
         }
+        // One process works a company at a time: the realm's lock is held with the
+        // trigger's for the whole run. A realm another process is working is passed over.
+        let realm_free: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(crate::checkpoint::LockSession::realm_key(&realm))
+                .fetch_one(&mut *tx)
+                .await?;
+        if !realm_free {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_advisory_unlock({})",
+                lock_key_sql()
+            )))
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            realms.retain(|r| r != &realm);
+            continue;
+        }
         let row: TriggerRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE qbo_pipeline.triggers SET claimed_at = $2, claimed_by = $3, updated_at = now()
              WHERE name = $1 RETURNING {COLUMNS}"
@@ -941,6 +965,7 @@ pub async fn claim(
         return Ok(Some(Claim {
             trigger: row,
             claimed_at: now,
+            realm,
             conn: Some(conn),
         }));
     }
@@ -995,7 +1020,11 @@ impl Claim {
             .bind(&self.trigger.name)
             .execute(&mut *conn)
             .await;
-            if unlocked.is_err() {
+            let realm_unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(crate::checkpoint::LockSession::realm_key(&self.realm))
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() || realm_unlocked.is_err() {
                 drop(conn.detach());
             }
         }
@@ -1214,7 +1243,7 @@ triggers:
         let text = r#"
 triggers:
 - name: a
-  pipeline: qb_vendors_backfill
+  pipeline: qb_vendorz_backfill
   schedule_interval: '@once'
   variables: {fecha_inicio: '2014-01-01', fecha_fin: '2025-12-31'}
 - name: b
@@ -1234,7 +1263,7 @@ triggers:
         let problems = parse_yaml(text, "f").unwrap_err().join("\n");
         for want in [
             "trigger 'a': an @once trigger needs start_time",
-            "unknown pipeline 'qb_vendors_backfill'",
+            "unknown pipeline 'qb_vendorz_backfill'",
             "unknown time zone 'Mars/Olympus'",
             "unknown variable 'colour'",
             "trigger 'b' is declared twice",

@@ -9,7 +9,7 @@
 //! in the report.
 
 use crate::client::{QboClient, RequestStats};
-use crate::entity::Entity;
+use crate::entity::{Entity, KeyShape};
 use crate::extract;
 use crate::shutdown::StopSignal;
 use crate::window::{ChunkSize, Window, plan};
@@ -107,6 +107,33 @@ impl Ctx<'_> {
             figures,
             detail,
         });
+    }
+}
+
+/// SQL for the record inside `payload`: the payload itself, or for a wrapped entity
+/// (RecurringTransaction: `{"Invoice": {...}}`) its one object member (`extract::parse_page`
+/// refuses a wrapper without exactly one).
+fn record_sql(entity: Entity) -> String {
+    match entity.key() {
+        KeyShape::Wrapped => "(SELECT w.v FROM jsonb_each(payload) AS w(k, v) \
+             WHERE jsonb_typeof(w.v) = 'object' ORDER BY w.k LIMIT 1)"
+            .to_string(),
+        KeyShape::Id | KeyShape::Composite(_) => "payload".to_string(),
+    }
+}
+
+/// SQL for the `id` a row's payload gives, by the entity's key shape (`extract::record_id`).
+fn id_sql(entity: Entity) -> String {
+    match entity.key() {
+        KeyShape::Composite(parts) => format!(
+            "concat_ws(':', {})",
+            parts
+                .iter()
+                .map(|p| format!("payload->>'{p}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        KeyShape::Id | KeyShape::Wrapped => format!("{}->>'Id'", record_sql(entity)),
     }
 }
 
@@ -214,15 +241,16 @@ pub async fn validate(
             format!("{nulls} null payloads"),
         );
 
+        let payload_id = id_sql(entity);
         let q = ctx.sql("payload Id differs from id", &format!(
-            "SELECT id FROM {table} WHERE {scope} AND payload->>'Id' IS DISTINCT FROM id ORDER BY id LIMIT {ID_LIST_LIMIT}"));
+            "SELECT id FROM {table} WHERE {scope} AND {payload_id} IS DISTINCT FROM id ORDER BY id LIMIT {ID_LIST_LIMIT}"));
         let bad_ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
             .fetch_all(ctx.pool)
             .await?;
         let q = ctx.sql(
             "payload Id differs from id (count)",
             &format!(
-                "SELECT count(*) FROM {table} WHERE {scope} AND payload->>'Id' IS DISTINCT FROM id"
+                "SELECT count(*) FROM {table} WHERE {scope} AND {payload_id} IS DISTINCT FROM id"
             ),
         );
         let bad_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
@@ -244,10 +272,11 @@ pub async fn validate(
             },
         );
 
+        let record = record_sql(entity);
         let q = ctx.sql("metadata columns complete", &format!(
             "SELECT count(*) FILTER (WHERE ingested_at_utc IS NULL), count(*) FILTER (WHERE extract_window_start_utc IS NULL),
                     count(*) FILTER (WHERE extract_window_end_utc IS NULL), count(*) FILTER (WHERE page_number IS NULL),
-                    count(*) FILTER (WHERE payload->'MetaData'->>'LastUpdatedTime' IS NULL)
+                    count(*) FILTER (WHERE {record}->'MetaData'->>'LastUpdatedTime' IS NULL)
              FROM {table} WHERE {scope}"));
         let (a, b, c, d, e): (i64, i64, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(q))
             .fetch_one(ctx.pool)
@@ -321,6 +350,9 @@ async fn reconcile(
 ) -> anyhow::Result<()> {
     let table = entity.table();
     let scope = ctx.scope.clone();
+    if entity.read_whole() {
+        return reconcile_whole(ctx, entity, opts).await;
+    }
     let window = match opts.window {
         Some(w) => Some(w),
         None => {
@@ -444,6 +476,119 @@ async fn reconcile(
     Ok(())
 }
 
+/// Reconciles an entity read whole (whatever the window): QBO's count of all its records
+/// against the rows stored for the company (a singleton: at most one row, nothing to ask).
+async fn reconcile_whole(
+    ctx: &mut Ctx<'_>,
+    entity: Entity,
+    opts: &ValidateOptions,
+) -> anyhow::Result<()> {
+    const NAME: &str = "reconciliation with QBO";
+    let table = entity.table();
+    let scope = ctx.scope.clone();
+    let q = ctx.sql(
+        "rows in the database (entity read whole)",
+        &format!("SELECT count(*) FROM {table} WHERE {scope} AND deleted_at_utc IS NULL"),
+    );
+    let db_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+        .fetch_one(ctx.pool)
+        .await?;
+    let label = Some("whole".to_string());
+    if db_count == 0 && opts.window.is_none() {
+        ctx.check(
+            NAME,
+            Some(entity),
+            label,
+            true,
+            json!({"db_rows": 0}),
+            "nothing loaded and no --from/--to: nothing to reconcile".into(),
+        );
+        return Ok(());
+    }
+    if entity.is_singleton() {
+        ctx.check(
+            NAME,
+            Some(entity),
+            label,
+            db_count <= 1,
+            json!({"db_rows": db_count}),
+            format!("one record per company; database {db_count}"),
+        );
+        return Ok(());
+    }
+    let Some(qbo) = ctx.qbo else {
+        ctx.check(NAME, Some(entity), label, false, json!(null),
+            "not run: QBO credentials are not configured (set QBO_* or pass --offline to validate the database alone)".into());
+        return Ok(());
+    };
+    let stats = RequestStats::default();
+    let never = StopSignal::default();
+    let query = extract::whole_count_query(entity).to_string();
+    ctx.queries.push(QueryRecord {
+        purpose: format!("QBO count {entity} whole"),
+        language: "qbo",
+        text: query.clone(),
+    });
+    let body = match qbo.query(&query, &stats, &never).await {
+        Ok(body) => body,
+        Err(e) => match extract::unavailable(entity, &e) {
+            Some(u) => {
+                ctx.check(
+                    NAME,
+                    Some(entity),
+                    label,
+                    db_count == 0,
+                    json!({"db_rows": db_count}),
+                    format!("not offered by the company: {}", u.reason),
+                );
+                return Ok(());
+            }
+            None => return Err(e.into()),
+        },
+    };
+    let qbo_count = extract::parse_count(&body)? as i64;
+    let mut figures = json!({"qbo_count": qbo_count, "db_rows": db_count});
+    let mut passed = qbo_count == db_count;
+    let mut detail = format!("QBO {qbo_count}, database {db_count}");
+    if opts.deep {
+        let mut qbo_ids = BTreeSet::new();
+        let mut position = 1;
+        loop {
+            let query = extract::whole_query(entity, position, 1000).to_string();
+            let records = extract::parse_page(&qbo.query(&query, &stats, &never).await?, entity)?;
+            let before = qbo_ids.len();
+            qbo_ids.extend(records.iter().map(|r| r.id.clone()));
+            if records.len() < 1000 || qbo_ids.len() == before {
+                break;
+            }
+            position += 1000;
+        }
+        let q = ctx.sql(
+            "ids in the database (entity read whole)",
+            &format!("SELECT id FROM {table} WHERE {scope} AND deleted_at_utc IS NULL"),
+        );
+        let db_ids: BTreeSet<String> = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q))
+            .fetch_all(ctx.pool)
+            .await?
+            .into_iter()
+            .collect();
+        let missing: Vec<&String> = qbo_ids.difference(&db_ids).take(ID_LIST_LIMIT).collect();
+        let extra: Vec<&String> = db_ids.difference(&qbo_ids).take(ID_LIST_LIMIT).collect();
+        passed = passed && missing.is_empty() && extra.is_empty();
+        figures["missing_count"] = json!(qbo_ids.difference(&db_ids).count());
+        figures["extra_count"] = json!(db_ids.difference(&qbo_ids).count());
+        figures["missing_ids"] = json!(missing);
+        figures["extra_ids"] = json!(extra);
+        if !missing.is_empty() || !extra.is_empty() {
+            detail.push_str(&format!(
+                "; missing in the database: {missing:?}, not in QBO: {extra:?}"
+            ));
+        }
+    }
+    ctx.check(NAME, Some(entity), label, passed, figures, detail);
+    Ok(())
+}
+
 /// Every Id QBO holds for the entity in `[start, end]`, read with the backfill's keyset pages.
 async fn qbo_ids(
     qbo: &QboClient,
@@ -518,7 +663,7 @@ impl Report {
             self.checks.len()
         );
         for (e, n) in &self.rows_per_entity {
-            let _ = writeln!(out, "  {e:<10} {n:>10} rows");
+            let _ = writeln!(out, "  {e:<22} {n:>10} rows");
         }
         for c in &self.checks {
             let scope = [c.entity.clone(), c.window.clone()]

@@ -1,9 +1,13 @@
-//! The admin HTTP API (`/admin/...`, JSON): the same operations as the `SandboxState`
+//! The admin HTTP API (`/admin/...`, JSON): the same operations as the [`crate::Realm`]
 //! methods, for tests and demos that drive a sandbox in another process. No authentication:
 //! the sandbox is a local test double. Never returns tokens or the client secret.
 //!
+//! Every route takes an optional `?realm=ID` naming the company it acts on (default: realm
+//! 1); an unknown id answers 404 `{"error":"unknown realm ID"}`.
+//!
 //! | route | does |
 //! |---|---|
+//! | `GET /admin/realms` | `{"realms":["id1","id2",...]}`, realm 1 first |
 //! | `GET /admin/stats`, `POST /admin/stats/reset` | counters ([`crate::Stats`]) |
 //! | `GET /admin/log` | request log (method, path, query text, status, intuit_tid) |
 //! | `GET`/`PUT /admin/faults` | current [`crate::Faults`] (PUT replaces them) |
@@ -30,9 +34,32 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{Faults, ScriptedFault};
+use crate::realm::Realm;
 use crate::state::SandboxState;
 
 type AppState = State<Arc<SandboxState>>;
+type Params = Query<HashMap<String, String>>;
+
+/// The company `?realm=` names, else realm 1; `Err` names an unknown one.
+fn pick(s: &SandboxState, params: &HashMap<String, String>) -> Result<Arc<Realm>, String> {
+    match params.get("realm") {
+        None => Ok(s.default_realm().clone()),
+        Some(id) => s
+            .realm(id)
+            .cloned()
+            .ok_or_else(|| format!("unknown realm {}", id.chars().take(64).collect::<String>())),
+    }
+}
+
+/// `let r = realm!(s, params);`: the company, or return the 404.
+macro_rules! realm {
+    ($s:expr, $params:expr) => {
+        match pick(&$s, &$params) {
+            Ok(r) => r,
+            Err(unknown) => return error(StatusCode::NOT_FOUND, unknown),
+        }
+    };
+}
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": format!("{message:#}") }))).into_response()
@@ -55,6 +82,7 @@ fn result(r: anyhow::Result<Value>) -> Response {
 /// The `/admin` routes.
 pub fn routes() -> Router<Arc<SandboxState>> {
     Router::new()
+        .route("/admin/realms", get(realms))
         .route("/admin/stats", get(stats))
         .route("/admin/stats/reset", post(reset_stats))
         .route("/admin/log", get(log))
@@ -73,24 +101,30 @@ pub fn routes() -> Router<Arc<SandboxState>> {
         .route("/admin/count/{entity}", get(count))
 }
 
-async fn stats(State(s): AppState) -> Response {
-    Json(s.stats()).into_response()
+async fn realms(State(s): AppState, Query(q): Params) -> Response {
+    let _ = realm!(s, q);
+    Json(json!({ "realms": s.realm_ids() })).into_response()
 }
 
-async fn reset_stats(State(s): AppState) -> Response {
-    s.reset_stats();
+async fn stats(State(s): AppState, Query(q): Params) -> Response {
+    Json(realm!(s, q).stats()).into_response()
+}
+
+async fn reset_stats(State(s): AppState, Query(q): Params) -> Response {
+    realm!(s, q).reset_stats();
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn log(State(s): AppState) -> Response {
-    Json(s.request_log()).into_response()
+async fn log(State(s): AppState, Query(q): Params) -> Response {
+    Json(realm!(s, q).request_log()).into_response()
 }
 
-async fn get_faults(State(s): AppState) -> Response {
-    Json(s.faults()).into_response()
+async fn get_faults(State(s): AppState, Query(q): Params) -> Response {
+    Json(realm!(s, q).faults()).into_response()
 }
 
-async fn put_faults(State(s): AppState, body: String) -> Response {
+async fn put_faults(State(s): AppState, Query(q): Params, body: String) -> Response {
+    let r = realm!(s, q);
     let faults: Faults = match serde_json::from_str(&body) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -98,27 +132,28 @@ async fn put_faults(State(s): AppState, body: String) -> Response {
     if let Err(e) = faults.validate() {
         return error(StatusCode::BAD_REQUEST, e);
     }
-    s.set_faults(faults);
-    Json(s.faults()).into_response()
+    r.set_faults(faults);
+    Json(r.faults()).into_response()
 }
 
-async fn script(State(s): AppState, body: String) -> Response {
+async fn script(State(s): AppState, Query(q): Params, body: String) -> Response {
+    let r = realm!(s, q);
     match serde_json::from_str::<ScriptedFault>(&body) {
         Ok(f) => {
-            s.script_fault(f.endpoint, f.count, f.action);
-            Json(s.faults()).into_response()
+            r.script_fault(f.endpoint, f.count, f.action);
+            Json(r.faults()).into_response()
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn expire(State(s): AppState) -> Response {
-    s.expire_access_tokens();
+async fn expire(State(s): AppState, Query(q): Params) -> Response {
+    realm!(s, q).expire_access_tokens();
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn revoke(State(s): AppState) -> Response {
-    s.revoke_refresh_tokens();
+async fn revoke(State(s): AppState, Query(q): Params) -> Response {
+    realm!(s, q).revoke_refresh_tokens();
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -127,51 +162,72 @@ struct ClockBody {
     now: Option<DateTime<Utc>>,
 }
 
-async fn clock(State(s): AppState, body: String) -> Response {
+async fn clock(State(s): AppState, Query(q): Params, body: String) -> Response {
+    let r = realm!(s, q);
     match serde_json::from_str::<ClockBody>(&body) {
         Ok(b) => {
-            s.set_clock(b.now);
-            Json(json!({ "now": s.now().to_rfc3339() })).into_response()
+            r.set_clock(b.now);
+            Json(json!({ "now": r.now().to_rfc3339() })).into_response()
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn all(State(s): AppState, Path(entity): Path<String>) -> Response {
-    Json(Value::Array(s.all_records(&entity))).into_response()
+async fn all(State(s): AppState, Query(q): Params, Path(entity): Path<String>) -> Response {
+    Json(Value::Array(realm!(s, q).all_records(&entity))).into_response()
 }
 
-async fn create(State(s): AppState, Path(entity): Path<String>, body: String) -> Response {
+async fn create(
+    State(s): AppState,
+    Query(q): Params,
+    Path(entity): Path<String>,
+    body: String,
+) -> Response {
+    let r = realm!(s, q);
     match serde_json::from_str::<Value>(&body) {
-        Ok(v) => result(s.create(&entity, v)),
+        Ok(v) => result(r.create(&entity, v)),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn one(State(s): AppState, Path((entity, id)): Path<(String, String)>) -> Response {
-    result(s.record(&entity, &id))
+async fn one(
+    State(s): AppState,
+    Query(q): Params,
+    Path((entity, id)): Path<(String, String)>,
+) -> Response {
+    result(realm!(s, q).record(&entity, &id))
 }
 
 async fn update(
     State(s): AppState,
+    Query(q): Params,
     Path((entity, id)): Path<(String, String)>,
     body: String,
 ) -> Response {
+    let r = realm!(s, q);
     match serde_json::from_str::<Value>(&body) {
-        Ok(v) => result(s.update(&entity, &id, v)),
+        Ok(v) => result(r.update(&entity, &id, v)),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn delete(State(s): AppState, Path((entity, id)): Path<(String, String)>) -> Response {
-    match s.delete(&entity, &id) {
+async fn delete(
+    State(s): AppState,
+    Query(q): Params,
+    Path((entity, id)): Path<(String, String)>,
+) -> Response {
+    match realm!(s, q).delete(&entity, &id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => result(Err(e)),
     }
 }
 
-async fn deactivate(State(s): AppState, Path((entity, id)): Path<(String, String)>) -> Response {
-    result(s.deactivate(&entity, &id))
+async fn deactivate(
+    State(s): AppState,
+    Query(q): Params,
+    Path((entity, id)): Path<(String, String)>,
+) -> Response {
+    result(realm!(s, q).deactivate(&entity, &id))
 }
 
 #[derive(Deserialize)]
@@ -181,23 +237,22 @@ struct TimeBody {
 
 async fn set_time(
     State(s): AppState,
+    Query(q): Params,
     Path((entity, id)): Path<(String, String)>,
     body: String,
 ) -> Response {
+    let r = realm!(s, q);
     match serde_json::from_str::<TimeBody>(&body) {
-        Ok(b) => match s.set_record_time(&entity, &id, b.last_updated) {
-            Ok(()) => result(s.record(&entity, &id)),
+        Ok(b) => match r.set_record_time(&entity, &id, b.last_updated) {
+            Ok(()) => result(r.record(&entity, &id)),
             Err(e) => result(Err(e)),
         },
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn count(
-    State(s): AppState,
-    Path(entity): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Response {
+async fn count(State(s): AppState, Path(entity): Path<String>, Query(params): Params) -> Response {
+    let r = realm!(s, params);
     let parse = |key: &str| -> Result<Option<DateTime<Utc>>, String> {
         match params.get(key) {
             None => Ok(None),
@@ -207,7 +262,7 @@ async fn count(
         }
     };
     match (parse("from"), parse("to")) {
-        (Ok(from), Ok(to)) => Json(json!({ "count": s.count(&entity, from, to) })).into_response(),
+        (Ok(from), Ok(to)) => Json(json!({ "count": r.count(&entity, from, to) })).into_response(),
         (Err(e), _) | (_, Err(e)) => error(StatusCode::BAD_REQUEST, e),
     }
 }

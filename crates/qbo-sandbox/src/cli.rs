@@ -1,6 +1,8 @@
 //! The `sandbox` command: [`SandboxArgs`] (clap) → validated [`SandboxConfig`] →
 //! [`run_cli`], which serves until Ctrl-C/SIGTERM, printing the `QBO_*=` lines on stdout once
-//! the socket accepts connections. Logs go to stderr via `tracing`; secrets never do.
+//! the socket accepts connections (with `--realms N`, N > 1, also `QBO_SANDBOX_REALMS=` and one
+//! `QBO_SANDBOX_REFRESH_TOKEN_<realm id>=` line per company). Logs go to stderr via `tracing`;
+//! secrets never do.
 //!
 //! The sandbox has no security of its own (the admin API is unauthenticated, the OAuth
 //! credentials are fixed public values), so it listens on loopback addresses only, unless
@@ -15,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{Faults, Rotation, SandboxConfig};
-use crate::server::{RunningSandbox, TOKEN_PATH};
+use crate::server::RunningSandbox;
 
 /// Options of `qbo-pipeline sandbox`.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,8 +58,14 @@ pub struct SandboxArgs {
     /// Load records from this JSON file (`{"Customer":[...],...}`) instead of generating.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Realm 1's id (the other companies' ids follow it: id + 1, id + 2, ...).
     #[arg(long)]
     pub realm_id: Option<String>,
+    /// Serve this many companies (1 to 1000), each with its own books, refresh token, token
+    /// chain, limits, faults and stats; printed as QBO_SANDBOX_REALMS and
+    /// QBO_SANDBOX_REFRESH_TOKEN_<realm id> lines when more than one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_REALMS)))]
+    pub realms: u32,
     #[arg(long)]
     pub client_id: Option<String>,
     /// Access-token lifetime (`expires_in`).
@@ -81,6 +89,9 @@ pub struct SandboxArgs {
     /// Requests in flight per realm (QBO: 10).
     #[arg(long)]
     pub max_in_flight: Option<u32>,
+    /// Batch requests per minute per realm (QBO: 40).
+    #[arg(long)]
+    pub batch_rpm_limit: Option<u32>,
     /// Share (0..1) of API requests answered 500/503.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
@@ -193,7 +204,7 @@ pub struct Started {
     pub sandbox: RunningSandbox,
     /// `http://HOST:PORT` with HOST from [`client_addr`] (the `QBO_API_BASE_URL`).
     pub base_url: String,
-    /// The shell-sourceable `QBO_*=` lines, one per line.
+    /// The shell-sourceable `QBO_*=` lines, one per line ([`crate::env_lines`]).
     pub env_lines: String,
 }
 
@@ -207,6 +218,7 @@ pub async fn start(args: &SandboxArgs) -> anyhow::Result<Started> {
         invoices = config.invoices,
         items = config.items,
         seed = config.seed,
+        realms = config.realms,
         data = ?config.data_file,
         "building sandbox data"
     );
@@ -224,14 +236,7 @@ pub async fn start(args: &SandboxArgs) -> anyhow::Result<Started> {
         tracing::warn!("{}", wildcard_note(bound, client));
     }
     let base_url = format!("http://{client}");
-    let env_lines = format!(
-        "QBO_API_BASE_URL={base_url}\nQBO_TOKEN_URL={base_url}{TOKEN_PATH}\nQBO_CLIENT_ID={}\n\
-         QBO_CLIENT_SECRET={}\nQBO_REALM_ID={}\nQBO_REFRESH_TOKEN={}\n",
-        sandbox.client_id(),
-        sandbox.client_secret(),
-        sandbox.realm_id(),
-        sandbox.refresh_token()
-    );
+    let env_lines = crate::server::env_lines(&base_url, sandbox.state());
     Ok(Started {
         sandbox,
         base_url,
@@ -274,10 +279,12 @@ impl SandboxArgs {
             refresh_grace: Duration::from_secs(self.refresh_grace_secs),
             cdc_horizon: (self.cdc_horizon_days > 0)
                 .then(|| Duration::from_secs(self.cdc_horizon_days * 86_400)),
+            realms: self.realms,
             faults: Faults {
                 rpm_limit: self.rpm_limit,
                 rps_limit: self.rps_limit,
                 max_in_flight: self.max_in_flight,
+                batch_rpm_limit: self.batch_rpm_limit,
                 error_rate: self.error_rate,
                 throttle_rate: self.throttle_rate,
                 latency: Duration::from_millis(self.latency_ms),
@@ -345,6 +352,7 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::TOKEN_PATH;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -641,5 +649,65 @@ mod tests {
         let cli = Cli::try_parse_from(["x", "--error-rate", "2"]).unwrap();
         assert!(cli.args.to_config().is_err());
         assert!(Cli::try_parse_from(["x", "--rotation", "sometimes"]).is_err());
+        for realms in ["0", "1001", "-1", "many"] {
+            assert!(
+                Cli::try_parse_from(["x", "--realms", realms]).is_err(),
+                "{realms}"
+            );
+        }
+        let cli =
+            Cli::try_parse_from(["x", "--realms", "1000", "--batch-rpm-limit", "40"]).unwrap();
+        let config = cli.args.to_config().unwrap();
+        assert_eq!(config.realms, 1000);
+        assert_eq!(config.faults.batch_rpm_limit, Some(40));
+    }
+
+    /// `--realms 3`: the six lines describe realm 1 as before, then the company list and one
+    /// refresh-token line per company; every printed token refreshes at the printed URL.
+    #[tokio::test]
+    async fn realms_print_every_company_and_its_token() {
+        let started = start(&args(&["--realms", "3"])).await.expect("starts");
+        let lines = &started.env_lines;
+        assert_eq!(lines, &started.sandbox.env_lines());
+        let vars = env(lines);
+        let ids: Vec<&str> = vars["QBO_SANDBOX_REALMS"].split(',').collect();
+        assert_eq!(ids, started.sandbox.realm_ids());
+        assert_eq!(ids[0], vars["QBO_REALM_ID"]);
+        let keys: Vec<&str> = lines
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys[..7],
+            [
+                "QBO_API_BASE_URL",
+                "QBO_TOKEN_URL",
+                "QBO_CLIENT_ID",
+                "QBO_CLIENT_SECRET",
+                "QBO_REALM_ID",
+                "QBO_REFRESH_TOKEN",
+                "QBO_SANDBOX_REALMS"
+            ]
+        );
+        assert_eq!(keys.len(), 10);
+        assert_eq!(
+            vars[&format!("QBO_SANDBOX_REFRESH_TOKEN_{}", ids[0])],
+            vars["QBO_REFRESH_TOKEN"]
+        );
+        for id in &ids {
+            let token = &vars[&format!("QBO_SANDBOX_REFRESH_TOKEN_{id}")];
+            assert_eq!(Some(token.as_str()), started.sandbox.refresh_token_of(id));
+            let mut one = vars.clone();
+            one.insert("QBO_REFRESH_TOKEN".into(), token.clone());
+            let text: String = one.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            assert!(refresh_works(&text).await, "{id}");
+        }
+        started.sandbox.shutdown().await;
+        // One company: exactly the six lines.
+        let single = start(&args(&[])).await.expect("starts");
+        assert_eq!(single.env_lines.lines().count(), 6);
+        assert!(!single.env_lines.contains("QBO_SANDBOX_"));
+        single.sandbox.shutdown().await;
     }
 }

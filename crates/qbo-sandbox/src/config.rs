@@ -1,5 +1,11 @@
 //! What a sandbox is built from: [`SandboxConfig`] (data size, credentials, token lifetimes,
-//! CDC horizon) and [`Faults`] (limits and injected failures, also changeable at run time).
+//! CDC horizon, number of companies) and [`Faults`] (limits and injected failures, also
+//! changeable at run time, per company).
+//!
+//! With `realms = N` the sandbox serves N companies ([`SandboxConfig::realm_specs`]): realm 1
+//! is `realm_id` with `refresh_token` and `seed` exactly as given; realm k > 1 gets the id
+//! `realm_id + (k - 1)` (decimal, digits only), the first refresh token `refresh_token`
+//! followed by `k` in four digits, and its own generator seed.
 //!
 //! In: values from the CLI ([`crate::cli`]) or from tests. Out: a validated config consumed by
 //! [`crate::state::SandboxState::new`]. `Debug` never prints the client secret or tokens.
@@ -53,8 +59,56 @@ pub struct SandboxConfig {
     pub cdc_horizon: Option<Duration>,
     /// Most objects one CDC response carries (QBO: 1000, across all requested entities).
     pub cdc_max_objects: usize,
-    /// Entries kept in the request log (oldest dropped first).
+    /// Entries kept in the request log (oldest dropped first), per realm.
     pub request_log_capacity: usize,
+    /// How many companies (realms) the sandbox serves, 1 to 1000; see [`RealmSpec`].
+    pub realms: u32,
+    /// Most items one batch request may hold (QBO: 30).
+    pub batch_max_items: usize,
+}
+
+/// The most companies one sandbox serves.
+pub const MAX_REALMS: u32 = 1000;
+
+/// One company of a sandbox: its id, first refresh token and generator seed. `Debug` hides
+/// the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RealmSpec {
+    pub realm_id: String,
+    pub refresh_token: String,
+    pub seed: u64,
+}
+
+impl fmt::Debug for RealmSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RealmSpec")
+            .field("realm_id", &self.realm_id)
+            .field("refresh_token", &"<redacted>")
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+/// `digits + n` in decimal, keeping at least the width of `digits` (`"0099" + 1` is
+/// `"0100"`, `"99" + 1` is `"100"`). A byte that is not a digit counts as 0 (validated
+/// configs have none).
+fn add_decimal(digits: &str, n: u64) -> String {
+    let mut out: Vec<u8> = digits.bytes().collect();
+    let mut carry = n;
+    for b in out.iter_mut().rev() {
+        if carry == 0 {
+            break;
+        }
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10).unwrap_or(0);
+        let sum = u64::from(digit) + carry % 10;
+        carry = carry / 10 + sum / 10;
+        *b = b'0' + (sum % 10) as u8;
+    }
+    let mut text = String::from_utf8(out).unwrap_or_default();
+    if carry > 0 {
+        text.insert_str(0, &carry.to_string());
+    }
+    text
 }
 
 impl Default for SandboxConfig {
@@ -79,6 +133,8 @@ impl Default for SandboxConfig {
             cdc_horizon: Some(Duration::from_secs(30 * 24 * 3600)),
             cdc_max_objects: 1000,
             request_log_capacity: 10_000,
+            realms: 1,
+            batch_max_items: 30,
         }
     }
 }
@@ -102,6 +158,8 @@ impl fmt::Debug for SandboxConfig {
             .field("refresh_grace", &self.refresh_grace)
             .field("faults", &self.faults)
             .field("cdc_horizon", &self.cdc_horizon)
+            .field("realms", &self.realms)
+            .field("batch_max_items", &self.batch_max_items)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +181,10 @@ pub enum ConfigError {
     TooLong(&'static str, u64),
     #[error("cdc_max_objects must be at least 1")]
     CdcMax,
+    #[error("realms must be between 1 and {MAX_REALMS}, got {0}")]
+    Realms(u32),
+    #[error("batch_max_items must be at least 1")]
+    BatchMax,
     #[error("{0}")]
     Counts(String),
 }
@@ -220,7 +282,39 @@ impl SandboxConfig {
         if self.cdc_max_objects == 0 {
             return Err(ConfigError::CdcMax);
         }
+        if !(1..=MAX_REALMS).contains(&self.realms) {
+            return Err(ConfigError::Realms(self.realms));
+        }
+        if self.batch_max_items == 0 {
+            return Err(ConfigError::BatchMax);
+        }
         self.faults.validate()
+    }
+
+    /// The companies this config describes, realm 1 first: realm 1 is `realm_id`,
+    /// `refresh_token` and `seed` unchanged; realm k > 1 is `realm_id + (k - 1)`,
+    /// `refresh_token` followed by `k` in four digits, and a seed derived from `seed` and `k`.
+    /// All ids and first tokens are distinct.
+    pub fn realm_specs(&self) -> Vec<RealmSpec> {
+        (1..=u64::from(self.realms.clamp(1, MAX_REALMS)))
+            .map(|k| {
+                if k == 1 {
+                    RealmSpec {
+                        realm_id: self.realm_id.clone(),
+                        refresh_token: self.refresh_token.clone(),
+                        seed: self.seed,
+                    }
+                } else {
+                    RealmSpec {
+                        realm_id: add_decimal(&self.realm_id, k - 1),
+                        refresh_token: format!("{}{k:04}", self.refresh_token),
+                        seed: self
+                            .seed
+                            .wrapping_add((k - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    }
+                }
+            })
+            .collect()
     }
 }
 
@@ -265,6 +359,10 @@ pub struct Faults {
     pub rps_limit: Option<u32>,
     /// Requests in flight per realm (QBO: 10); over it → 429.
     pub max_in_flight: Option<u32>,
+    /// Batch requests per minute per realm (QBO: 40 per realm and app), sliding 60 s window;
+    /// over it → 429. A batch also counts once towards `rpm_limit`, `rps_limit` and
+    /// `max_in_flight`.
+    pub batch_rpm_limit: Option<u32>,
     /// Share of requests answered 500 or 503 (SystemFault 10000).
     pub error_rate: f64,
     /// Share of requests answered 429 at random (independent of the limits).
@@ -327,10 +425,12 @@ pub enum Endpoint {
     /// `POST /v3/company/{realm}/{entity}` (create, update, delete, void).
     Write,
     Cdc,
+    /// `POST /v3/company/{realm}/batch`.
+    Batch,
     Token,
     Admin,
     Other,
-    /// Matches every API endpoint (query, read, write, cdc) in a scripted fault.
+    /// Matches every API endpoint (query, read, write, cdc, batch) in a scripted fault.
     Any,
 }
 
@@ -341,6 +441,7 @@ impl Endpoint {
             Endpoint::Read => "read",
             Endpoint::Write => "write",
             Endpoint::Cdc => "cdc",
+            Endpoint::Batch => "batch",
             Endpoint::Token => "token",
             Endpoint::Admin => "admin",
             Endpoint::Other => "other",
@@ -354,7 +455,11 @@ impl Endpoint {
             || (self == Endpoint::Any
                 && matches!(
                     actual,
-                    Endpoint::Query | Endpoint::Read | Endpoint::Write | Endpoint::Cdc
+                    Endpoint::Query
+                        | Endpoint::Read
+                        | Endpoint::Write
+                        | Endpoint::Cdc
+                        | Endpoint::Batch
                 ))
     }
 }
@@ -440,8 +545,63 @@ mod tests {
     fn any_endpoint_covers_only_api_endpoints() {
         assert!(Endpoint::Any.covers(Endpoint::Query));
         assert!(Endpoint::Any.covers(Endpoint::Cdc));
+        assert!(Endpoint::Any.covers(Endpoint::Batch));
         assert!(!Endpoint::Any.covers(Endpoint::Token));
         assert!(Endpoint::Token.covers(Endpoint::Token));
         assert!(!Endpoint::Query.covers(Endpoint::Read));
+    }
+
+    #[test]
+    fn decimal_addition_keeps_width_and_carries() {
+        assert_eq!(add_decimal("9130357766910250", 1), "9130357766910251");
+        assert_eq!(add_decimal("0099", 1), "0100");
+        assert_eq!(add_decimal("99", 1), "100");
+        assert_eq!(add_decimal("5", 999), "1004");
+        assert_eq!(add_decimal("7", 0), "7");
+        assert_eq!(
+            add_decimal("18446744073709551615", u64::MAX),
+            "36893488147419103230"
+        );
+    }
+
+    #[test]
+    fn realm_specs_keep_realm_one_and_derive_distinct_others() {
+        let one = SandboxConfig::default().realm_specs();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].realm_id, DEFAULT_REALM_ID);
+        assert_eq!(one[0].refresh_token, DEFAULT_REFRESH_TOKEN);
+        assert_eq!(one[0].seed, 1);
+        let config = SandboxConfig {
+            realms: MAX_REALMS,
+            ..SandboxConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let specs = config.realm_specs();
+        assert_eq!(specs.len(), 1000);
+        assert_eq!(specs[0], one[0]);
+        assert_eq!(specs[1].realm_id, "9130357766910251");
+        assert_eq!(
+            specs[1].refresh_token,
+            format!("{DEFAULT_REFRESH_TOKEN}0002")
+        );
+        let ids: std::collections::HashSet<_> = specs.iter().map(|s| &s.realm_id).collect();
+        let tokens: std::collections::HashSet<_> = specs.iter().map(|s| &s.refresh_token).collect();
+        let seeds: std::collections::HashSet<_> = specs.iter().map(|s| s.seed).collect();
+        assert_eq!((ids.len(), tokens.len(), seeds.len()), (1000, 1000, 1000));
+        assert!(
+            specs
+                .iter()
+                .all(|s| s.realm_id.bytes().all(|b| b.is_ascii_digit()))
+        );
+        assert_eq!(config.realm_specs(), specs, "deterministic");
+        let debug = format!("{specs:?} {config:?}");
+        assert!(!debug.contains("sandboxRefreshToken"), "{debug}");
+        for bad in [0, MAX_REALMS + 1] {
+            let config = SandboxConfig {
+                realms: bad,
+                ..SandboxConfig::default()
+            };
+            assert_eq!(config.validate(), Err(ConfigError::Realms(bad)));
+        }
     }
 }

@@ -1,7 +1,11 @@
 //! The request pipeline in front of the handlers: `intuit_tid`, stats and the request log for
-//! every request; for the `/v3` API also scripted faults, dropped connections, the bearer
-//! check (401) and realm check (403), the per-realm requests-per-minute window and in-flight
-//! limit (429), added latency, and random 500/503/429 answers — in that order.
+//! every request (kept by the company the request names, else by realm 1); for the `/v3` API
+//! (query, read, write, CDC, batch) also scripted faults, dropped connections, the bearer
+//! check (401) and realm check (403: an unknown realm, or a token issued for another
+//! company), the company's requests-per-minute, per-second and batch windows and in-flight
+//! limit (429), added latency, and random 500/503/429 answers — in that order, each with the
+//! faults of the company named. Token-endpoint requests get that company's scripted faults
+//! (the company of the refresh token in the form).
 //!
 //! Dropping a connection needs the socket: [`KillableListener`] wraps every accepted
 //! `TcpStream` in a [`KillableIo`] whose kill switch reaches handlers as
@@ -9,6 +13,7 @@
 //! connection without writing a response and the client sees a connection error. (Served
 //! through [`crate::app`] without [`crate::spawn`], drops fall back to a 503.)
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,17 +26,18 @@ use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::clock::new_tid;
-use crate::config::{Endpoint, FaultAction};
-use crate::oauth::BearerError;
+use crate::config::{Endpoint, FaultAction, Faults};
+use crate::oauth::{BearerError, token_request_realm, url_form};
+use crate::realm::{Realm, lock};
 use crate::respond;
-use crate::state::{LogEntry, SandboxState};
+use crate::state::{AccessError, LogEntry, SandboxState};
 
 /// The QBO query text of a `/query` request, attached to the response for the log.
 #[derive(Debug, Clone)]
@@ -152,6 +158,7 @@ pub fn classify(path: &str) -> (Endpoint, Option<&str>) {
     let endpoint = match (parts.next(), parts.next()) {
         (Some(q), None) if q.eq_ignore_ascii_case("query") => Endpoint::Query,
         (Some(c), None) if c.eq_ignore_ascii_case("cdc") => Endpoint::Cdc,
+        (Some(b), None) if b.eq_ignore_ascii_case("batch") => Endpoint::Batch,
         (Some(_), None) => Endpoint::Write,
         _ => Endpoint::Read,
     };
@@ -159,24 +166,20 @@ pub fn classify(path: &str) -> (Endpoint, Option<&str>) {
 }
 
 /// Releases an in-flight slot when the request ends (also when it is cancelled).
-struct InFlight {
-    state: Arc<SandboxState>,
-    realm: String,
+pub(crate) struct InFlight {
+    realm: Arc<Realm>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut limits = self.state.limits.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = limits.in_flight.get_mut(&self.realm) {
-            *n = n.saturating_sub(1);
-        }
+        let mut limits = lock(&self.realm.limits);
+        limits.in_flight = limits.in_flight.saturating_sub(1);
     }
 }
 
 /// Drops instants older than `span` and tells whether another fits under `limit`.
 fn window_has_room(
-    windows: &mut std::collections::HashMap<String, std::collections::VecDeque<Instant>>,
-    realm: &str,
+    window: &mut VecDeque<Instant>,
     now: Instant,
     span: Duration,
     limit: Option<u32>,
@@ -184,7 +187,6 @@ fn window_has_room(
     let Some(limit) = limit else {
         return true;
     };
-    let window = windows.entry(realm.to_owned()).or_default();
     while window
         .front()
         .is_some_and(|t| now.saturating_duration_since(*t) >= span)
@@ -194,57 +196,51 @@ fn window_has_room(
     window.len() < limit as usize
 }
 
-/// Admission under the per-minute and per-second windows and the in-flight limit;
-/// `None` = throttle. Only admitted requests count towards the windows.
-fn admit(
-    state: &Arc<SandboxState>,
-    realm: &str,
-    faults: &crate::config::Faults,
-) -> Option<InFlight> {
+/// Admission of one request to `realm` under its per-minute and per-second windows, its
+/// in-flight limit and, for a batch, its batch window; `None` = throttle. Only admitted
+/// requests count towards the windows; a batch counts once in each.
+pub(crate) fn admit(realm: &Arc<Realm>, faults: &Faults, batch: bool) -> Option<InFlight> {
+    const MINUTE: Duration = Duration::from_secs(60);
     let now = Instant::now();
-    let mut guard = state.limits.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = lock(&realm.limits);
     let limits = &mut *guard;
-    if !window_has_room(
-        &mut limits.window,
-        realm,
-        now,
-        Duration::from_secs(60),
-        faults.rpm_limit,
-    ) || !window_has_room(
-        &mut limits.second,
-        realm,
-        now,
-        Duration::from_secs(1),
-        faults.rps_limit,
-    ) {
+    if !window_has_room(&mut limits.minute, now, MINUTE, faults.rpm_limit)
+        || !window_has_room(
+            &mut limits.second,
+            now,
+            Duration::from_secs(1),
+            faults.rps_limit,
+        )
+        || (batch
+            && !window_has_room(
+                &mut limits.batch_minute,
+                now,
+                MINUTE,
+                faults.batch_rpm_limit,
+            ))
+    {
         return None;
     }
-    let current = limits.in_flight.get(realm).copied().unwrap_or(0);
     if let Some(max) = faults.max_in_flight
-        && current >= max
+        && limits.in_flight >= max
     {
         return None;
     }
     if faults.rpm_limit.is_some() {
-        limits
-            .window
-            .entry(realm.to_owned())
-            .or_default()
-            .push_back(now);
+        limits.minute.push_back(now);
     }
     if faults.rps_limit.is_some() {
-        limits
-            .second
-            .entry(realm.to_owned())
-            .or_default()
-            .push_back(now);
+        limits.second.push_back(now);
     }
-    limits.in_flight.insert(realm.to_owned(), current + 1);
+    if batch && faults.batch_rpm_limit.is_some() {
+        limits.batch_minute.push_back(now);
+    }
+    limits.in_flight += 1;
+    let current = limits.in_flight;
     drop(guard);
-    state.note_in_flight(current + 1);
+    realm.note_in_flight(current);
     Some(InFlight {
-        state: state.clone(),
-        realm: realm.to_owned(),
+        realm: realm.clone(),
     })
 }
 
@@ -253,7 +249,48 @@ enum Outcome {
     Drop,
 }
 
-/// The middleware (see the module doc).
+/// The largest token-endpoint form read (axum's default body limit elsewhere).
+const TOKEN_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The company a request is about, if it names a known one: the path's realm for the `/v3`
+/// API, the refresh token's for the token endpoint (whose body is read here, then handed on),
+/// `?realm=` for the admin API. Also returns the request, rebuilt when its body was read.
+async fn resolve_realm(
+    state: &SandboxState,
+    endpoint: Endpoint,
+    path_realm: Option<&str>,
+    request: Request,
+) -> Result<(Option<Arc<Realm>>, Request), Response> {
+    match endpoint {
+        Endpoint::Token => {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, TOKEN_BODY_LIMIT).await else {
+                return Err(
+                    (StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response()
+                );
+            };
+            let form = url_form(&String::from_utf8_lossy(&bytes));
+            let realm = token_request_realm(state, &form).clone();
+            Ok((
+                Some(realm),
+                Request::from_parts(parts, axum::body::Body::from(bytes)),
+            ))
+        }
+        Endpoint::Admin => {
+            let realm = request
+                .uri()
+                .query()
+                .map(url_form)
+                .and_then(|q| q.get("realm").and_then(|id| state.realm(id)).cloned());
+            Ok((realm, request))
+        }
+        Endpoint::Other => Ok((None, request)),
+        _ => Ok((path_realm.and_then(|id| state.realm(id)).cloned(), request)),
+    }
+}
+
+/// The middleware (see the module doc). Every request is counted and logged in the company it
+/// names, else in realm 1.
 pub async fn pipeline(
     State(state): State<Arc<SandboxState>>,
     request: Request,
@@ -262,21 +299,36 @@ pub async fn pipeline(
     let tid = new_tid();
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
-    let (endpoint, realm) = classify(&path);
-    let realm = realm.map(str::to_owned);
+    let (endpoint, path_realm) = classify(&path);
+    let path_realm = path_realm.map(str::to_owned);
     let conn = request
         .extensions()
         .get::<ConnectInfo<ConnHandle>>()
         .map(|c| c.0.clone());
-    state.note_request(endpoint);
-    let outcome = guarded(&state, endpoint, realm.as_deref(), request, next).await;
+    let (realm, outcome) = match resolve_realm(&state, endpoint, path_realm.as_deref(), request)
+        .await
+    {
+        Ok((realm, request)) => {
+            let account = realm
+                .clone()
+                .unwrap_or_else(|| state.default_realm().clone());
+            account.note_request(endpoint);
+            let outcome = guarded(&state, endpoint, realm.as_ref(), &account, request, next).await;
+            (account, outcome)
+        }
+        Err(refused) => {
+            let account = state.default_realm().clone();
+            account.note_request(endpoint);
+            (account, Outcome::Answer(refused))
+        }
+    };
     let mut response = match outcome {
         Outcome::Answer(response) => response,
         Outcome::Drop => match conn {
             Some(conn) => {
                 conn.kill();
-                state.note_dropped();
-                state.log_request(LogEntry {
+                realm.note_dropped();
+                realm.log_request(LogEntry {
                     method,
                     path,
                     query: None,
@@ -284,13 +336,13 @@ pub async fn pipeline(
                     intuit_tid: tid,
                     endpoint,
                 });
-                return respond::system_fault(StatusCode::SERVICE_UNAVAILABLE, state.now());
+                return respond::system_fault(StatusCode::SERVICE_UNAVAILABLE, realm.now());
             }
-            None => respond::system_fault(StatusCode::SERVICE_UNAVAILABLE, state.now()),
+            None => respond::system_fault(StatusCode::SERVICE_UNAVAILABLE, realm.now()),
         },
     };
     let status = response.status().as_u16();
-    state.note_status(status);
+    realm.note_status(status);
     let query = response
         .extensions()
         .get::<LoggedQuery>()
@@ -299,7 +351,7 @@ pub async fn pipeline(
         response.headers_mut().insert("intuit_tid", value);
     }
     tracing::debug!(method, path, status, intuit_tid = tid, "request");
-    state.log_request(LogEntry {
+    realm.log_request(LogEntry {
         method,
         path,
         query,
@@ -310,27 +362,35 @@ pub async fn pipeline(
     response
 }
 
+/// Faults, authentication, authorisation and limits for one request. `realm` is the company
+/// the request names (`None`: an unknown one), `account` the one whose faults apply.
 async fn guarded(
     state: &Arc<SandboxState>,
     endpoint: Endpoint,
-    realm: Option<&str>,
+    realm: Option<&Arc<Realm>>,
+    account: &Arc<Realm>,
     request: Request,
     next: Next,
 ) -> Outcome {
     if !matches!(
         endpoint,
-        Endpoint::Query | Endpoint::Read | Endpoint::Cdc | Endpoint::Token
+        Endpoint::Query
+            | Endpoint::Read
+            | Endpoint::Write
+            | Endpoint::Cdc
+            | Endpoint::Batch
+            | Endpoint::Token
     ) {
         return Outcome::Answer(next.run(request).await);
     }
-    let faults = state.faults();
-    match state.take_scripted(endpoint) {
+    let faults = account.faults();
+    match account.take_scripted(endpoint) {
         Some(FaultAction::Drop) => return Outcome::Drop,
         Some(FaultAction::Status(status)) => {
             return Outcome::Answer(respond::for_status(
                 status,
                 faults.retry_after_secs,
-                state.now(),
+                account.now(),
             ));
         }
         Some(FaultAction::DelayMs(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
@@ -342,24 +402,27 @@ async fn guarded(
     if faults.drop_rate > 0.0 && rand::rng().random_bool(faults.drop_rate) {
         return Outcome::Drop;
     }
-    let now = state.now();
+    let now = account.now();
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(error) = state.with_auth(|auth| auth.check_bearer(authorization, Instant::now())) {
-        let detail = match error {
-            BearerError::Expired => "Token expired: {redacted}",
-            BearerError::Unknown => "Token invalid: {redacted}",
-            BearerError::Missing => "Authorization header missing or not a Bearer token",
-        };
-        return Outcome::Answer(respond::unauthorized(detail, now));
+    match state.check_access(authorization, realm, Instant::now()) {
+        Ok(()) => {}
+        Err(AccessError::Bearer(error)) => {
+            let detail = match error {
+                BearerError::Expired => "Token expired: {redacted}",
+                BearerError::Unknown => "Token invalid: {redacted}",
+                BearerError::Missing => "Authorization header missing or not a Bearer token",
+            };
+            return Outcome::Answer(respond::unauthorized(detail, now));
+        }
+        Err(AccessError::OtherRealm) => return Outcome::Answer(respond::forbidden(now)),
     }
-    let realm = realm.unwrap_or_default();
-    if realm != state.realm_id() {
+    let Some(realm) = realm else {
         return Outcome::Answer(respond::forbidden(now));
-    }
-    let Some(slot) = admit(state, realm, &faults) else {
+    };
+    let Some(slot) = admit(realm, &faults, endpoint == Endpoint::Batch) else {
         return Outcome::Answer(respond::throttled(faults.retry_after_secs, now));
     };
     if !faults.latency.is_zero() {
@@ -407,6 +470,14 @@ mod tests {
             (Endpoint::Read, Some("123"))
         );
         assert_eq!(
+            classify("/v3/company/123/batch"),
+            (Endpoint::Batch, Some("123"))
+        );
+        assert_eq!(
+            classify("/v3/company/123/invoice"),
+            (Endpoint::Write, Some("123"))
+        );
+        assert_eq!(
             classify("/oauth2/v1/tokens/bearer"),
             (Endpoint::Token, None)
         );
@@ -414,44 +485,78 @@ mod tests {
         assert_eq!(classify("/favicon.ico"), (Endpoint::Other, None));
     }
 
-    use crate::config::Faults;
-
-    #[test]
-    fn rpm_window_and_in_flight_limit() {
-        let state = Arc::new(
+    fn two_realms() -> Arc<SandboxState> {
+        Arc::new(
             SandboxState::new(crate::SandboxConfig {
                 customers: 1,
                 items: 1,
                 invoices: 1,
+                realms: 2,
                 ..Default::default()
             })
             .unwrap(),
-        );
+        )
+    }
+
+    #[test]
+    fn rpm_window_and_in_flight_limit_are_per_realm() {
+        let state = two_realms();
+        let (r, other) = (&state.realms()[0], &state.realms()[1]);
         let rpm = Faults {
             rpm_limit: Some(2),
             ..Faults::default()
         };
-        let a = admit(&state, "r", &rpm);
-        let b = admit(&state, "r", &rpm);
+        let a = admit(r, &rpm, false);
+        let b = admit(r, &rpm, false);
         assert!(a.is_some() && b.is_some());
-        assert!(admit(&state, "r", &rpm).is_none());
-        assert!(admit(&state, "other", &rpm).is_some());
+        assert!(admit(r, &rpm, false).is_none());
+        assert!(admit(other, &rpm, false).is_some());
         drop((a, b));
+        assert!(admit(r, &rpm, false).is_none(), "the window remembers");
+        let state = two_realms();
+        let (s, other) = (&state.realms()[0], &state.realms()[1]);
         let rps = Faults {
             rps_limit: Some(1),
             ..Faults::default()
         };
-        assert!(admit(&state, "s", &rps).is_some());
-        assert!(admit(&state, "s", &rps).is_none());
+        assert!(admit(s, &rps, false).is_some());
+        assert!(admit(s, &rps, false).is_none());
         let one = Faults {
             max_in_flight: Some(1),
             ..Faults::default()
         };
-        let first = admit(&state, "x", &one);
+        let first = admit(other, &one, false);
         assert!(first.is_some());
-        assert!(admit(&state, "x", &one).is_none());
+        assert!(admit(other, &one, false).is_none());
+        assert_eq!(other.stats().in_flight_now, 1);
         drop(first);
-        assert!(admit(&state, "x", &one).is_some());
-        assert_eq!(state.stats().in_flight_max, 2);
+        assert_eq!(other.stats().in_flight_now, 0);
+        let again = admit(other, &one, false);
+        assert!(again.is_some());
+        let also = admit(other, &Faults::default(), false);
+        assert_eq!(other.stats().in_flight_max, 2);
+        drop((again, also));
+        assert_eq!(s.stats().in_flight_max, 1);
+    }
+
+    #[test]
+    fn batch_window_counts_only_batches_and_each_batch_once() {
+        let state = two_realms();
+        let (r, other) = (&state.realms()[0], &state.realms()[1]);
+        let faults = Faults {
+            batch_rpm_limit: Some(2),
+            rpm_limit: Some(4),
+            ..Faults::default()
+        };
+        assert!(admit(r, &faults, true).is_some());
+        assert!(admit(r, &faults, true).is_some());
+        assert!(admit(r, &faults, true).is_none(), "third batch in a minute");
+        assert!(admit(other, &faults, true).is_some(), "another company");
+        assert!(admit(r, &faults, false).is_some(), "ordinary requests pass");
+        assert!(admit(r, &faults, false).is_some());
+        assert!(
+            admit(r, &faults, false).is_none(),
+            "2 batches + 2 requests = 4"
+        );
     }
 }

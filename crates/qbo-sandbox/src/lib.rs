@@ -13,12 +13,15 @@
 //! - [`books`]: the generator of every other entity (accounts, vendors, bills, payments, …),
 //!   referentially consistent, sizes and company features.
 //! - [`store`]: per-entity compact index + override map; query execution and edits.
-//! - [`state`]: [`SandboxState`], shared by handlers and tests (records, faults, stats, log).
+//! - [`realm`]: [`Realm`], one company: records, token chain, faults and limits, clock,
+//!   stats, request log.
+//! - [`state`]: [`SandboxState`], shared by handlers and tests: the companies (realm 1 first;
+//!   methods without a realm act on it) and the token/realm checks across them.
 //! - [`oauth`]: token endpoint and bearer checks.
 //! - [`respond`]: QBO envelopes and faults.
 //! - [`faults`]: the middleware (tid, log, scripted/random faults, 401/403, 429 limits,
 //!   latency, dropped connections).
-//! - [`api`]: query / read / CDC handlers.
+//! - [`api`]: query / read / write / CDC / batch handlers.
 //! - [`admin`]: `/admin/...` JSON API mirroring the state methods.
 //! - [`server`]: [`app`], [`spawn`], [`RunningSandbox`].
 //! - [`cli`]: [`SandboxArgs`] and [`run_cli`] for `qbo-pipeline sandbox`.
@@ -33,12 +36,16 @@ pub mod config;
 pub mod faults;
 pub mod generate;
 pub mod oauth;
+pub mod realm;
 pub mod respond;
 pub mod server;
 pub mod state;
 pub mod store;
 
 pub use cli::{SandboxArgs, run_cli};
-pub use config::{Endpoint, FaultAction, Faults, Rotation, SandboxConfig, ScriptedFault};
-pub use server::{RunningSandbox, TOKEN_PATH, app, spawn, spawn_with_state};
+pub use config::{
+    Endpoint, FaultAction, Faults, MAX_REALMS, RealmSpec, Rotation, SandboxConfig, ScriptedFault,
+};
+pub use realm::Realm;
+pub use server::{RunningSandbox, TOKEN_PATH, app, env_lines, spawn, spawn_with_state};
 pub use state::{LogEntry, SandboxState, Stats};

@@ -203,19 +203,25 @@ impl AuthStore {
         })
     }
 
-    /// Checks an `Authorization` header value.
+    /// Checks an `Authorization` header value against this chain's access tokens.
     pub fn check_bearer(&self, header: Option<&str>, now: Instant) -> Result<(), BearerError> {
-        let header = header.ok_or(BearerError::Missing)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or(BearerError::Missing)?;
+        self.check_access_token(bearer_token(header)?, now)
+    }
+
+    /// Checks a bearer token (without the `Bearer ` prefix): `Unknown` when this chain never
+    /// issued it.
+    pub fn check_access_token(&self, token: &str, now: Instant) -> Result<(), BearerError> {
         let state = self.access.get(token).ok_or(BearerError::Unknown)?;
         if now >= state.expires {
             return Err(BearerError::Expired);
         }
         Ok(())
+    }
+
+    /// Whether this chain issued `token` as a refresh token (current, superseded or revoked,
+    /// until it is forgotten long after its grace).
+    pub fn knows_refresh_token(&self, token: &str) -> bool {
+        self.refresh.contains_key(token)
     }
 
     /// Every access token expires now.
@@ -236,6 +242,16 @@ impl AuthStore {
     pub fn current_refresh_token(&self) -> &str {
         &self.current
     }
+}
+
+/// The token of an `Authorization: Bearer ...` header value.
+pub fn bearer_token(header: Option<&str>) -> Result<&str, BearerError> {
+    let header = header.ok_or(BearerError::Missing)?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or(BearerError::Missing)
 }
 
 /// Client credentials from `Authorization: Basic` or the form.
@@ -276,22 +292,35 @@ fn oauth_error(status: StatusCode, body: &'static str) -> Response {
         .into_response()
 }
 
-/// `POST /oauth2/v1/tokens/bearer`.
+/// The company a token request is about: the one its `refresh_token` was issued for, else
+/// realm 1 (which then counts the failure).
+pub fn token_request_realm<'a>(
+    state: &'a SandboxState,
+    form: &HashMap<String, String>,
+) -> &'a std::sync::Arc<crate::Realm> {
+    form.get("refresh_token")
+        .and_then(|t| state.realm_of_refresh_token(t))
+        .unwrap_or_else(|| state.default_realm())
+}
+
+/// `POST /oauth2/v1/tokens/bearer`: one endpoint for every company (one Intuit app); the
+/// refresh token picks the company whose chain refreshes.
 pub async fn token_endpoint(
     State(state): State<std::sync::Arc<SandboxState>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
     let form: HashMap<String, String> = url_form(&body);
+    let realm = token_request_realm(&state, &form);
     let Some((id, secret)) = client_credentials(&headers, &form) else {
-        state.note_token_failure();
+        realm.note_token_failure();
         return oauth_error(StatusCode::UNAUTHORIZED, r#"{"error":"invalid_client"}"#);
     };
     let with_hard = headers
         .get("x-include-refresh-token-hard-expires-in")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    let result = state.with_auth(|auth| {
+    let result = realm.with_auth(|auth| {
         if !auth.client_ok(&id, &secret) {
             return Err(GrantError::InvalidClient);
         }
@@ -307,7 +336,7 @@ pub async fn token_endpoint(
     });
     match result {
         Ok(issued) => {
-            state.note_token_refresh();
+            realm.note_token_refresh();
             let mut body = serde_json::Map::new();
             body.insert("access_token".into(), issued.access_token.into());
             body.insert("refresh_token".into(), issued.refresh_token.into());
@@ -335,7 +364,7 @@ pub async fn token_endpoint(
                 .into_response()
         }
         Err(error) => {
-            state.note_token_failure();
+            realm.note_token_failure();
             match error {
                 GrantError::InvalidClient => {
                     oauth_error(StatusCode::UNAUTHORIZED, r#"{"error":"invalid_client"}"#)

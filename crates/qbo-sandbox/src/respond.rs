@@ -37,32 +37,38 @@ pub struct FaultError<'a> {
 /// `{"Fault":{"Error":[...],"type":..}[,"time":..]}`.
 pub fn fault_body(errors: &[FaultError<'_>], kind: &str, time: Option<DateTime<Utc>>) -> String {
     let mut out = String::with_capacity(256);
-    out.push_str("{\"Fault\":{\"Error\":[");
-    for (i, e) in errors.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"Message\":");
-        push_json_str(&mut out, e.message);
-        out.push_str(",\"Detail\":");
-        push_json_str(&mut out, e.detail);
-        out.push_str(",\"code\":");
-        push_json_str(&mut out, e.code);
-        if let Some(element) = e.element {
-            out.push_str(",\"element\":");
-            push_json_str(&mut out, element);
-        }
-        out.push('}');
-    }
-    out.push_str("],\"type\":");
-    push_json_str(&mut out, kind);
-    out.push('}');
+    out.push('{');
+    push_fault_member(&mut out, errors, kind);
     if let Some(time) = time {
         out.push_str(",\"time\":");
         push_json_str(&mut out, &pacific_millis(time));
     }
     out.push('}');
     out
+}
+
+/// Appends the member `"Fault":{"Error":[...],"type":..}` (a body's, or a batch item's).
+pub fn push_fault_member(out: &mut String, errors: &[FaultError<'_>], kind: &str) {
+    out.push_str("\"Fault\":{\"Error\":[");
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"Message\":");
+        push_json_str(out, e.message);
+        out.push_str(",\"Detail\":");
+        push_json_str(out, e.detail);
+        out.push_str(",\"code\":");
+        push_json_str(out, e.code);
+        if let Some(element) = e.element {
+            out.push_str(",\"element\":");
+            push_json_str(out, element);
+        }
+        out.push('}');
+    }
+    out.push_str("],\"type\":");
+    push_json_str(out, kind);
+    out.push('}');
 }
 
 /// A standard one-error fault response.
@@ -111,26 +117,31 @@ pub fn validation_error(detail: &str, time: DateTime<Utc>) -> Response {
     )
 }
 
+/// The one error of QBO's 5020 Permission Denied (`docs/qbo-behaviour.md` §11).
+const PERMISSION_DENIED: FaultError<'static> = FaultError {
+    message: "Permission Denied Error",
+    detail: "Permission Denied Error : You do not have the access rights to use this feature.",
+    code: "5020",
+    element: Some(""),
+};
+
+/// Appends the member `"Fault":{...}` of QBO's 5020 Permission Denied (a batch item's answer
+/// for an entity the company's edition lacks).
+pub fn push_permission_denied_member(out: &mut String) {
+    push_fault_member(out, &[PERMISSION_DENIED], "ValidationFault");
+}
+
 /// 400 / 5020 Permission Denied: the company's edition or region does not offer the entity
 /// (`docs/qbo-behaviour.md` §11: QBO's answer for a feature the subscription lacks).
 pub fn permission_denied(time: DateTime<Utc>) -> Response {
-    let body = fault_body(
-        &[FaultError {
-            message: "Permission Denied Error",
-            detail: "Permission Denied Error : You do not have the access rights to use this feature.",
-            code: "5020",
-            element: Some(""),
-        }],
-        "ValidationFault",
-        Some(time),
-    );
+    let body = fault_body(&[PERMISSION_DENIED], "ValidationFault", Some(time));
     json(StatusCode::BAD_REQUEST, JSON_FAULT, body)
 }
 
-/// The lower-case fault form (401, 403).
+/// The lower-case fault form (401, 403); `detail: None` writes `null`.
 pub fn lowercase_fault_body(
     message: &str,
-    detail: &str,
+    detail: Option<&str>,
     code: &str,
     kind: &str,
     time: DateTime<Utc>,
@@ -139,7 +150,10 @@ pub fn lowercase_fault_body(
     out.push_str("{\"warnings\":null,\"intuitObject\":null,\"fault\":{\"error\":[{\"message\":");
     push_json_str(&mut out, message);
     out.push_str(",\"detail\":");
-    push_json_str(&mut out, detail);
+    match detail {
+        Some(detail) => push_json_str(&mut out, detail),
+        None => out.push_str("null"),
+    }
     out.push_str(",\"code\":");
     push_json_str(&mut out, code);
     out.push_str(",\"element\":null}],\"type\":");
@@ -154,7 +168,7 @@ pub fn lowercase_fault_body(
 pub fn unauthorized(detail: &str, time: DateTime<Utc>) -> Response {
     let body = lowercase_fault_body(
         "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-        detail,
+        Some(detail),
         "3200",
         "AUTHENTICATION",
         time,
@@ -167,11 +181,13 @@ pub fn unauthorized(detail: &str, time: DateTime<Utc>) -> Response {
     response
 }
 
-/// 403 / 3100 ApplicationAuthorizationFailed (e.g. another realm).
+/// 403 / 3100 ApplicationAuthorizationFailed: a realm the token is not authorised for (an
+/// unknown one, or another company's), with `detail: null` as in the public reports
+/// (`docs/qbo-behaviour.md` §7).
 pub fn forbidden(time: DateTime<Utc>) -> Response {
     let body = lowercase_fault_body(
         "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
-        "",
+        None,
         "3100",
         "SERVICE",
         time,
@@ -251,7 +267,7 @@ mod tests {
         let t = Utc.timestamp_millis_opt(1_601_391_072_830).unwrap();
         let body = lowercase_fault_body(
             "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-            "Token expired: {redacted}",
+            Some("Token expired: {redacted}"),
             "3200",
             "AUTHENTICATION",
             t,

@@ -1,7 +1,7 @@
 //! Wiring: [`app`] builds the axum `Router` (token endpoint, v3 API, admin API, behind the
 //! fault/log middleware); [`spawn`] binds a socket, serves the router in a tokio task with
 //! killable connections, and returns a [`RunningSandbox`] handle with the credentials and URLs
-//! a client needs.
+//! a client needs, for each company it serves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::SandboxConfig;
 use crate::faults::{ConnHandle, KillableListener, pipeline};
+use crate::realm::Realm;
 use crate::state::SandboxState;
 use crate::{admin, api, oauth};
 
@@ -36,6 +37,10 @@ pub fn app(state: Arc<SandboxState>) -> Router {
             get(api::cdc).fallback(api::unsupported),
         )
         .route(
+            "/v3/company/{realm}/batch",
+            post(api::batch).fallback(api::unsupported),
+        )
+        .route(
             "/v3/company/{realm}/{entity}",
             post(api::write)
                 .get(api::read_singleton)
@@ -52,6 +57,33 @@ pub fn app(state: Arc<SandboxState>) -> Router {
             pipeline,
         ))
         .with_state(state)
+}
+
+/// The `QBO_*=` lines for a sandbox reachable at `base_url`: `QBO_API_BASE_URL`,
+/// `QBO_TOKEN_URL`, `QBO_CLIENT_ID`, `QBO_CLIENT_SECRET`, `QBO_REALM_ID` and
+/// `QBO_REFRESH_TOKEN` (realm 1's), and, when it serves more than one company,
+/// `QBO_SANDBOX_REALMS=id1,id2,...` and one `QBO_SANDBOX_REFRESH_TOKEN_<realm id>=<token>` per
+/// company, realm 1 included.
+pub fn env_lines(base_url: &str, state: &SandboxState) -> String {
+    let config = state.config();
+    let mut lines = format!(
+        "QBO_API_BASE_URL={base_url}\nQBO_TOKEN_URL={base_url}{TOKEN_PATH}\nQBO_CLIENT_ID={}\n\
+         QBO_CLIENT_SECRET={}\nQBO_REALM_ID={}\nQBO_REFRESH_TOKEN={}\n",
+        config.client_id, config.client_secret, config.realm_id, config.refresh_token
+    );
+    if state.realms().len() > 1 {
+        lines.push_str("QBO_SANDBOX_REALMS=");
+        lines.push_str(&state.realm_ids().join(","));
+        lines.push('\n');
+        for realm in state.realms() {
+            lines.push_str(&format!(
+                "QBO_SANDBOX_REFRESH_TOKEN_{}={}\n",
+                realm.id(),
+                realm.refresh_token()
+            ));
+        }
+    }
+    lines
 }
 
 /// A sandbox serving in the background.
@@ -114,6 +146,7 @@ impl RunningSandbox {
         format!("{}{TOKEN_PATH}", self.base_url())
     }
 
+    /// Realm 1's id (`QBO_REALM_ID`).
     pub fn realm_id(&self) -> &str {
         &self.state.config.realm_id
     }
@@ -126,22 +159,29 @@ impl RunningSandbox {
         &self.state.config.client_secret
     }
 
-    /// The first refresh token the token endpoint accepts.
+    /// Realm 1's first refresh token (`QBO_REFRESH_TOKEN`).
     pub fn refresh_token(&self) -> &str {
         &self.state.config.refresh_token
     }
 
-    /// Shell-sourceable lines pointing a QBO client at this sandbox.
+    /// Every company's realm id, realm 1 first.
+    pub fn realm_ids(&self) -> Vec<&str> {
+        self.state.realm_ids()
+    }
+
+    /// The first refresh token of the company `realm`.
+    pub fn refresh_token_of(&self, realm: &str) -> Option<&str> {
+        self.state.refresh_token_of(realm)
+    }
+
+    /// The company `realm` (its records, faults, limits, clock, stats and log).
+    pub fn realm(&self, realm: &str) -> Option<&Arc<Realm>> {
+        self.state.realm(realm)
+    }
+
+    /// Shell-sourceable lines pointing a QBO client at this sandbox (see [`env_lines`]).
     pub fn env_lines(&self) -> String {
-        format!(
-            "QBO_API_BASE_URL={}\nQBO_TOKEN_URL={}\nQBO_CLIENT_ID={}\nQBO_CLIENT_SECRET={}\nQBO_REALM_ID={}\nQBO_REFRESH_TOKEN={}\n",
-            self.base_url(),
-            self.token_url(),
-            self.client_id(),
-            self.client_secret(),
-            self.realm_id(),
-            self.refresh_token()
-        )
+        env_lines(&self.base_url(), &self.state)
     }
 
     pub fn state(&self) -> &Arc<SandboxState> {

@@ -1,14 +1,15 @@
-//! [`SandboxState`]: everything a running sandbox shares between requests — the record
-//! [`Store`], the OAuth [`AuthStore`], the current [`Faults`], the clock, the rate-limit
-//! windows, [`Stats`] and the request log — and the synchronous methods tests use to change
-//! the books while the server runs (create, update, deactivate, delete, move a record's time).
+//! [`SandboxState`]: everything a running sandbox shares between requests — its companies
+//! ([`Realm`]s: records, token chains, faults and limits, clocks, stats and request logs) and
+//! the config they were built from — and the synchronous methods tests use to change the books
+//! while the server runs. Methods without a realm act on realm 1 (`config.realm_id`), so a
+//! single-company sandbox reads as before; [`SandboxState::realm`] reaches the others.
 //!
-//! Locks are short: queries hold the store's read lock only while selecting a page's rows;
-//! payloads are written after it is released.
+//! One token endpoint serves every company (one Intuit app): a refresh token identifies its
+//! company ([`SandboxState::realm_of_refresh_token`]), and an access token works only on the
+//! company it was issued for ([`SandboxState::check_access`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,16 +17,17 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::clock::Clock;
 use crate::config::{Endpoint, FaultAction, Faults, SandboxConfig};
-use crate::oauth::AuthStore;
+use crate::generate::Generator;
+use crate::oauth::{BearerError, bearer_token};
+use crate::realm::Realm;
 use crate::store::Store;
 
-/// Counters since start (or the last [`SandboxState::reset_stats`]).
+/// Counters of one company since start (or the last [`Realm::reset_stats`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stats {
     pub requests_total: u64,
-    /// By endpoint: `query`, `read`, `cdc`, `token`, `admin`, `other`.
+    /// By endpoint: `query`, `read`, `write`, `cdc`, `batch`, `token`, `admin`, `other`.
     pub requests_by_endpoint: BTreeMap<String, u64>,
     pub query_pages: u64,
     pub records_served: u64,
@@ -35,7 +37,7 @@ pub struct Stats {
     pub dropped: u64,
     pub token_refreshes: u64,
     pub token_failures: u64,
-    /// Highest number of API requests in flight at once (per realm).
+    /// Highest number of API requests in flight at once.
     pub in_flight_max: u64,
     pub in_flight_now: u64,
 }
@@ -45,107 +47,99 @@ pub struct Stats {
 pub struct LogEntry {
     pub method: String,
     pub path: String,
-    /// The QBO query text (`/query`), if any.
+    /// The QBO query text (`/query`; a batch's queries one per line), if any.
     pub query: Option<String>,
     pub status: u16,
     pub intuit_tid: String,
     pub endpoint: Endpoint,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    requests_total: AtomicU64,
-    query_pages: AtomicU64,
-    records_served: AtomicU64,
-    throttled: AtomicU64,
-    server_errors: AtomicU64,
-    unauthorized: AtomicU64,
-    dropped: AtomicU64,
-    token_refreshes: AtomicU64,
-    token_failures: AtomicU64,
-    in_flight_max: AtomicU64,
-}
-
-/// Per-realm limiter state.
-#[derive(Debug, Default)]
-pub(crate) struct Limits {
-    /// Admission instants in the last 60 s, per realm.
-    pub window: HashMap<String, VecDeque<Instant>>,
-    /// Admission instants in the last second, per realm.
-    pub second: HashMap<String, VecDeque<Instant>>,
-    pub in_flight: HashMap<String, u32>,
+/// Why a bearer token may not be used on a company's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccessError {
+    /// 401: missing, unknown or expired.
+    Bearer(BearerError),
+    /// 403: a live token of another company (or a path naming no known company).
+    OtherRealm,
 }
 
 /// The shared state of one sandbox.
 pub struct SandboxState {
     pub(crate) config: SandboxConfig,
-    store: RwLock<Store>,
-    auth: Mutex<AuthStore>,
-    faults: Mutex<Faults>,
-    pub(crate) clock: Clock,
-    pub(crate) limits: Mutex<Limits>,
-    counters: Counters,
-    by_endpoint: Mutex<BTreeMap<String, u64>>,
-    log: Mutex<VecDeque<LogEntry>>,
+    realms: Vec<Arc<Realm>>,
+    by_id: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for SandboxState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SandboxState")
             .field("config", &self.config)
+            .field("realms", &self.realms.len())
             .finish_non_exhaustive()
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl SandboxState {
-    /// Builds the store (generated, or from `config.data_file`) and the token state.
+    /// Builds every company's store (generated with its own seed, or each a copy of
+    /// `config.data_file`) and token state.
     pub fn new(config: SandboxConfig) -> anyhow::Result<SandboxState> {
         config.validate().context("invalid sandbox configuration")?;
-        let store = match &config.data_file {
+        match &config.data_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading data file {}", path.display()))?;
-                Store::from_data(&text)
-                    .with_context(|| format!("loading {}", path.display()))?
-                    .with_features(config.features.clone())
+                let stores = (0..config.realms)
+                    .map(|_| {
+                        Store::from_data(&text).map(|s| s.with_features(config.features.clone()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| format!("loading {}", path.display()))?;
+                Ok(Self::with_stores(config, stores))
             }
-            None => Store::generated(config.generator()?),
-        };
-        Ok(Self::with_store(config, store))
+            None => {
+                // Every company: the same sizes and features, its own seed.
+                let base = config.generator()?;
+                let stores = config
+                    .realm_specs()
+                    .iter()
+                    .map(|spec| {
+                        Store::generated(Generator {
+                            seed: spec.seed,
+                            ..base.clone()
+                        })
+                    })
+                    .collect();
+                Ok(Self::with_stores(config, stores))
+            }
+        }
     }
 
-    /// A state over records given as a JSON text (the `--data` format), for tests.
+    /// A state over records given as a JSON text (the `--data` format), for tests; every
+    /// company starts with its own copy.
     pub fn from_data_text(config: SandboxConfig, data: &str) -> anyhow::Result<SandboxState> {
         config.validate().context("invalid sandbox configuration")?;
-        let store = Store::from_data(data)?.with_features(config.features.clone());
-        Ok(Self::with_store(config, store))
+        let stores = (0..config.realms)
+            .map(|_| Store::from_data(data).map(|s| s.with_features(config.features.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::with_stores(config, stores))
     }
 
-    fn with_store(config: SandboxConfig, store: Store) -> SandboxState {
-        let auth = AuthStore::new(
-            &config.client_id,
-            &config.client_secret,
-            &config.refresh_token,
-            config.access_token_ttl,
-            config.refresh_token_ttl,
-            config.rotation,
-            config.refresh_grace,
-            Instant::now(),
-        );
+    fn with_stores(config: SandboxConfig, stores: Vec<Store>) -> SandboxState {
+        let realms: Vec<Arc<Realm>> = config
+            .realm_specs()
+            .iter()
+            .zip(stores)
+            .map(|(spec, store)| Arc::new(Realm::new(spec, &config, store)))
+            .collect();
+        let by_id = realms
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id().to_owned(), i))
+            .collect();
         SandboxState {
-            faults: Mutex::new(config.faults.clone()),
             config,
-            store: RwLock::new(store),
-            auth: Mutex::new(auth),
-            clock: Clock::default(),
-            limits: Mutex::new(Limits::default()),
-            counters: Counters::default(),
-            by_endpoint: Mutex::new(BTreeMap::new()),
-            log: Mutex::new(VecDeque::new()),
+            realms,
+            by_id,
         }
     }
 
@@ -153,209 +147,145 @@ impl SandboxState {
         &self.config
     }
 
+    /// Realm 1's id (`config.realm_id`).
     pub fn realm_id(&self) -> &str {
-        &self.config.realm_id
+        self.default_realm().id()
     }
 
-    pub(crate) fn store(&self) -> RwLockReadGuard<'_, Store> {
-        self.store.read().unwrap_or_else(|p| p.into_inner())
+    // ----- companies -----
+
+    /// Every company's realm id, realm 1 first.
+    pub fn realm_ids(&self) -> Vec<&str> {
+        self.realms.iter().map(|r| r.id()).collect()
     }
 
-    pub(crate) fn store_mut(&self) -> RwLockWriteGuard<'_, Store> {
-        self.store.write().unwrap_or_else(|p| p.into_inner())
+    /// Every company, realm 1 first.
+    pub fn realms(&self) -> &[Arc<Realm>] {
+        &self.realms
     }
 
-    pub(crate) fn with_auth<R>(&self, f: impl FnOnce(&mut AuthStore) -> R) -> R {
-        f(&mut lock(&self.auth))
+    /// The company with this realm id.
+    pub fn realm(&self, id: &str) -> Option<&Arc<Realm>> {
+        self.by_id.get(id).map(|&i| &self.realms[i])
     }
 
-    // ----- faults -----
+    /// Realm 1, which the methods without a realm act on.
+    pub fn default_realm(&self) -> &Arc<Realm> {
+        &self.realms[0]
+    }
+
+    /// The first refresh token of the company `realm`.
+    pub fn refresh_token_of(&self, realm: &str) -> Option<&str> {
+        self.realm(realm).map(|r| r.refresh_token())
+    }
+
+    /// The counters of the company `realm`.
+    pub fn stats_of(&self, realm: &str) -> Option<Stats> {
+        self.realm(realm).map(|r| r.stats())
+    }
+
+    /// The company a refresh token (current, superseded or revoked) was issued for.
+    pub fn realm_of_refresh_token(&self, token: &str) -> Option<&Arc<Realm>> {
+        self.realms
+            .iter()
+            .find(|r| r.with_auth(|a| a.knows_refresh_token(token)))
+    }
+
+    /// Whether the `Authorization` header may be used on the company `realm` (`None`: the
+    /// path names no known company). The token is authenticated first (401 when missing,
+    /// unknown or expired), then authorised: a live token of another company is refused.
+    pub(crate) fn check_access(
+        &self,
+        header: Option<&str>,
+        realm: Option<&Arc<Realm>>,
+        now: Instant,
+    ) -> Result<(), AccessError> {
+        let token = bearer_token(header).map_err(AccessError::Bearer)?;
+        if let Some(realm) = realm {
+            match realm.with_auth(|a| a.check_access_token(token, now)) {
+                Err(BearerError::Unknown) => {}
+                other => return other.map_err(AccessError::Bearer),
+            }
+        }
+        for other in &self.realms {
+            if realm.is_some_and(|r| Arc::ptr_eq(r, other)) {
+                continue;
+            }
+            match other.with_auth(|a| a.check_access_token(token, now)) {
+                Ok(()) => return Err(AccessError::OtherRealm),
+                Err(BearerError::Unknown) => {}
+                Err(e) => return Err(AccessError::Bearer(e)),
+            }
+        }
+        Err(AccessError::Bearer(BearerError::Unknown))
+    }
+
+    // ----- realm 1: faults -----
 
     pub fn set_faults(&self, faults: Faults) {
-        *lock(&self.faults) = faults;
+        self.default_realm().set_faults(faults);
     }
 
     pub fn faults(&self) -> Faults {
-        lock(&self.faults).clone()
+        self.default_realm().faults()
     }
 
-    /// Adds a scripted fault: the next `count` requests to `endpoint` get `action`.
+    /// Adds a scripted fault to realm 1: the next `count` requests to `endpoint` get `action`.
     pub fn script_fault(&self, endpoint: Endpoint, count: u32, action: FaultAction) {
-        lock(&self.faults)
-            .scripted
-            .push(crate::config::ScriptedFault {
-                endpoint,
-                count,
-                action,
-            });
+        self.default_realm().script_fault(endpoint, count, action);
     }
 
-    /// Takes one use of the first scripted fault covering `endpoint`.
-    pub(crate) fn take_scripted(&self, endpoint: Endpoint) -> Option<FaultAction> {
-        let mut faults = lock(&self.faults);
-        let index = faults
-            .scripted
-            .iter()
-            .position(|s| s.count > 0 && s.endpoint.covers(endpoint))?;
-        let entry = &mut faults.scripted[index];
-        entry.count -= 1;
-        let action = entry.action;
-        if entry.count == 0 {
-            faults.scripted.remove(index);
-        }
-        Some(action)
-    }
-
-    // ----- stats and log -----
+    // ----- realm 1: stats and log -----
 
     pub fn stats(&self) -> Stats {
-        let c = &self.counters;
-        let in_flight_now = lock(&self.limits)
-            .in_flight
-            .values()
-            .map(|v| u64::from(*v))
-            .sum();
-        Stats {
-            requests_total: c.requests_total.load(Ordering::Relaxed),
-            requests_by_endpoint: lock(&self.by_endpoint).clone(),
-            query_pages: c.query_pages.load(Ordering::Relaxed),
-            records_served: c.records_served.load(Ordering::Relaxed),
-            throttled_429: c.throttled.load(Ordering::Relaxed),
-            server_errors_5xx: c.server_errors.load(Ordering::Relaxed),
-            unauthorized_401: c.unauthorized.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            token_refreshes: c.token_refreshes.load(Ordering::Relaxed),
-            token_failures: c.token_failures.load(Ordering::Relaxed),
-            in_flight_max: c.in_flight_max.load(Ordering::Relaxed),
-            in_flight_now,
-        }
+        self.default_realm().stats()
     }
 
     pub fn reset_stats(&self) {
-        let c = &self.counters;
-        for counter in [
-            &c.requests_total,
-            &c.query_pages,
-            &c.records_served,
-            &c.throttled,
-            &c.server_errors,
-            &c.unauthorized,
-            &c.dropped,
-            &c.token_refreshes,
-            &c.token_failures,
-            &c.in_flight_max,
-        ] {
-            counter.store(0, Ordering::Relaxed);
-        }
-        lock(&self.by_endpoint).clear();
-        lock(&self.log).clear();
+        self.default_realm().reset_stats();
     }
 
-    /// The most recent requests, oldest first.
+    /// Realm 1's most recent requests (and those naming no known company), oldest first.
     pub fn request_log(&self) -> Vec<LogEntry> {
-        lock(&self.log).iter().cloned().collect()
+        self.default_realm().request_log()
     }
 
-    pub(crate) fn note_request(&self, endpoint: Endpoint) {
-        self.counters.requests_total.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.by_endpoint)
-            .entry(endpoint.as_str().to_owned())
-            .or_insert(0) += 1;
-    }
+    // ----- realm 1: tokens -----
 
-    pub(crate) fn note_status(&self, status: u16) {
-        let c = &self.counters;
-        match status {
-            429 => c.throttled.fetch_add(1, Ordering::Relaxed),
-            401 => c.unauthorized.fetch_add(1, Ordering::Relaxed),
-            500..=599 => c.server_errors.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
-    }
-
-    pub(crate) fn note_dropped(&self) {
-        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn note_page(&self, records: usize) {
-        self.counters.query_pages.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .records_served
-            .fetch_add(records as u64, Ordering::Relaxed);
-    }
-
-    pub(crate) fn note_records(&self, records: usize) {
-        self.counters
-            .records_served
-            .fetch_add(records as u64, Ordering::Relaxed);
-    }
-
-    pub(crate) fn note_in_flight(&self, now: u32) {
-        self.counters
-            .in_flight_max
-            .fetch_max(u64::from(now), Ordering::Relaxed);
-    }
-
-    pub(crate) fn note_token_refresh(&self) {
-        self.counters
-            .token_refreshes
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn note_token_failure(&self) {
-        self.counters.token_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn log_request(&self, entry: LogEntry) {
-        let mut log = lock(&self.log);
-        if log.len() >= self.config.request_log_capacity.max(1) {
-            log.pop_front();
-        }
-        log.push_back(entry);
-    }
-
-    // ----- tokens -----
-
-    /// Every access token handed out so far is expired from now on.
+    /// Every access token of realm 1 handed out so far is expired from now on.
     pub fn expire_access_tokens(&self) {
-        self.with_auth(|a| a.expire_access_tokens(Instant::now()));
+        self.default_realm().expire_access_tokens();
     }
 
-    /// Every refresh token handed out so far (the first one included) stops working.
+    /// Every refresh token of realm 1 handed out so far (the first one included) stops
+    /// working.
     pub fn revoke_refresh_tokens(&self) {
-        self.with_auth(|a| a.revoke_refresh_tokens());
+        self.default_realm().revoke_refresh_tokens();
     }
 
-    // ----- clock -----
+    // ----- realm 1: clock -----
 
-    /// Pins the sandbox clock (`None` = real time). It stamps edits and anchors the CDC horizon.
+    /// Pins realm 1's clock (`None` = real time). It stamps edits and anchors the CDC horizon.
     pub fn set_clock(&self, now: Option<DateTime<Utc>>) {
-        self.clock.set(now);
+        self.default_realm().set_clock(now);
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
+        self.default_realm().now()
     }
 
-    // ----- records -----
+    // ----- realm 1: records (see the same methods of [`Realm`]) -----
 
-    fn parse_id(id: &str) -> anyhow::Result<u64> {
-        id.trim()
-            .parse::<u64>()
-            .with_context(|| format!("record id must be a number, got {id:?}"))
-    }
-
-    /// Every current record of `entity`, inactive included (deleted transactions excluded),
-    /// exactly as served, by numeric Id. Materialises every payload: meant for test-sized
-    /// books, not a million invoices (use [`SandboxState::count`] there).
+    /// Every current record of `entity` in realm 1, inactive included (deleted transactions
+    /// excluded), exactly as served, by numeric Id. Materialises every payload: meant for
+    /// test-sized books, not a million invoices (use [`SandboxState::count`] there).
     pub fn all_records(&self, entity: &str) -> Vec<Value> {
-        self.store().all_values(entity)
+        self.default_realm().all_records(entity)
     }
 
     /// One current record.
     pub fn record(&self, entity: &str, id: &str) -> anyhow::Result<Value> {
-        let id = Self::parse_id(id)?;
-        Ok(self.store().get_value(entity, id)?)
+        self.default_realm().record(entity, id)
     }
 
     /// Records (inactive included, deleted excluded) with LastUpdatedTime in `[from, to]`.
@@ -365,39 +295,28 @@ impl SandboxState {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> u64 {
-        self.store().count(
-            entity,
-            from.map(|t| t.timestamp()),
-            to.map(|t| t.timestamp()),
-        )
+        self.default_realm().count(entity, from, to)
     }
 
     /// Adds a record (Id assigned, SyncToken 0, times = the sandbox clock's now).
     pub fn create(&self, entity: &str, record: Value) -> anyhow::Result<Value> {
-        let now = self.now().timestamp();
-        Ok(self.store_mut().create(entity, record, now)?)
+        self.default_realm().create(entity, record)
     }
 
     /// Merge patch; bumps SyncToken and LastUpdatedTime.
     pub fn update(&self, entity: &str, id: &str, patch: Value) -> anyhow::Result<Value> {
-        let id = Self::parse_id(id)?;
-        let now = self.now().timestamp();
-        Ok(self.store_mut().update(entity, id, patch, now)?)
+        self.default_realm().update(entity, id, patch)
     }
 
     /// `Active = false`; bumps SyncToken and LastUpdatedTime.
     pub fn deactivate(&self, entity: &str, id: &str) -> anyhow::Result<Value> {
-        let id = Self::parse_id(id)?;
-        let now = self.now().timestamp();
-        Ok(self.store_mut().deactivate(entity, id, now)?)
+        self.default_realm().deactivate(entity, id)
     }
 
     /// QBO's delete: name lists go inactive with ` (deleted)` names; transactions disappear
     /// from queries and reads and show in CDC as `status: Deleted`.
     pub fn delete(&self, entity: &str, id: &str) -> anyhow::Result<()> {
-        let id = Self::parse_id(id)?;
-        let now = self.now().timestamp();
-        Ok(self.store_mut().delete(entity, id, now)?)
+        self.default_realm().delete(entity, id)
     }
 
     /// Sets a record's LastUpdatedTime exactly (SyncToken unchanged), for window-edge tests.
@@ -407,20 +326,13 @@ impl SandboxState {
         id: &str,
         last_updated: DateTime<FixedOffset>,
     ) -> anyhow::Result<()> {
-        let id = Self::parse_id(id)?;
-        Ok(self
-            .store_mut()
-            .touch(entity, id, last_updated.timestamp(), false)?)
+        self.default_realm()
+            .set_record_time(entity, id, last_updated)
     }
 
     /// Bumps records as an editor would (LastUpdatedTime = now, SyncToken + 1).
     pub fn touch(&self, entity: &str, ids: &[u64]) -> anyhow::Result<()> {
-        let now = self.now().timestamp();
-        let mut store = self.store_mut();
-        for id in ids {
-            store.touch(entity, *id, now, true)?;
-        }
-        Ok(())
+        self.default_realm().touch(entity, ids)
     }
 }
 
@@ -457,17 +369,20 @@ mod tests {
             ],
             ..Faults::default()
         });
-        assert_eq!(s.take_scripted(Endpoint::Read), Some(FaultAction::Drop));
-        assert_eq!(s.take_scripted(Endpoint::Read), None);
         assert_eq!(
-            s.take_scripted(Endpoint::Query),
+            s.default_realm().take_scripted(Endpoint::Read),
+            Some(FaultAction::Drop)
+        );
+        assert_eq!(s.default_realm().take_scripted(Endpoint::Read), None);
+        assert_eq!(
+            s.default_realm().take_scripted(Endpoint::Query),
             Some(FaultAction::Status(503))
         );
         assert_eq!(
-            s.take_scripted(Endpoint::Query),
+            s.default_realm().take_scripted(Endpoint::Query),
             Some(FaultAction::Status(503))
         );
-        assert_eq!(s.take_scripted(Endpoint::Query), None);
+        assert_eq!(s.default_realm().take_scripted(Endpoint::Query), None);
         assert!(s.faults().scripted.is_empty());
     }
 
@@ -482,7 +397,7 @@ mod tests {
         })
         .unwrap();
         for i in 0..5 {
-            s.log_request(LogEntry {
+            s.default_realm().log_request(LogEntry {
                 method: "GET".into(),
                 path: format!("/{i}"),
                 query: None,
@@ -520,5 +435,101 @@ mod tests {
         );
         assert!(s.record("Invoice", "x").is_err());
         assert!(s.deactivate("Invoice", "3").is_err());
+    }
+
+    fn three_realms() -> SandboxState {
+        SandboxState::new(SandboxConfig {
+            customers: 10,
+            items: 5,
+            invoices: 50,
+            realms: 3,
+            ..SandboxConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn realms_have_their_own_ids_tokens_and_data() {
+        let s = three_realms();
+        let ids = s.realm_ids();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids[0], crate::config::DEFAULT_REALM_ID);
+        assert_eq!(s.realm_id(), ids[0]);
+        assert_eq!(
+            s.refresh_token_of(ids[0]),
+            Some(crate::config::DEFAULT_REFRESH_TOKEN)
+        );
+        assert_ne!(s.refresh_token_of(ids[1]), s.refresh_token_of(ids[2]));
+        assert!(s.realm("123").is_none() && s.refresh_token_of("123").is_none());
+        // Same sizes, different books; realm 1 equals a one-realm sandbox's.
+        let first: Vec<Value> = ids
+            .iter()
+            .map(|id| s.realm(id).unwrap().record("Customer", "1").unwrap())
+            .collect();
+        assert_ne!(first[0]["DisplayName"], first[1]["DisplayName"]);
+        assert_ne!(first[1]["DisplayName"], first[2]["DisplayName"]);
+        assert_eq!(first[0], state().record("Customer", "1").unwrap());
+        for id in &ids {
+            assert_eq!(s.realm(id).unwrap().count("Invoice", None, None), 50);
+        }
+        // Refresh tokens identify their company.
+        for id in &ids {
+            let token = s.refresh_token_of(id).unwrap();
+            assert_eq!(s.realm_of_refresh_token(token).unwrap().id(), *id);
+        }
+        assert!(s.realm_of_refresh_token("AB11nope").is_none());
+    }
+
+    #[test]
+    fn edits_faults_and_clocks_stay_in_their_realm() {
+        let s = three_realms();
+        let ids = s.realm_ids();
+        let two = s.realm(ids[1]).unwrap();
+        two.deactivate("Customer", "1").unwrap();
+        assert_eq!(two.record("Customer", "1").unwrap()["Active"], false);
+        assert_eq!(s.record("Customer", "1").unwrap()["Active"], true);
+        two.script_fault(Endpoint::Query, 1, FaultAction::Status(503));
+        assert!(s.faults().scripted.is_empty());
+        assert_eq!(two.faults().scripted.len(), 1);
+        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        s.set_clock(Some(t));
+        assert_eq!(s.now(), t);
+        assert_ne!(two.now(), t);
+    }
+
+    #[test]
+    fn an_access_token_works_only_on_its_realm() {
+        let s = three_realms();
+        let ids = s.realm_ids();
+        let (one, two) = (s.realm(ids[0]).unwrap(), s.realm(ids[1]).unwrap());
+        let now = Instant::now();
+        let issued = two
+            .with_auth(|a| a.refresh(two.refresh_token(), now))
+            .unwrap();
+        let header = format!("Bearer {}", issued.access_token);
+        assert_eq!(s.check_access(Some(&header), Some(two), now), Ok(()));
+        assert_eq!(
+            s.check_access(Some(&header), Some(one), now),
+            Err(AccessError::OtherRealm)
+        );
+        assert_eq!(
+            s.check_access(Some(&header), None, now),
+            Err(AccessError::OtherRealm)
+        );
+        assert_eq!(
+            s.check_access(Some("Bearer nope"), Some(one), now),
+            Err(AccessError::Bearer(BearerError::Unknown))
+        );
+        assert_eq!(
+            s.check_access(None, Some(one), now),
+            Err(AccessError::Bearer(BearerError::Missing))
+        );
+        two.expire_access_tokens();
+        assert_eq!(
+            s.check_access(Some(&header), Some(one), Instant::now()),
+            Err(AccessError::Bearer(BearerError::Expired))
+        );
     }
 }

@@ -1125,6 +1125,8 @@ pub enum WriteError {
     Invalid(String),
     /// 400 code "500" Unsupported Operation.
     Unsupported,
+    /// 5020 Permission Denied: the company's edition lacks the entity's feature.
+    Unavailable,
 }
 
 /// What a v3 write produced.
@@ -1159,6 +1161,9 @@ impl Store {
         now: i64,
     ) -> Result<(String, WriteOutcome), WriteError> {
         let canonical = self.resolve(entity).ok_or(WriteError::Unsupported)?;
+        if self.unavailable(&canonical).is_some() {
+            return Err(WriteError::Unavailable);
+        }
         let name_list = EntityKind::new(&canonical).name_list;
         let Value::Object(body) = body else {
             return Err(WriteError::Invalid(

@@ -51,14 +51,14 @@ async fn bad_input_exits_2_with_advice_and_writes_nothing() {
             vec![
                 "backfill",
                 "--entity",
-                "vendors",
+                "vendors,vendorz",
                 "--from",
                 "2014-01-01",
                 "--to",
                 "2025-12-31",
             ],
             vec![],
-            "unknown entity 'vendors'",
+            "unknown entity 'vendorz': `qbo-pipeline entities` lists the 40 names",
         ),
         (
             vec![
@@ -255,7 +255,7 @@ async fn kill_9_mid_run_then_the_same_command_resumes() {
     with_sandbox(&mut c, &sb, &db);
     let out = c.args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_table_equals_sandbox(&pool, &sb, Entity::Invoice, full_window()).await;
+    assert_table_equals_sandbox(&pool, &sb, Entity::INVOICE, full_window()).await;
     let runs: Vec<(String, i32)> = sqlx::query_as(
         "SELECT r.status, coalesce(e.chunks_skipped, 0) FROM qbo_pipeline.runs r
          LEFT JOIN qbo_pipeline.run_entities e USING (run_id) ORDER BY run_id",
@@ -626,7 +626,8 @@ async fn demo_refuses_a_database_with_real_data_unless_yes() {
         "refusing to run the demo",
         "holds data that is not from the demo",
         "1 run of real pipelines",
-        "raw.qb_customers",
+        // The first tables with rows, by name (the sandbox has records of every entity).
+        "rows in raw.qb_accounts",
         "nothing was written",
         "new or empty database",
         "--yes",
@@ -721,11 +722,15 @@ async fn entities_lists_the_catalogue_as_the_contract_says() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), Entity::ALL.len());
+    assert_eq!(list.len(), 40);
     for (row, e) in list.iter().zip(Entity::ALL) {
         assert_eq!(row["name"], e.cli_name());
         assert_eq!(row["qbo_name"], e.qbo_name());
         assert_eq!(row["table"], e.table());
         assert!(row["cdc"].is_boolean());
+        assert_eq!(row["filterable"], e.spec().filterable);
+        assert_eq!(row["pipeline"], e.pipeline_name());
+        assert!(row["requires"].is_string());
         let kind = row["kind"].as_str().unwrap();
         assert!(
             ["name-list", "transaction", "singleton", "other"].contains(&kind),

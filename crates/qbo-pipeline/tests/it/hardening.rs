@@ -522,7 +522,7 @@ async fn a_refused_newest_token_falls_back_to_the_one_it_replaced() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
     let opts = options(
-        &[qbo_pipeline::entity::Entity::Item],
+        &[qbo_pipeline::entity::Entity::ITEM],
         window("2014-01-01", "2025-12-31"),
     );
     let first = backfill(&sb, &db, &fast_http(), &opts).await;
@@ -671,4 +671,108 @@ async fn connections_do_not_grow_with_the_entity_count() {
     eprintln!("peak connections with 3 entities at --concurrency 1: {peak}");
     assert!(peak >= 1, "the watcher saw the run");
     assert!(peak <= 1 + 4, "{peak} connections for --concurrency 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_record_without_an_inner_object_is_a_typed_error_naming_entity_and_page() {
+    let (out, _, _h, db) = run_hostile(
+        Mode::WrappedWithoutInner,
+        &["--entity", "recurring_transactions"],
+    )
+    .await;
+    assert_fails_with(
+        &out,
+        &[
+            "recurring_transactions, page 1",
+            "RecurringTransaction record wraps no object",
+        ],
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM raw.qb_recurring_transactions")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "the bad page is not written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_rate_missing_a_key_part_is_a_typed_error_naming_entity_and_page() {
+    let (out, ..) = run_hostile(
+        Mode::ExchangeRateMissingPart,
+        &["--entity", "exchange_rates"],
+    )
+    .await;
+    assert_fails_with(
+        &out,
+        &[
+            "exchange_rates, page 1",
+            "ExchangeRate record has no TargetCurrencyCode",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_the_company_lacks_is_skipped_with_a_note_and_the_run_succeeds() {
+    let (out, _, h, db) = run_hostile(
+        Mode::Unavailable("TaxPayment"),
+        &["--entity", "tax_payments"],
+    )
+    .await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("tax_payments skipped: the company does not offer TaxPayment"),
+        "{all}"
+    );
+    let pool = db.pool().await;
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM qbo_pipeline.runs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), error), ("succeeded", None));
+    let entities: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT entity, status, note FROM qbo_pipeline.run_entities ORDER BY entity",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(entities.len(), 2, "{entities:?}");
+    assert_eq!(
+        (entities[0].0.as_str(), entities[0].1.as_str()),
+        ("customers", "succeeded")
+    );
+    assert_eq!(
+        (entities[1].0.as_str(), entities[1].1.as_str()),
+        ("tax_payments", "skipped")
+    );
+    let note = entities[1].2.as_deref().unwrap_or_default();
+    assert!(
+        note.contains("invalid context declaration: TaxPayment"),
+        "{note}"
+    );
+    let rows: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM raw.qb_customers), (SELECT count(*) FROM raw.qb_tax_payments)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, (3, 0));
+    // `runs show` prints the note.
+    let dir = tempfile::tempdir().unwrap();
+    let shown = command(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .args(["runs", "show", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&shown.stdout)
+            .contains("skipped    the company does not offer TaxPayment"),
+        "{}",
+        text(&shown)
+    );
+    drop(h);
+
+    // The same answer for an entity every company has is a failure, not a skip.
+    let (out, ..) = run_hostile(Mode::Unavailable("Invoice"), &["--entity", "invoices"]).await;
+    assert_fails_with(&out, &["invalid context declaration: Invoice"]);
 }

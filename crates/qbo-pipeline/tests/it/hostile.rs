@@ -47,6 +47,17 @@ pub enum Mode {
     HostileTokens,
     /// The token endpoint redirects (307) to another host.
     TokenRedirect(String),
+    /// Honest answers in the entities' own shapes: ExchangeRate (no Id, keyed by currency
+    /// pair and date), RecurringTransaction (records wrapped by type) and CreditCardPayment
+    /// (answered under `CreditCardPaymentTxn`); customers as usual.
+    Shapes,
+    /// Queries of this entity answer the fault QBO gives an entity the company does not
+    /// offer (400, 4001 `invalid context declaration`); everything else is honest.
+    Unavailable(&'static str),
+    /// A RecurringTransaction page whose second record wraps no object.
+    WrappedWithoutInner,
+    /// An ExchangeRate page whose second record has no TargetCurrencyCode.
+    ExchangeRateMissingPart,
 }
 
 pub struct Hostile {
@@ -193,6 +204,76 @@ fn page(records: &[String]) -> String {
     )
 }
 
+/// The entity a query names (`... FROM Entity ...`).
+fn queried_entity(query: &str) -> String {
+    let mut words = query.split_whitespace();
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("FROM") {
+            return words.next().unwrap_or_default().to_string();
+        }
+    }
+    String::new()
+}
+
+fn meta(day: u32) -> String {
+    format!(
+        r#""MetaData":{{"CreateTime":"2020-01-01T00:00:00-08:00","LastUpdatedTime":"2020-01-{day:02}T10:00:00-08:00"}}"#
+    )
+}
+
+fn exchange_rate(source: &str, target: Option<&str>, day: u32) -> String {
+    let target = target
+        .map(|t| format!(r#""TargetCurrencyCode":"{t}","#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"SourceCurrencyCode":"{source}",{target}"Rate":1.0812,"AsOfDate":"2020-01-{day:02}","domain":"QBO","sparse":false,"SyncToken":"0",{}}}"#,
+        meta(day)
+    )
+}
+
+/// A recurring template: the transaction wrapped by its type.
+fn recurring(kind: &str, id: u32, day: u32) -> String {
+    format!(
+        r#"{{"{kind}":{{"Id":"{id}","SyncToken":"3","domain":"QBO","RecurringInfo":{{"Name":"Monthly {kind} {id}","RecurType":"Automated","Active":true}},"TotalAmt":100.00,{}}}}}"#,
+        meta(day)
+    )
+}
+
+/// The Shapes world: (entity, response key, records).
+pub fn shapes() -> Vec<(&'static str, &'static str, Vec<String>)> {
+    vec![
+        (
+            "ExchangeRate",
+            "ExchangeRate",
+            vec![
+                exchange_rate("EUR", Some("USD"), 2),
+                exchange_rate("GBP", Some("USD"), 2),
+            ],
+        ),
+        (
+            "RecurringTransaction",
+            "RecurringTransaction",
+            vec![recurring("Invoice", 7, 3), recurring("Bill", 8, 4)],
+        ),
+        (
+            "CreditCardPayment",
+            "CreditCardPaymentTxn",
+            vec![format!(
+                r#"{{"Id":"3","SyncToken":"0","Amount":50.00,"domain":"QBO",{}}}"#,
+                meta(3)
+            )],
+        ),
+    ]
+}
+
+fn keyed_page(key: &str, records: &[String]) -> String {
+    format!(
+        r#"{{"QueryResponse":{{"{key}":[{}],"startPosition":1,"maxResults":{}}},"time":"2026-01-01T00:00:00.000-08:00"}}"#,
+        records.join(","),
+        records.len()
+    )
+}
+
 fn honest_page() -> String {
     page(&[customer(1, 2, ""), customer(2, 3, ""), customer(3, 4, "")])
 }
@@ -209,7 +290,39 @@ async fn api(
     s.api_requests.fetch_add(1, Ordering::SeqCst);
     let query = params.get("query").cloned().unwrap_or_default();
     let is_count = query.contains("COUNT(*)");
+    let entity = queried_entity(&query);
     match &s.mode {
+        Mode::Unavailable(name) if entity.eq_ignore_ascii_case(name) => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!(
+                r#"{{"Fault":{{"Error":[{{"Message":"Invalid query","Detail":"QueryValidationError: invalid context declaration: {entity}","code":"4001"}}],"type":"ValidationFault"}},"time":"2026-01-01T00:00:00.000-08:00"}}"#
+            ),
+        )
+            .into_response(),
+        Mode::Shapes | Mode::WrappedWithoutInner | Mode::ExchangeRateMissingPart
+            if entity != "Customer" =>
+        {
+            let Some((_, key, mut records)) =
+                shapes().into_iter().find(|(e, _, _)| *e == entity)
+            else {
+                return json(r#"{"QueryResponse":{},"time":"2026-01-01T00:00:00.000-08:00"}"#.into());
+            };
+            match (&s.mode, entity.as_str()) {
+                (Mode::WrappedWithoutInner, "RecurringTransaction") => {
+                    records[1] = r#"{"Invoice":"7","status":"Active"}"#.into()
+                }
+                (Mode::ExchangeRateMissingPart, "ExchangeRate") => {
+                    records[1] = exchange_rate("GBP", None, 2)
+                }
+                _ => {}
+            }
+            if is_count {
+                json(count(records.len() as u64))
+            } else {
+                json(keyed_page(key, &records))
+            }
+        }
         Mode::HugeRetryAfter => (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "999999999")],
@@ -223,9 +336,13 @@ async fn api(
             Mode::Poison => 6,
             _ => 3,
         })),
-        Mode::HostileTokens | Mode::NoTotalCount | Mode::TokenRedirect(_) => {
-            json(honest_page())
-        }
+        Mode::HostileTokens
+        | Mode::NoTotalCount
+        | Mode::TokenRedirect(_)
+        | Mode::Shapes
+        | Mode::Unavailable(_)
+        | Mode::WrappedWithoutInner
+        | Mode::ExchangeRateMissingPart => json(honest_page()),
         Mode::BadTime => json(
             honest_page().replace("2020-01-03T10:00:00-08:00", "2020-01-03T10:00:00-0\u{e9}0"),
         ),

@@ -8,11 +8,11 @@ use qbo_pipeline::window::ChunkSize;
 async fn full_load_equals_the_sandbox_inactive_included() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
-    let opts = options(&Entity::ALL, full_window());
+    let opts = options(&GENERATED, full_window());
     let report = backfill(&sb, &db, &fast_http(), &opts).await;
     assert!(report.succeeded(), "{}", report.table());
     let pool = db.pool().await;
-    for entity in Entity::ALL {
+    for entity in GENERATED {
         assert_table_equals_sandbox(&pool, &sb, entity, full_window()).await;
     }
     let inactive: i64 = sqlx::query_scalar(
@@ -72,7 +72,7 @@ async fn payload_numbers_and_text_are_kept_exactly() {
         .date_naive()
         .to_string();
     let w = window(&day, &day);
-    let report = backfill(&sb, &db, &fast_http(), &options(&[Entity::Invoice], w)).await;
+    let report = backfill(&sb, &db, &fast_http(), &options(&[Entity::INVOICE], w)).await;
     assert!(report.succeeded(), "{}", report.table());
     let pool = db.pool().await;
     let (total, half, note): (String, String, String) = sqlx::query_as(
@@ -91,7 +91,7 @@ async fn payload_numbers_and_text_are_kept_exactly() {
 async fn rerunning_an_unchanged_window_rewrites_no_row() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
-    let mut opts = options(&Entity::ALL, full_window());
+    let mut opts = options(&GENERATED, full_window());
     opts.chunk = ChunkSize::Month;
     let first = backfill(&sb, &db, &fast_http(), &opts).await;
     assert!(first.succeeded());
@@ -164,7 +164,7 @@ async fn rerunning_an_unchanged_window_rewrites_no_row() {
     let customers = third
         .entities
         .iter()
-        .find(|e| e.entity == Entity::Customer)
+        .find(|e| e.entity == Entity::CUSTOMER)
         .unwrap();
     assert_eq!(
         customers.chunks_verified,
@@ -185,7 +185,7 @@ async fn rerunning_an_unchanged_window_rewrites_no_row() {
 async fn a_rerun_repairs_rows_removed_from_the_database_and_restart_reads_everything() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
-    let opts = options(&[Entity::Invoice], full_window());
+    let opts = options(&[Entity::INVOICE], full_window());
     let first = backfill(&sb, &db, &fast_http(), &opts).await;
     assert!(first.succeeded(), "{}", first.table());
     let pool = db.pool().await;
@@ -241,7 +241,7 @@ async fn an_older_version_never_overwrites_a_newer_one() {
         &pool,
         qbo_pipeline::checkpoint::JobKey {
             realm: "r1",
-            entity: Entity::Item,
+            entity: Entity::ITEM,
             window: w,
             size: ChunkSize::Year,
         },
@@ -258,7 +258,7 @@ async fn an_older_version_never_overwrites_a_newer_one() {
     };
     let target = PageTarget {
         realm: "r1",
-        entity: Entity::Item,
+        entity: Entity::ITEM,
         run_id: guard.run_id,
         job_id: job.job_id,
         chunk: &chunks[0],
@@ -271,7 +271,7 @@ async fn an_older_version_never_overwrites_a_newer_one() {
             write_page(
                 &pool,
                 &target,
-                parse_page(body.as_bytes(), Entity::Item).unwrap(),
+                parse_page(body.as_bytes(), Entity::ITEM).unwrap(),
                 Advance {
                     cursor: None,
                     done: false,
@@ -326,7 +326,7 @@ async fn an_older_version_never_overwrites_a_newer_one() {
 async fn auto_chunking_is_planned_from_the_count_once_and_kept_until_restart() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
-    let mut opts = options(&[Entity::Invoice], full_window());
+    let mut opts = options(&[Entity::INVOICE], full_window());
     opts.chunk = ChunkSize::Auto;
     // 900 invoices in pages of 3 = 300 pages: four chunks keep `concurrency` = 4 busy.
     opts.page_size = 3;
@@ -336,7 +336,7 @@ async fn auto_chunking_is_planned_from_the_count_once_and_kept_until_restart() {
     assert_eq!(e.expected, Some(900));
     assert_eq!(e.chunks_total, 4, "{}", first.table());
     let pool = db.pool().await;
-    assert_table_equals_sandbox(&pool, &sb, Entity::Invoice, full_window()).await;
+    assert_table_equals_sandbox(&pool, &sb, Entity::INVOICE, full_window()).await;
     let spans = |pool: sqlx::PgPool| async move {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT to_char(c.chunk_start AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
@@ -396,7 +396,7 @@ async fn auto_chunking_rereads_only_the_open_days_of_a_window_reaching_today() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
     let today = chrono::Utc::now().date_naive().to_string();
-    let mut opts = options(&[Entity::Invoice], window("2014-01-01", &today));
+    let mut opts = options(&[Entity::INVOICE], window("2014-01-01", &today));
     opts.chunk = ChunkSize::Auto;
     opts.page_size = 3;
     let first = backfill(&sb, &db, &fast_http(), &opts).await;

@@ -28,3 +28,7 @@ mod hostile;
 // Hostile answers, careless values, concurrent processes: clear errors, bounded memory and
 // time, nothing lost.
 mod hardening;
+// Companies as data: realm add/list/remove, --realm/--all-realms, one process per company.
+mod realms;
+// Every entity of the catalogue: each shape loads exactly, whole reads, re-runs, tables.
+mod entities;

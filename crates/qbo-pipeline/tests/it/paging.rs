@@ -41,16 +41,16 @@ async fn window_edges_are_whole_utc_days_both_ends_included() {
             .unwrap();
     }
     let w = window("2020-03-01", "2020-03-31");
-    let mut opts = options(&[Entity::Invoice], w);
+    let mut opts = options(&[Entity::INVOICE], w);
     opts.chunk = ChunkSize::Day;
     let report = backfill(&sb, &db, &fast_http(), &opts).await;
     assert!(report.succeeded(), "{}", report.table());
     let pool = db.pool().await;
-    let loaded = ids(&pool, Entity::Invoice).await;
+    let loaded = ids(&pool, Entity::INVOICE).await;
     for (id, at, inside) in &cases {
         assert_eq!(loaded.contains(id), *inside, "invoice {id} at {at}");
     }
-    assert_table_equals_sandbox(&pool, &sb, Entity::Invoice, w).await;
+    assert_table_equals_sandbox(&pool, &sb, Entity::INVOICE, w).await;
     let (start, end): (String, String) = sqlx::query_as(
         "SELECT extract_window_start_utc, extract_window_end_utc FROM raw.qb_invoices WHERE id = $1",
     )
@@ -82,13 +82,13 @@ async fn ties_at_page_boundaries_are_neither_lost_nor_duplicated() {
             .unwrap();
     }
     let w = window("2019-07-01", "2019-07-31");
-    let mut opts = options(&[Entity::Customer], w);
+    let mut opts = options(&[Entity::CUSTOMER], w);
     opts.page_size = 5;
     let report = backfill(&sb, &db, &fast_http(), &opts).await;
     assert!(report.succeeded(), "{}", report.table());
     let pool = db.pool().await;
-    assert_table_equals_sandbox(&pool, &sb, Entity::Customer, w).await;
-    assert!(ids(&pool, Entity::Customer).await.len() >= 17);
+    assert_table_equals_sandbox(&pool, &sb, Entity::CUSTOMER, w).await;
+    assert!(ids(&pool, Entity::CUSTOMER).await.len() >= 17);
 }
 
 #[tokio::test]
@@ -96,7 +96,7 @@ async fn edits_while_paging_lose_no_record_that_stays_in_the_window() {
     let sb = sandbox(small_company()).await;
     let db = TestDb::create().await;
     let w = full_window();
-    let before = sandbox_records(&sb, Entity::Invoice, w);
+    let before = sandbox_records(&sb, Entity::INVOICE, w);
     // Every page served moves 3 earlier records to "now" (2030: outside the window), which
     // shifts every later offset by 3 — an offset pager would skip records.
     sb.state()
@@ -104,7 +104,7 @@ async fn edits_while_paging_lose_no_record_that_stays_in_the_window() {
     let mut faults = sb.state().faults();
     faults.mutate_during_paging = 3;
     sb.state().set_faults(faults);
-    let mut opts = options(&[Entity::Invoice], w);
+    let mut opts = options(&[Entity::INVOICE], w);
     opts.page_size = 40;
     opts.chunk = ChunkSize::Whole;
     let report = backfill(&sb, &db, &fast_http(), &opts).await;
@@ -113,20 +113,20 @@ async fn edits_while_paging_lose_no_record_that_stays_in_the_window() {
     faults.mutate_during_paging = 0;
     sb.state().set_faults(faults);
 
-    let after = sandbox_records(&sb, Entity::Invoice, w);
+    let after = sandbox_records(&sb, Entity::INVOICE, w);
     let moved = before.len() - after.len();
     assert!(
         moved >= 30,
         "the sandbox moved records while paging ({moved})"
     );
     let pool = db.pool().await;
-    let loaded = ids(&pool, Entity::Invoice).await;
+    let loaded = ids(&pool, Entity::INVOICE).await;
     let missing: Vec<&String> = after.keys().filter(|id| !loaded.contains(*id)).collect();
     assert!(
         missing.is_empty(),
         "records that stayed in the window were lost: {missing:?}"
     );
-    for (id, record) in table_rows(&pool, Entity::Invoice).await {
+    for (id, record) in table_rows(&pool, Entity::INVOICE).await {
         if let Some(want) = after.get(&id) {
             assert_eq!(&record, want, "invoice {id}");
         }

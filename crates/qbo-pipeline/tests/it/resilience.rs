@@ -30,7 +30,7 @@ async fn survives_429_storms_5xx_dropped_connections_and_latency() {
         action: qbo_sandbox::FaultAction::Status(429),
     }];
     sb.state().set_faults(faults);
-    let report = backfill(&sb, &db, &fast_http(), &small_pages(&Entity::ALL)).await;
+    let report = backfill(&sb, &db, &fast_http(), &small_pages(&GENERATED)).await;
     assert!(report.succeeded(), "{}", report.table());
     let stats = sb.state().stats();
     assert!(stats.throttled_429 > 0, "the sandbox throttled: {stats:?}");
@@ -45,7 +45,7 @@ async fn survives_429_storms_5xx_dropped_connections_and_latency() {
     assert!(report.entities.iter().map(|e| e.retries).sum::<u64>() > 0);
     assert!(report.entities.iter().map(|e| e.throttled).sum::<u64>() > 0);
     let pool = db.pool().await;
-    for entity in Entity::ALL {
+    for entity in GENERATED {
         assert_table_equals_sandbox(&pool, &sb, entity, full_window()).await;
     }
 }
@@ -61,7 +61,7 @@ async fn client_limits_keep_the_sandbox_from_ever_answering_429() {
     let mut http = fast_http();
     http.requests_per_minute = 590;
     http.max_in_flight = 2;
-    let mut opts = small_pages(&Entity::ALL);
+    let mut opts = small_pages(&GENERATED);
     opts.concurrency = 8;
     let report = backfill(&sb, &db, &http, &opts).await;
     assert!(report.succeeded(), "{}", report.table());
@@ -91,7 +91,7 @@ async fn a_rejected_access_token_is_refreshed_mid_run() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let mut opts = small_pages(&[Entity::Invoice]);
+    let mut opts = small_pages(&[Entity::INVOICE]);
     opts.page_size = 50;
     let report = backfill(&sb, &db, &fast_http(), &opts).await;
     expirer.await.unwrap();
@@ -106,7 +106,7 @@ async fn a_rejected_access_token_is_refreshed_mid_run() {
         "{:?}",
         sb.state().stats()
     );
-    assert_table_equals_sandbox(&db.pool().await, &sb, Entity::Invoice, full_window()).await;
+    assert_table_equals_sandbox(&db.pool().await, &sb, Entity::INVOICE, full_window()).await;
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn rotated_refresh_tokens_survive_across_runs_started_with_the_same_seed()
     })
     .await;
     let db = TestDb::create().await;
-    let opts = options(&[Entity::Item], full_window());
+    let opts = options(&[Entity::ITEM], full_window());
     for run in 0..3 {
         let report = backfill(&sb, &db, &fast_http(), &opts).await;
         assert!(report.succeeded(), "run {run}: {}", report.table());
@@ -155,7 +155,7 @@ async fn invalid_grant_stops_the_run_with_advice_and_is_recorded() {
         &sb,
         &db,
         &fast_http(),
-        &options(&[Entity::Customer], full_window()),
+        &options(&[Entity::CUSTOMER], full_window()),
     )
     .await;
     assert!(!report.succeeded());

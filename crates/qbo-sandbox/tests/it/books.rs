@@ -654,3 +654,137 @@ async fn admin_edits_work_for_new_entities() {
     assert_eq!(world.count("SELECT COUNT(*) FROM ExchangeRate").await, 49);
     assert!(state.deactivate("Bill", "2").is_err());
 }
+
+/// `GET /v3/company/{realm}/{rest}` with `token`.
+async fn get_in(world: &World, realm: &str, token: &str, rest: &str) -> crate::support::Answer {
+    crate::support::answer(
+        world
+            .http
+            .get(world.api_in(realm, rest))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// `--realms 2`: the second company has the whole books (its own seed, the same sizes and
+/// features), counted through `/batch` for every entity, its own singletons at
+/// `companyinfo/{its realm}`; a batch item for an entity the company lacks answers 5020 for
+/// that item only.
+#[tokio::test]
+async fn a_second_company_serves_every_entity_and_batches_fault_per_item() {
+    let config = SandboxConfig {
+        realms: 2,
+        ..company()
+    };
+    let spec = config.realm_specs()[1].clone();
+    let sizes = qbo_sandbox::generate::Generator {
+        seed: spec.seed,
+        ..config.generator().unwrap()
+    };
+    let world = World::start(config).await;
+    let two = spec.realm_id.as_str();
+    let access = world.access_for(two).await;
+    for chunk in ENTITIES.chunks(20) {
+        let items: Vec<Value> = chunk
+            .iter()
+            .map(|def| {
+                serde_json::json!({
+                    "bId": def.qbo_name,
+                    "Query": format!(
+                        "SELECT COUNT(*) FROM {}{}",
+                        def.qbo_name,
+                        active_clause(def.kind)
+                    ),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "BatchItemRequest": items }).to_string();
+        let a = world.batch_in(two, &access, &body).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let answered = a.json()["BatchItemResponse"].as_array().unwrap().clone();
+        assert_eq!(answered.len(), chunk.len());
+        for (def, item) in chunk.iter().zip(&answered) {
+            assert_eq!(item["bId"], def.qbo_name);
+            let size = sizes.count(GenKind::from_name(def.qbo_name).unwrap());
+            assert!(size > 0, "{} has no records", def.qbo_name);
+            assert_eq!(
+                item["QueryResponse"]["totalCount"], size,
+                "{}: {item}",
+                def.qbo_name
+            );
+        }
+    }
+    // Its own books: Payment follows its own paid invoices, its vendors have other names.
+    let vendor = |realm: &str, token: &str| {
+        let (realm, token) = (realm.to_owned(), token.to_owned());
+        let world = &world;
+        async move {
+            get_in(world, &realm, &token, "vendor/1").await.json()["Vendor"]["DisplayName"].clone()
+        }
+    };
+    let one = world.sandbox.realm_id().to_owned();
+    assert_ne!(
+        vendor(&one, &world.access).await,
+        vendor(two, &access).await
+    );
+    // Its singletons, at its own realm id.
+    let info = get_in(&world, two, &access, &format!("companyinfo/{two}")).await;
+    assert_eq!(info.status, StatusCode::OK, "{}", info.body);
+    assert_eq!(info.json()["CompanyInfo"]["Id"], "1");
+    let prefs = get_in(&world, two, &access, "preferences").await;
+    assert_eq!(prefs.status, StatusCode::OK, "{}", prefs.body);
+    assert!(prefs.json()["Preferences"].is_object());
+
+    // The default features lack journal codes and tax payments: those items fault with 5020,
+    // alone, inside an HTTP 200; the other items are answered as usual.
+    let world = World::start(SandboxConfig {
+        realms: 2,
+        ..crate::support::small()
+    })
+    .await;
+    let two = world.sandbox.realm_ids()[1].to_owned();
+    let access = world.access_for(&two).await;
+    let body = serde_json::json!({ "BatchItemRequest": [
+        {"bId": "vendors", "Query": "SELECT COUNT(*) FROM Vendor WHERE Active IN (true, false)"},
+        {"bId": "codes", "Query": "SELECT * FROM JournalCode"},
+        {"bId": "taxes", "Query": "select count(*) from TaxPayment"},
+        {"bId": "new-code", "operation": "create", "JournalCode": {"Name": "VT"}},
+        {"bId": "invoices", "Query": "SELECT COUNT(*) FROM Invoice"},
+    ]})
+    .to_string();
+    let a = world.batch_in(&two, &access, &body).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let answered = a.json()["BatchItemResponse"].as_array().unwrap().clone();
+    let by_id: HashMap<&str, &Value> = answered
+        .iter()
+        .map(|item| (item["bId"].as_str().unwrap(), item))
+        .collect();
+    for id in ["codes", "taxes", "new-code"] {
+        let error = &by_id[id]["Fault"]["Error"][0];
+        assert_eq!(error["code"], "5020", "{id}: {}", by_id[id]);
+        assert_eq!(error["Message"], "Permission Denied Error", "{id}");
+        assert_eq!(by_id[id]["Fault"]["type"], "ValidationFault", "{id}");
+        assert!(by_id[id].get("QueryResponse").is_none(), "{id}");
+    }
+    assert_eq!(
+        by_id["vendors"]["QueryResponse"]["totalCount"],
+        world
+            .sandbox
+            .realm(&two)
+            .unwrap()
+            .count("Vendor", None, None)
+    );
+    assert_eq!(by_id["invoices"]["QueryResponse"]["totalCount"], 600);
+    assert_eq!(
+        world
+            .sandbox
+            .realm(&two)
+            .unwrap()
+            .count("JournalCode", None, None),
+        0,
+        "the refused create wrote nothing"
+    );
+}

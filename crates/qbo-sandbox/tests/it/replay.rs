@@ -282,3 +282,116 @@ async fn recorded_exchanges_replay_identically() {
     // exchanges.
     assert_eq!(replayed, 40, "every replayable exchange must be replayed");
 }
+
+/// The recorded batch (`batch/batch_create_delete_update_query.json`: create Vendor, delete a
+/// missing Invoice, stale SalesReceipt update, query) replayed against a sandbox holding the
+/// recording's SalesReceipts: the same status and Content-Type, the same envelope and item
+/// key order and `bId`s; the query item and the 610 fault byte for byte; the created Vendor
+/// and the 5010 fault in shape (QBO's create defaults, Ids and the editing user's name are not
+/// modelled).
+#[tokio::test]
+async fn recorded_batch_replays_in_shape() {
+    let file = fixtures().join("batch/batch_create_delete_update_query.json");
+    let recording: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let interaction = &recording["interactions"][0];
+    let expected = &interaction["response"]["body"];
+    // The recording's records: the SalesReceipts its query item returned.
+    let mut data = Map::new();
+    for item in expected["BatchItemResponse"].as_array().unwrap() {
+        for (entity, rows) in item["QueryResponse"].as_object().into_iter().flatten() {
+            if let Some(rows) = rows.as_array() {
+                data.insert(entity.clone(), Value::Array(rows.clone()));
+            }
+        }
+    }
+    assert_eq!(data["SalesReceipt"].as_array().unwrap().len(), 2);
+    let state = qbo_sandbox::SandboxState::from_data_text(
+        SandboxConfig::default(),
+        &Value::Object(data).to_string(),
+    )
+    .unwrap();
+    let world = World::with_state(state).await;
+    let realm = world.sandbox.realm_id().to_owned();
+    let request = &interaction["request"];
+    let got = answer(
+        world
+            .http
+            .post(format!(
+                "{}{}",
+                world.sandbox.base_url(),
+                request["path"].as_str().unwrap().replace("{realm}", &realm)
+            ))
+            .bearer_auth(&world.access)
+            .header(
+                "Content-Type",
+                request["headers"]["Content-Type"].as_str().unwrap(),
+            )
+            .header("Accept", "application/json")
+            .body(request["body"].as_str().unwrap().to_owned())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let response = &interaction["response"];
+    assert_eq!(
+        u64::from(got.status.as_u16()),
+        response["status"].as_u64().unwrap(),
+        "{}",
+        got.body
+    );
+    assert_eq!(
+        got.headers["content-type"],
+        response["headers"]["Content-Type"].as_str().unwrap()
+    );
+    assert!(got.headers.contains_key("intuit_tid"));
+    let body = got.json();
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(&body), keys(expected));
+    assert!(is_envelope_time(body["time"].as_str().unwrap()));
+    let (want, have) = (
+        expected["BatchItemResponse"].as_array().unwrap(),
+        body["BatchItemResponse"].as_array().unwrap(),
+    );
+    assert_eq!(have.len(), want.len());
+    for (w, h) in want.iter().zip(have) {
+        assert_eq!(keys(h), keys(w), "{h}");
+        assert_eq!(h["bId"], w["bId"]);
+        if let Some(fault) = w.get("Fault") {
+            assert_eq!(keys(&h["Fault"]), keys(fault));
+            assert_eq!(keys(&h["Fault"]["Error"][0]), keys(&fault["Error"][0]));
+            for field in ["Message", "code", "element"] {
+                assert_eq!(
+                    h["Fault"]["Error"][0][field], fault["Error"][0][field],
+                    "{field}"
+                );
+            }
+            assert_eq!(h["Fault"]["type"], fault["type"]);
+        }
+    }
+    // Byte for byte: the 610 fault and the query item.
+    assert_eq!(have[1].to_string(), want[1].to_string());
+    assert_eq!(have[3].to_string(), want[3].to_string());
+    // The created Vendor: what the sandbox writes matches QBO's, and QBO's system fields are
+    // there.
+    let (vendor, recorded) = (&have[0]["Vendor"], &want[0]["Vendor"]);
+    for field in [
+        "DisplayName",
+        "PrintOnCheckName",
+        "Active",
+        "domain",
+        "sparse",
+        "SyncToken",
+    ] {
+        assert_eq!(vendor[field], recorded[field], "{field}: {vendor}");
+    }
+    for field in ["Id", "MetaData"] {
+        assert!(vendor.get(field).is_some(), "{field}: {vendor}");
+    }
+    // And it exists now.
+    assert_eq!(world.state().all_records("Vendor").len(), 1);
+}

@@ -91,11 +91,74 @@ impl World {
     }
 
     pub fn api(&self, rest: &str) -> String {
-        format!(
-            "{}/v3/company/{}/{rest}",
-            self.sandbox.base_url(),
-            self.sandbox.realm_id()
+        self.api_in(self.sandbox.realm_id(), rest)
+    }
+
+    /// `{base}/v3/company/{realm}/{rest}`.
+    pub fn api_in(&self, realm: &str, rest: &str) -> String {
+        format!("{}/v3/company/{realm}/{rest}", self.sandbox.base_url())
+    }
+
+    /// `{base}/admin/{rest}`.
+    #[allow(dead_code)]
+    pub fn admin(&self, rest: &str) -> String {
+        format!("{}/admin/{rest}", self.sandbox.base_url())
+    }
+
+    /// A fresh access token for `realm` (refreshing its first refresh token).
+    #[allow(dead_code)]
+    pub async fn access_for(&self, realm: &str) -> String {
+        let first = self
+            .sandbox
+            .refresh_token_of(realm)
+            .unwrap_or_else(|| panic!("no realm {realm}"));
+        let token = refresh(&self.http, &self.sandbox, first).await;
+        assert_eq!(token.status, StatusCode::OK, "{}", token.body);
+        token.json()["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// `GET /v3/company/{realm}/query?query=q` with `token`.
+    #[allow(dead_code)]
+    pub async fn query_in(&self, realm: &str, token: &str, q: &str) -> Answer {
+        answer(
+            self.http
+                .get(self.api_in(realm, "query"))
+                .query(&[("query", q), ("minorversion", "75")])
+                .bearer_auth(token)
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .expect("send"),
         )
+        .await
+    }
+
+    /// `POST /v3/company/{realm}/batch` with `body` and `token`.
+    #[allow(dead_code)]
+    pub async fn batch_in(&self, realm: &str, token: &str, body: &str) -> Answer {
+        answer(
+            self.http
+                .post(self.api_in(realm, "batch"))
+                .query(&[("minorversion", "75")])
+                .bearer_auth(token)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
+    }
+
+    /// A batch in realm 1 with the world's token.
+    #[allow(dead_code)]
+    pub async fn batch(&self, body: &str) -> Answer {
+        self.batch_in(self.sandbox.realm_id(), &self.access, body)
+            .await
     }
 
     pub async fn get(&self, rest: &str) -> Answer {

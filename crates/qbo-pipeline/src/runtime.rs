@@ -1,0 +1,148 @@
+//! The process's runtime, built once and shared by the commands and the scheduler: the
+//! database pool (migrations checked once), the Intuit app's settings, one authorised client
+//! (token refresher + rate limiter + in-flight cap) per realm, made on first use and kept,
+//! and the stop signal every wait races.
+//!
+//! Data flows config → runtime (realms, clients) → engine: a command resolves its realms
+//! here ([`Runtime::realms`]), then runs [`Runtime::engine`] for each.
+
+use crate::app::{UsageError, open_database};
+use crate::auth::Authorizer;
+use crate::backfill::{Engine, StopSignal};
+use crate::client::{QboClient, http_client, token_http_client};
+use crate::config::{DbSettings, HttpSettings, QboApp, RealmId};
+use crate::realm::{self, Selection};
+use anyhow::Context;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Everything a process builds once.
+pub struct Runtime {
+    pool: PgPool,
+    db: DbSettings,
+    app: QboApp,
+    http: HttpSettings,
+    api_client: reqwest::Client,
+    token_client: reqwest::Client,
+    clients: Mutex<HashMap<RealmId, Arc<QboClient>>>,
+    stop: StopSignal,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("db", &self.db.display())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Connects (an unreachable database is a usage error), migrates, and registers the
+    /// environment's realm.
+    pub async fn open(
+        db: &DbSettings,
+        app: QboApp,
+        http: HttpSettings,
+        max_connections: u32,
+        stop: StopSignal,
+    ) -> anyhow::Result<Runtime> {
+        let api_client = http_client(&http).context("building the HTTP client")?;
+        let token_client = token_http_client(&http).context("building the HTTP client")?;
+        let pool = open_database(db, max_connections).await?;
+        realm::register_env(&pool, app.env_realm.as_ref()).await?;
+        Ok(Runtime {
+            pool,
+            db: db.clone(),
+            app,
+            http,
+            api_client,
+            token_client,
+            clients: Mutex::new(HashMap::new()),
+            stop,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn db(&self) -> &DbSettings {
+        &self.db
+    }
+
+    pub fn app(&self) -> &QboApp {
+        &self.app
+    }
+
+    pub fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    pub fn stop(&self) -> &StopSignal {
+        &self.stop
+    }
+
+    /// The realms a command works on; a realm that is not registered, or has no token, is
+    /// a usage error (exit 2) found before anything is written.
+    pub async fn realms(&self, selection: &Selection) -> anyhow::Result<Vec<RealmId>> {
+        match realm::resolve(&self.pool, selection, self.app.env_realm.as_ref()).await? {
+            Ok(realms) => Ok(realms),
+            Err(problems) => Err(usage(problems)),
+        }
+    }
+
+    /// The realm's authorised client: one per realm per process, so its token refresher and
+    /// its limits are shared by everything the process runs for that company.
+    pub fn client(&self, realm: &RealmId) -> anyhow::Result<Arc<QboClient>> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(realm) {
+            return Ok(c.clone());
+        }
+        let settings = self.app.realm(realm);
+        let auth = Arc::new(Authorizer::new(
+            self.token_client.clone(),
+            settings.clone(),
+            self.pool.clone(),
+        ));
+        let client = Arc::new(
+            QboClient::new(
+                self.api_client.clone(),
+                &settings.api_base,
+                realm,
+                auth,
+                self.http.clone(),
+            )
+            .context("building the QBO API URL")?,
+        );
+        clients.insert(realm.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// The engine for one realm.
+    pub fn engine(&self, realm: &RealmId) -> anyhow::Result<Engine> {
+        Ok(Engine {
+            pool: self.pool.clone(),
+            client: self.client(realm)?,
+            realm: realm.as_str().to_string(),
+        })
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+/// Problems as one usage error (exit 2).
+pub fn usage(problems: Vec<String>) -> anyhow::Error {
+    if problems.len() == 1 {
+        UsageError(problems.into_iter().next().unwrap_or_default()).into()
+    } else {
+        let mut text = format!("{} problems:", problems.len());
+        for p in problems {
+            text.push_str("\n  - ");
+            text.push_str(&p);
+        }
+        UsageError(text).into()
+    }
+}
