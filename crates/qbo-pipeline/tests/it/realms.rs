@@ -391,3 +391,158 @@ async fn a_company_is_worked_by_one_process_at_a_time() {
         .unwrap();
     assert!(text(&out).contains("1 fired"), "{}", text(&out));
 }
+
+/// Registers every company of a multi-company sandbox with `realm add`.
+fn add_all(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &std::path::Path) {
+    for id in sb.realm_ids() {
+        let mut c = command(dir);
+        app_only(&mut c, sb, db);
+        c.args(["realm", "add", "--realm-id", id]);
+        let out = with_stdin(c, sb.refresh_token_of(id).unwrap());
+        assert_eq!(out.status.code(), Some(0), "{id}: {}", text(&out));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_companies_in_one_database_never_cross_talk() {
+    let sb = sandbox(qbo_sandbox::SandboxConfig {
+        realms: 2,
+        ..small_company()
+    })
+    .await;
+    let ids: Vec<String> = sb.realm_ids().iter().map(|s| s.to_string()).collect();
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    add_all(&sb, &db, dir.path());
+
+    // One command back-fills both companies.
+    let mut c = command(dir.path());
+    app_only(&mut c, &sb, &db);
+    let out = c
+        .args([
+            "backfill",
+            "--entity",
+            "customers,invoices",
+            "--all-realms",
+            "--no-progress",
+            "--json",
+        ])
+        .args(WINDOW)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reports.as_array().map(Vec::len), Some(2), "{reports}");
+    let pool = db.pool().await;
+    for id in &ids {
+        let realm = sb.realm(id).unwrap();
+        for (entity, table) in [("Customer", "qb_customers"), ("Invoice", "qb_invoices")] {
+            let want: std::collections::BTreeMap<String, serde_json::Value> = realm
+                .all_records(entity)
+                .into_iter()
+                .map(|r| (r["Id"].as_str().unwrap().to_string(), r))
+                .collect();
+            let got: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT id, payload::text FROM raw.{table} WHERE realm_id = $1"
+            )))
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert_eq!(got.len(), want.len(), "{id} {entity}");
+            for (rid, payload) in got {
+                let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+                assert_eq!(Some(&payload), want.get(&rid), "{id} {entity} {rid}");
+            }
+        }
+        // Each company's own token chain was used and rotated.
+        let rotations: i32 = sqlx::query_scalar(
+            "SELECT rotations FROM qbo_pipeline.oauth_tokens WHERE realm_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(rotations >= 1, "{id}: {rotations}");
+    }
+    // The two companies' books differ (own data), so equal rows above prove no cross-talk.
+    assert_ne!(
+        sb.realm(&ids[0]).unwrap().all_records("Customer")[0],
+        sb.realm(&ids[1]).unwrap().all_records("Customer")[0]
+    );
+
+    // Validation per company passes for both.
+    let mut c = command(dir.path());
+    app_only(&mut c, &sb, &db);
+    let out = c
+        .args(["validate", "--entity", "customers,invoices", "--all-realms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &ids {
+        assert!(
+            text(&out).contains(&format!("realm {id}:")),
+            "{}",
+            text(&out)
+        );
+    }
+
+    // A trigger of the second company, fired by a scheduler that serves every registered
+    // company, runs against that company only.
+    let mut c = command(dir.path());
+    app_only(&mut c, &sb, &db);
+    let out = c
+        .args([
+            "trigger",
+            "create",
+            "--name",
+            "second-items",
+            "--realm",
+            &ids[1],
+            "--pipeline",
+            "qb_items_backfill",
+            "--once-at",
+            "2020-01-01T00:00:00Z",
+            "--var",
+            "fecha_inicio=2014-01-01",
+            "--var",
+            "fecha_fin=2025-12-31",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let first_queries = sb.state().stats_of(&ids[0]).unwrap().requests_total;
+    let mut c = command(dir.path());
+    app_only(&mut c, &sb, &db);
+    let out = c
+        .args(["scheduler", "--exit-when-idle", "--no-progress"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("1 fired"), "{}", text(&out));
+    let items: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT realm_id, count(*) FROM raw.qb_items GROUP BY realm_id ORDER BY realm_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        items,
+        vec![(
+            ids[1].clone(),
+            sb.realm(&ids[1]).unwrap().all_records("Item").len() as i64
+        )]
+    );
+    assert_eq!(
+        sb.state().stats_of(&ids[0]).unwrap().requests_total,
+        first_queries,
+        "the first company got no request from the second's trigger"
+    );
+    let run_realm: String = sqlx::query_scalar(
+        "SELECT realm_id FROM qbo_pipeline.runs WHERE trigger_name = 'second-items'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(run_realm, ids[1]);
+}
