@@ -78,6 +78,51 @@ pub enum Feature {
     BillableExpenses,
 }
 
+impl Feature {
+    /// Every feature a company can lack (not [`Feature::Always`]).
+    pub const OPTIONAL: [Feature; 8] = [
+        Feature::MultiCurrency,
+        Feature::Inventory,
+        Feature::Tracking,
+        Feature::Budgets,
+        Feature::Recurring,
+        Feature::JournalCodes,
+        Feature::TaxPayments,
+        Feature::BillableExpenses,
+    ];
+
+    /// The kebab-case name (as serialised): `multi-currency`, `journal-codes`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Always => "always",
+            Feature::MultiCurrency => "multi-currency",
+            Feature::Inventory => "inventory",
+            Feature::Tracking => "tracking",
+            Feature::Budgets => "budgets",
+            Feature::Recurring => "recurring",
+            Feature::JournalCodes => "journal-codes",
+            Feature::TaxPayments => "tax-payments",
+            Feature::BillableExpenses => "billable-expenses",
+        }
+    }
+
+    /// The feature named `text` (kebab-case, ignoring ASCII case, `_` or no separator
+    /// accepted: `multicurrency`, `multi_currency`).
+    pub fn parse(text: &str) -> Option<Feature> {
+        let squash = |s: &str| -> String {
+            s.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .map(|c| c.to_ascii_lowercase())
+                .collect()
+        };
+        let want = squash(text);
+        Feature::OPTIONAL
+            .into_iter()
+            .chain([Feature::Always])
+            .find(|f| squash(f.as_str()) == want)
+    }
+}
+
 /// Everything both sides know about one entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntityDef {
@@ -291,6 +336,23 @@ mod tests {
             assert!(!by_qbo_name(name).unwrap().cdc, "{name}");
         }
         assert!(cdc_covered().any(|n| n == "Invoice"));
+    }
+
+    #[test]
+    fn features_parse_in_any_spelling() {
+        for f in Feature::OPTIONAL {
+            assert_eq!(Feature::parse(f.as_str()), Some(f));
+            assert_eq!(
+                serde_json::to_value(f).unwrap(),
+                serde_json::json!(f.as_str())
+            );
+        }
+        assert_eq!(
+            Feature::parse("MultiCurrency"),
+            Some(Feature::MultiCurrency)
+        );
+        assert_eq!(Feature::parse("journal_codes"), Some(Feature::JournalCodes));
+        assert_eq!(Feature::parse("payroll"), None);
     }
 
     #[test]

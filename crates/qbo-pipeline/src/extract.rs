@@ -158,8 +158,10 @@ pub struct Unavailable {
 /// entity" (skip it) rather than a failure (`docs/qbo-behaviour.md` §11). Only entities that
 /// need a feature can be unavailable: the same answer for Invoice is a failure. Recognised:
 /// a 4001 validation fault naming the entity unknown (`invalid context declaration`,
-/// `Metadata not found for Entity`), and a fault saying the feature is not enabled or not
-/// supported. The exact fault for each missing feature is not documented (uncertain).
+/// `Metadata not found for Entity`), a 5020 Permission Denied (Intuit's code for "a feature
+/// your product is not entitled to"; what the sandbox answers), and a fault saying the
+/// feature is not enabled or not supported. The exact fault for each missing feature is not
+/// documented (uncertain).
 pub fn unavailable(entity: Entity, err: &crate::client::QboError) -> Option<Unavailable> {
     let crate::client::QboError::Fault {
         status,
@@ -180,6 +182,7 @@ pub fn unavailable(entity: Entity, err: &crate::client::QboError) -> Option<Unav
     let unknown_entity = code.as_deref() == Some("4001")
         && (text.contains("invalid context declaration")
             || text.contains("metadata not found for entity"));
+    let not_entitled = code.as_deref() == Some("5020");
     let feature_off = text.contains("feature")
         && [
             "not enabled",
@@ -190,7 +193,7 @@ pub fn unavailable(entity: Entity, err: &crate::client::QboError) -> Option<Unav
         ]
         .iter()
         .any(|w| text.contains(w));
-    (unknown_entity || feature_off).then(|| Unavailable {
+    (unknown_entity || not_entitled || feature_off).then(|| Unavailable {
         reason: format!(
             "the company does not offer {} (it needs {}): {}",
             entity.qbo_name(),
@@ -817,6 +820,16 @@ mod tests {
         );
         let u = unavailable(by("CompanyCurrency"), &off).unwrap();
         assert!(u.reason.contains("multi-currency"), "{}", u.reason);
+        // QBO's (and the sandbox's) 5020 for a feature the company is not entitled to.
+        let denied = fault(
+            400,
+            "5020",
+            "Permission Denied Error",
+            "Permission Denied Error : You do not have the access rights to use this feature.",
+        );
+        let u = unavailable(by("JournalCode"), &denied).unwrap();
+        assert!(u.reason.contains("journal-codes"), "{}", u.reason);
+        assert!(unavailable(Entity::INVOICE, &denied).is_none());
         for other in [
             fault(
                 400,

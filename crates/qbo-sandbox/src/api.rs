@@ -188,6 +188,11 @@ pub async fn evaluate_query(realm: &Arc<Realm>, text: &str) -> Evaluated {
                 "ValidationFault",
             );
         }
+        Err(QueryError::Unavailable(_)) => {
+            let mut member = String::with_capacity(256);
+            respond::push_permission_denied_member(&mut member);
+            return Evaluated::Fault(StatusCode::BAD_REQUEST, member);
+        }
         Ok(QueryOutcome::Count(n)) => {
             return Evaluated::Ok(format!("\"QueryResponse\":{{\"totalCount\":{n}}}"));
         }
@@ -227,7 +232,7 @@ fn push_page_member(out: &mut String, generator: &crate::generate::Generator, pa
         out.push('}');
         return;
     }
-    push_json_str(out, &page.entity);
+    push_json_str(out, crate::catalog::response_key(&page.entity));
     out.push_str(":[");
     for (i, row) in page.rows.iter().enumerate() {
         if i > 0 {
@@ -300,7 +305,15 @@ pub async fn read(
             );
             return respond::json(StatusCode::BAD_REQUEST, JSON_FAULT, body);
         }
-        let numeric = id.parse::<u64>().ok();
+        if store.unavailable(&canonical).is_some() {
+            return respond::permission_denied(time);
+        }
+        // Singletons are read at `/{entity}/{realm}` (their Id is "1").
+        let numeric = if crate::catalog::is_singleton(&canonical) && id == realm.id() {
+            Some(1)
+        } else {
+            id.parse::<u64>().ok()
+        };
         numeric
             .and_then(|n| store.read(&canonical, n))
             .map(|(generated, row)| (canonical, generated, row, store.generator().clone()))
@@ -318,7 +331,7 @@ pub async fn read(
     realm.note_records(1);
     let mut out = String::with_capacity(4096);
     out.push('{');
-    push_json_str(&mut out, &canonical);
+    push_json_str(&mut out, crate::catalog::response_key(&canonical));
     out.push(':');
     Store::render_into(&generator, generated, &row, &mut out);
     out.push_str(",\"time\":\"");
@@ -352,13 +365,20 @@ fn write_fault(
             "2010",
             None,
         ),
+        WriteError::Unavailable => (
+            "Permission Denied Error",
+            "Permission Denied Error : You do not have the access rights to use this feature."
+                .to_owned(),
+            "5020",
+            Some(""),
+        ),
         WriteError::Unsupported => return None,
     })
 }
 
 /// `"<Entity>":{...}` for a write's outcome.
 fn push_write_member(out: &mut String, canonical: &str, outcome: &WriteOutcome) {
-    push_json_str(out, canonical);
+    push_json_str(out, crate::catalog::response_key(canonical));
     out.push(':');
     match outcome {
         WriteOutcome::Record(value) => out.push_str(&value.to_string()),
@@ -416,6 +436,27 @@ pub async fn write(
     out.push_str(&pacific_millis(time));
     out.push_str("\"}");
     respond::json(StatusCode::OK, JSON_OK, out)
+}
+
+/// `GET /v3/company/{realm}/{entity}`: the singletons (`/preferences`; `/companyinfo`) are
+/// read this way; any other entity is QBO's Unsupported Operation.
+pub async fn read_singleton(
+    State(state): State<Arc<SandboxState>>,
+    Path((realm, entity)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let company = company!(state, realm);
+    let singleton = company
+        .store()
+        .resolve(&entity)
+        .filter(|c| crate::catalog::is_singleton(c));
+    match singleton {
+        Some(canonical) => {
+            let uri = OriginalUri(uri);
+            read(State(state), Path((realm, canonical, "1".to_owned())), uri).await
+        }
+        None => unsupported_operation(uri.path(), company.now()),
+    }
 }
 
 /// Any other `/v3/company/{realm}/...` path.
@@ -489,6 +530,9 @@ pub async fn cdc(
                     time,
                 );
             }
+            if store.unavailable(&canonical).is_some() {
+                return respond::permission_denied(time);
+            }
             names.push(canonical);
         }
         if names.is_empty() {
@@ -526,7 +570,7 @@ fn cdc_body(
             continue;
         }
         out.push('{');
-        push_json_str(&mut out, entity);
+        push_json_str(&mut out, crate::catalog::response_key(entity));
         out.push_str(":[");
         for (j, row) in rows.iter().enumerate() {
             if j > 0 {
@@ -743,12 +787,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn generator() -> Generator {
-        Generator {
-            seed: 1,
-            customers: 3,
-            items: 3,
-            invoices: 3,
-        }
+        Generator::new(1, 3, 3, 3)
     }
 
     #[test]

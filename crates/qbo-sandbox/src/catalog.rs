@@ -325,6 +325,8 @@ pub struct EntityKind {
     pub name: String,
     /// Has `Active`; queries default to `Active = true`.
     pub name_list: bool,
+    /// Records have no `Id` (ExchangeRate): the store keys them by position.
+    pub keyless: bool,
 }
 
 impl EntityKind {
@@ -333,6 +335,8 @@ impl EntityKind {
         EntityKind {
             name: name.to_owned(),
             name_list: NAME_LISTS.contains(&name),
+            keyless: qbo_entities::by_qbo_name(name)
+                .is_some_and(|e| matches!(e.key, qbo_entities::KeyShape::Composite(_))),
         }
     }
 
@@ -341,7 +345,7 @@ impl EntityKind {
             "Customer" | "Item" | "Account" | "Class" | "Department" => {
                 DefaultOrder::Field("FullyQualifiedName")
             }
-            "Vendor" | "Employee" => DefaultOrder::Field("DisplayName"),
+            "Vendor" | "Employee" | "TaxAgency" => DefaultOrder::Field("DisplayName"),
             _ if self.name_list => DefaultOrder::Field("Name"),
             _ => DefaultOrder::LastUpdatedDesc,
         }
@@ -373,6 +377,20 @@ impl EntityKind {
     }
 }
 
+/// The key QBO answers `canonical`'s records under (`CreditCardPaymentTxn` for
+/// CreditCardPayment, per the API reference; otherwise the name itself).
+pub fn response_key(canonical: &str) -> &str {
+    qbo_entities::by_qbo_name(canonical)
+        .filter(|e| e.qbo_name == canonical)
+        .map_or(canonical, |e| e.response_key)
+}
+
+/// Whether `canonical` is one record per company, read at `/{entity}/{realm}` or `/{entity}`.
+pub fn is_singleton(canonical: &str) -> bool {
+    qbo_entities::by_qbo_name(canonical)
+        .is_some_and(|e| e.qbo_name == canonical && e.kind == qbo_entities::Kind::Singleton)
+}
+
 /// The canonical spelling of a known entity name, ignoring ASCII case.
 pub fn canonical_known(name: &str) -> Option<&'static str> {
     QUERYABLE
@@ -380,6 +398,12 @@ pub fn canonical_known(name: &str) -> Option<&'static str> {
         .chain(NAME_LISTS.iter())
         .find(|known| known.eq_ignore_ascii_case(name))
         .copied()
+        .or_else(|| {
+            qbo_entities::ENTITIES
+                .iter()
+                .find(|e| e.qbo_name.eq_ignore_ascii_case(name))
+                .map(|e| e.qbo_name)
+        })
 }
 
 #[cfg(test)]

@@ -40,6 +40,21 @@ pub struct SandboxArgs {
     pub invoices: u64,
     #[arg(long, default_value_t = 100)]
     pub items: u64,
+    /// Record count of one entity, `ENTITY=N` (repeatable; QBO names in any case):
+    /// `--count Vendor=12 --count Bill=0`. Unnamed entities get the defaults (small fixed
+    /// lists; transactions scaled from --invoices). Payment and BillPayment follow the paid
+    /// invoices and bills.
+    #[arg(long = "count", value_name = "ENTITY=N", value_parser = parse_count)]
+    pub counts: Vec<(String, u64)>,
+    /// Turn a company feature on (repeatable): multi-currency, inventory, tracking, budgets,
+    /// recurring, journal-codes, tax-payments, billable-expenses. The default company has all
+    /// but journal-codes and tax-payments.
+    #[arg(long = "feature", value_name = "FEATURE", value_parser = parse_feature)]
+    pub features_on: Vec<qbo_entities::Feature>,
+    /// Turn a company feature off (repeatable); its entities then answer QBO's 5020
+    /// Permission Denied fault.
+    #[arg(long = "no-feature", value_name = "FEATURE", value_parser = parse_feature)]
+    pub features_off: Vec<qbo_entities::Feature>,
     /// Load records from this JSON file (`{"Customer":[...],...}`) instead of generating.
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -95,6 +110,32 @@ pub struct SandboxArgs {
     /// Send `Retry-After` with 429s.
     #[arg(long)]
     pub retry_after_secs: Option<u64>,
+}
+
+/// `ENTITY=N`.
+fn parse_count(text: &str) -> Result<(String, u64), String> {
+    let (name, n) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected ENTITY=N, got {text:?}"))?;
+    let entity = qbo_entities::by_qbo_name(name.trim())
+        .ok_or_else(|| format!("unknown entity {:?}", name.trim()))?;
+    let n = n
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{text:?}: N must be a whole number"))?;
+    Ok((entity.qbo_name.to_owned(), n))
+}
+
+fn parse_feature(text: &str) -> Result<qbo_entities::Feature, String> {
+    qbo_entities::Feature::parse(text)
+        .filter(|f| *f != qbo_entities::Feature::Always)
+        .ok_or_else(|| {
+            let names: Vec<&str> = qbo_entities::Feature::OPTIONAL
+                .iter()
+                .map(|f| f.as_str())
+                .collect();
+            format!("unknown feature {text:?} (one of {})", names.join(", "))
+        })
 }
 
 /// `--listen` names an address other machines may reach, and `--allow-remote` was not given.
@@ -218,11 +259,18 @@ impl SandboxArgs {
     /// The validated config these options describe.
     pub fn to_config(&self) -> anyhow::Result<SandboxConfig> {
         let defaults = SandboxConfig::default();
+        let mut features = defaults.features.clone();
+        features.extend(self.features_on.iter().copied());
+        for f in &self.features_off {
+            features.remove(f);
+        }
         let config = SandboxConfig {
             seed: self.seed,
             customers: self.customers,
             invoices: self.invoices,
             items: self.items,
+            counts: self.counts.iter().cloned().collect(),
+            features,
             data_file: self.data.clone(),
             realm_id: self.realm_id.clone().unwrap_or(defaults.realm_id.clone()),
             client_id: self.client_id.clone().unwrap_or(defaults.client_id.clone()),
@@ -343,6 +391,40 @@ mod tests {
         assert_eq!(config.faults.latency, Duration::from_millis(20));
         assert_eq!(config.cdc_horizon, None);
         assert_eq!(config.access_token_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn counts_and_features_become_a_config() {
+        let config = args(&[
+            "--count",
+            "vendor=7",
+            "--count",
+            "Bill=0",
+            "--feature",
+            "journal-codes",
+            "--no-feature",
+            "multicurrency",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(config.counts.get("Vendor"), Some(&7));
+        assert_eq!(config.counts.get("Bill"), Some(&0));
+        assert!(
+            config
+                .features
+                .contains(&qbo_entities::Feature::JournalCodes)
+        );
+        assert!(
+            !config
+                .features
+                .contains(&qbo_entities::Feature::MultiCurrency)
+        );
+        let cli = Cli::try_parse_from(["x", "--count", "Vendr=3"]);
+        assert!(cli.is_err());
+        let cli = Cli::try_parse_from(["x", "--feature", "payroll"]);
+        assert!(cli.is_err());
+        let refused = args(&["--count", "Payment=5"]).to_config();
+        assert!(refused.is_err());
     }
 
     fn args(flags: &[&str]) -> SandboxArgs {

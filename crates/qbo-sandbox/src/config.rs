@@ -10,11 +10,13 @@
 //! In: values from the CLI ([`crate::cli`]) or from tests. Out: a validated config consumed by
 //! [`crate::state::SandboxState::new`]. `Debug` never prints the client secret or tokens.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use qbo_entities::Feature;
 use serde::{Deserialize, Serialize};
 
 /// The sandbox company's fixed credentials (sandbox values, not secrets).
@@ -31,6 +33,13 @@ pub struct SandboxConfig {
     pub customers: u64,
     pub invoices: u64,
     pub items: u64,
+    /// Record counts of other entities by QBO name (`{"Vendor": 12, "Bill": 0}`); unnamed
+    /// ones get the defaults of `crate::books` (fixed small lists, transactions scaled from
+    /// `invoices`). `Customer`/`Item`/`Invoice` here override the fields above.
+    pub counts: BTreeMap<String, u64>,
+    /// The company's features ([`default_features`]: a US Plus company with multicurrency);
+    /// entities that need a missing one answer QBO's permission fault (5020).
+    pub features: BTreeSet<Feature>,
     /// Load records from this JSON file (`{"Customer":[...],...}`) instead of generating.
     pub data_file: Option<PathBuf>,
     pub realm_id: String,
@@ -109,6 +118,8 @@ impl Default for SandboxConfig {
             customers: 200,
             invoices: 2000,
             items: 100,
+            counts: BTreeMap::new(),
+            features: default_features(),
             data_file: None,
             realm_id: DEFAULT_REALM_ID.to_owned(),
             client_id: DEFAULT_CLIENT_ID.to_owned(),
@@ -135,6 +146,8 @@ impl fmt::Debug for SandboxConfig {
             .field("customers", &self.customers)
             .field("invoices", &self.invoices)
             .field("items", &self.items)
+            .field("counts", &self.counts)
+            .field("features", &self.features)
             .field("data_file", &self.data_file)
             .field("realm_id", &self.realm_id)
             .field("client_id", &self.client_id)
@@ -172,9 +185,64 @@ pub enum ConfigError {
     Realms(u32),
     #[error("batch_max_items must be at least 1")]
     BatchMax,
+    #[error("{0}")]
+    Counts(String),
+}
+
+/// A US QuickBooks Online Plus company with multicurrency turned on: every feature but
+/// journal codes (French companies) and tax payments (companies outside the US).
+pub fn default_features() -> BTreeSet<Feature> {
+    Feature::OPTIONAL
+        .into_iter()
+        .filter(|f| !matches!(f, Feature::JournalCodes | Feature::TaxPayments))
+        .collect()
 }
 
 impl SandboxConfig {
+    /// Customers, items and invoices, `counts` overriding the fields.
+    pub fn base_counts(&self) -> (u64, u64, u64) {
+        let get = |name: &str, field: u64| {
+            self.counts
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map_or(field, |(_, n)| *n)
+        };
+        (
+            get("Customer", self.customers),
+            get("Item", self.items),
+            get("Invoice", self.invoices),
+        )
+    }
+
+    /// Every generated entity's size (see [`crate::books::resolve_sizes`]).
+    pub fn sizes(&self) -> Result<[u64; 40], ConfigError> {
+        let (customers, items, invoices) = self.base_counts();
+        let mut counts = BTreeMap::new();
+        for (name, n) in &self.counts {
+            let canonical = qbo_entities::by_qbo_name(name)
+                .map(|e| e.qbo_name.to_owned())
+                .ok_or_else(|| {
+                    ConfigError::Counts(format!("--count {name}={n}: no such entity"))
+                })?;
+            counts.insert(canonical, *n);
+        }
+        crate::books::resolve_sizes(customers, items, invoices, &counts, &self.features)
+            .map_err(ConfigError::Counts)
+    }
+
+    /// The generator these settings describe.
+    pub fn generator(&self) -> Result<crate::generate::Generator, ConfigError> {
+        let (customers, items, invoices) = self.base_counts();
+        Ok(crate::generate::Generator {
+            seed: self.seed,
+            customers,
+            items,
+            invoices,
+            sizes: self.sizes()?,
+            features: self.features.clone(),
+        })
+    }
+
     /// Cheap checks with no I/O (the data file is read later).
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, value) in [
@@ -190,10 +258,11 @@ impl SandboxConfig {
         if !self.realm_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ConfigError::RealmId(self.realm_id.clone()));
         }
-        if self.data_file.is_none() && self.invoices > 0 && (self.customers == 0 || self.items == 0)
-        {
+        let (customers, items, invoices) = self.base_counts();
+        if self.data_file.is_none() && invoices > 0 && (customers == 0 || items == 0) {
             return Err(ConfigError::InvoicesNeedRefs);
         }
+        self.sizes()?;
         const YEAR: u64 = 31_536_000;
         if self.access_token_ttl < Duration::from_secs(1)
             || self.access_token_ttl > Duration::from_secs(YEAR)

@@ -10,6 +10,8 @@
 //! - [`catalog`]: entity names, name lists (default `Active = true`), default orders, CDC
 //!   support, known properties.
 //! - [`generate`]: the seeded generator of Customers, Items and Invoices (payloads on demand).
+//! - [`books`]: the generator of every other entity (accounts, vendors, bills, payments, …),
+//!   referentially consistent, sizes and company features.
 //! - [`store`]: per-entity compact index + override map; query execution and edits.
 //! - [`realm`]: [`Realm`], one company: records, token chain, faults and limits, clock,
 //!   stats, request log.
@@ -26,6 +28,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod books;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

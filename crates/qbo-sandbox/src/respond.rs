@@ -117,6 +117,27 @@ pub fn validation_error(detail: &str, time: DateTime<Utc>) -> Response {
     )
 }
 
+/// The one error of QBO's 5020 Permission Denied (`docs/qbo-behaviour.md` §11).
+const PERMISSION_DENIED: FaultError<'static> = FaultError {
+    message: "Permission Denied Error",
+    detail: "Permission Denied Error : You do not have the access rights to use this feature.",
+    code: "5020",
+    element: Some(""),
+};
+
+/// Appends the member `"Fault":{...}` of QBO's 5020 Permission Denied (a batch item's answer
+/// for an entity the company's edition lacks).
+pub fn push_permission_denied_member(out: &mut String) {
+    push_fault_member(out, &[PERMISSION_DENIED], "ValidationFault");
+}
+
+/// 400 / 5020 Permission Denied: the company's edition or region does not offer the entity
+/// (`docs/qbo-behaviour.md` §11: QBO's answer for a feature the subscription lacks).
+pub fn permission_denied(time: DateTime<Utc>) -> Response {
+    let body = fault_body(&[PERMISSION_DENIED], "ValidationFault", Some(time));
+    json(StatusCode::BAD_REQUEST, JSON_FAULT, body)
+}
+
 /// The lower-case fault form (401, 403); `detail: None` writes `null`.
 pub fn lowercase_fault_body(
     message: &str,

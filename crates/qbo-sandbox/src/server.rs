@@ -42,7 +42,9 @@ pub fn app(state: Arc<SandboxState>) -> Router {
         )
         .route(
             "/v3/company/{realm}/{entity}",
-            post(api::write).fallback(api::unsupported),
+            post(api::write)
+                .get(api::read_singleton)
+                .fallback(api::unsupported),
         )
         .route(
             "/v3/company/{realm}/{entity}/{id}",

@@ -79,16 +79,6 @@ impl std::fmt::Debug for SandboxState {
     }
 }
 
-/// The generator of one company: the config's sizes with that company's seed.
-fn generator(config: &SandboxConfig, seed: u64) -> Generator {
-    Generator {
-        seed,
-        customers: config.customers,
-        items: config.items,
-        invoices: config.invoices,
-    }
-}
-
 impl SandboxState {
     /// Builds every company's store (generated with its own seed, or each a copy of
     /// `config.data_file`) and token state.
@@ -99,16 +89,25 @@ impl SandboxState {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading data file {}", path.display()))?;
                 let stores = (0..config.realms)
-                    .map(|_| Store::from_data(&text))
+                    .map(|_| {
+                        Store::from_data(&text).map(|s| s.with_features(config.features.clone()))
+                    })
                     .collect::<Result<Vec<_>, _>>()
                     .with_context(|| format!("loading {}", path.display()))?;
                 Ok(Self::with_stores(config, stores))
             }
             None => {
+                // Every company: the same sizes and features, its own seed.
+                let base = config.generator()?;
                 let stores = config
                     .realm_specs()
                     .iter()
-                    .map(|spec| Store::generated(generator(&config, spec.seed)))
+                    .map(|spec| {
+                        Store::generated(Generator {
+                            seed: spec.seed,
+                            ..base.clone()
+                        })
+                    })
                     .collect();
                 Ok(Self::with_stores(config, stores))
             }
@@ -120,7 +119,7 @@ impl SandboxState {
     pub fn from_data_text(config: SandboxConfig, data: &str) -> anyhow::Result<SandboxState> {
         config.validate().context("invalid sandbox configuration")?;
         let stores = (0..config.realms)
-            .map(|_| Store::from_data(data))
+            .map(|_| Store::from_data(data).map(|s| s.with_features(config.features.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::with_stores(config, stores))
     }

@@ -65,6 +65,8 @@ pub enum StoreError {
 pub enum QueryError {
     /// 4001 `QueryValidationError: ...` detail.
     Validation(String),
+    /// The company's edition or region lacks the feature the entity needs (5020).
+    Unavailable(qbo_entities::Feature),
 }
 
 /// One entity's records.
@@ -322,14 +324,26 @@ pub struct Store {
 }
 
 impl Store {
-    /// Customers, Items and Invoices from the generator (index only).
+    /// Every entity the generator makes (index only): Customers, Items and Invoices, and the
+    /// rest of the books the company's features allow (`crate::books`).
     pub fn generated(generator: Generator) -> Store {
         let generator = Arc::new(generator);
         let mut tables = BTreeMap::new();
         for kind in GenKind::ALL {
+            if !generator.offers(kind) {
+                continue;
+            }
             let mut table = Table::new(EntityKind::new(kind.name()), Some(kind));
-            for id in 1..=generator.count(kind) {
+            for id in generator.ids(kind) {
                 let meta = generator.initial_meta(kind, id);
+                if table.properties.len() < 400 && table.rows.len() < 20 {
+                    let text = generator.json(kind, id, &meta);
+                    if let Ok(members) = serde_json::from_str::<RawMembers<'_>>(&text) {
+                        for (key, _) in members.0 {
+                            table.properties.insert(key.to_ascii_lowercase());
+                        }
+                    }
+                }
                 table.rows.insert(
                     id,
                     Row {
@@ -345,6 +359,22 @@ impl Store {
         Store { tables, generator }
     }
 
+    /// The same store for a company with these features (entities needing a missing one
+    /// answer QBO's permission fault; generated tables are left as they are).
+    pub fn with_features(
+        mut self,
+        features: std::collections::BTreeSet<qbo_entities::Feature>,
+    ) -> Store {
+        Arc::make_mut(&mut self.generator).features = features;
+        self
+    }
+
+    /// The feature `canonical` needs and the company lacks, if any.
+    pub fn unavailable(&self, canonical: &str) -> Option<qbo_entities::Feature> {
+        let kind = GenKind::from_name(canonical)?;
+        (!self.generator.offers(kind)).then(|| kind.def().requires)
+    }
+
     /// Records from a data file: `{"Customer":[{...}],"Vendor":[...],...}`, kept verbatim.
     pub fn from_data(text: &str) -> Result<Store, StoreError> {
         let root: Value = serde_json::from_str(text)
@@ -356,12 +386,7 @@ impl Store {
         };
         let mut store = Store {
             tables: BTreeMap::new(),
-            generator: Arc::new(Generator {
-                seed: 0,
-                customers: 0,
-                items: 0,
-                invoices: 0,
-            }),
+            generator: Arc::new(Generator::new(0, 0, 0, 0)),
         };
         for (name, records) in root {
             let canonical = catalog::canonical_known(&name)
@@ -375,8 +400,14 @@ impl Store {
                 .entry(canonical.clone())
                 .or_insert_with(|| Table::new(EntityKind::new(&canonical), None));
             for record in records {
-                let (id, meta) = row_meta(&record, table.kind.name_list)
+                let (id, meta) = row_meta(&record, &table.kind)
                     .map_err(|e| StoreError::BadRecord(format!("{name}: {e}")))?;
+                // Records without an Id (ExchangeRate) are keyed by their position.
+                let id = if table.kind.keyless {
+                    table.rows.keys().next_back().copied().unwrap_or(0) + 1
+                } else {
+                    id
+                };
                 table.insert(
                     id,
                     Row {
@@ -434,6 +465,9 @@ impl Store {
         let canonical = self.resolve(&query.entity).ok_or_else(|| {
             QueryError::Validation(format!("invalid context declaration: {}", query.entity))
         })?;
+        if let Some(feature) = self.unavailable(&canonical) {
+            return Err(QueryError::Unavailable(feature));
+        }
         let empty;
         let table = match self.tables.get(&canonical) {
             Some(t) => t,
@@ -870,16 +904,20 @@ impl Store {
         if table.kind.name_list && !object.contains_key("Active") {
             object.insert("Active".into(), Value::Bool(true));
         }
-        object.insert("domain".into(), Value::String("QBO".into()));
-        object.insert("sparse".into(), Value::Bool(false));
-        object.insert("Id".into(), Value::String(id.to_string()));
+        if !table.kind.keyless {
+            object.insert("domain".into(), Value::String("QBO".into()));
+            object.insert("sparse".into(), Value::Bool(false));
+            object.insert("Id".into(), Value::String(id.to_string()));
+        }
         object.insert("SyncToken".into(), Value::String("0".into()));
         let mut metadata = Map::new();
-        metadata.insert("CreateTime".into(), Value::String(pacific_secs(now)));
+        if !table.kind.keyless {
+            metadata.insert("CreateTime".into(), Value::String(pacific_secs(now)));
+        }
         metadata.insert("LastUpdatedTime".into(), Value::String(pacific_secs(now)));
         object.insert("MetaData".into(), Value::Object(metadata));
         let value = Value::Object(object);
-        let (_, meta) = row_meta(&value, table.kind.name_list).map_err(StoreError::BadRecord)?;
+        let (_, meta) = row_meta(&value, &table.kind).map_err(StoreError::BadRecord)?;
         table.insert(
             id,
             Row {
@@ -912,11 +950,13 @@ impl Store {
             .and_then(Value::as_str)
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
-        object.insert("Id".into(), Value::String(id.to_string()));
+        if !table.kind.keyless {
+            object.insert("Id".into(), Value::String(id.to_string()));
+        }
         object.insert("SyncToken".into(), Value::String((sync + 1).to_string()));
         set_last_updated(&mut object, now);
         let value = Value::Object(object);
-        let (_, meta) = row_meta(&value, table.kind.name_list).map_err(StoreError::BadRecord)?;
+        let (_, meta) = row_meta(&value, &table.kind).map_err(StoreError::BadRecord)?;
         table.insert(
             id,
             Row {
@@ -1085,6 +1125,8 @@ pub enum WriteError {
     Invalid(String),
     /// 400 code "500" Unsupported Operation.
     Unsupported,
+    /// 5020 Permission Denied: the company's edition lacks the entity's feature.
+    Unavailable,
 }
 
 /// What a v3 write produced.
@@ -1119,6 +1161,9 @@ impl Store {
         now: i64,
     ) -> Result<(String, WriteOutcome), WriteError> {
         let canonical = self.resolve(entity).ok_or(WriteError::Unsupported)?;
+        if self.unavailable(&canonical).is_some() {
+            return Err(WriteError::Unavailable);
+        }
         let name_list = EntityKind::new(&canonical).name_list;
         let Value::Object(body) = body else {
             return Err(WriteError::Invalid(
@@ -1319,7 +1364,7 @@ impl Store {
         let table = self
             .table_mut(canonical)
             .map_err(|_| WriteError::NotFound)?;
-        let (_, meta) = row_meta(&value, table.kind.name_list).map_err(WriteError::Invalid)?;
+        let (_, meta) = row_meta(&value, &table.kind).map_err(WriteError::Invalid)?;
         table.insert(
             id,
             Row {
@@ -1365,12 +1410,18 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Id and index entry of a stored record.
-fn row_meta(record: &Value, name_list: bool) -> Result<(u64, Meta), String> {
-    let id = record
+fn row_meta(record: &Value, kind: &EntityKind) -> Result<(u64, Meta), String> {
+    let name_list = kind.name_list;
+    let id = match record
         .get("Id")
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| "every record needs a numeric string \"Id\"".to_owned())?;
+    {
+        Some(id) => id,
+        // Keyed by position (the caller's), not by an Id.
+        None if kind.keyless => 0,
+        None => return Err("every record needs a numeric string \"Id\"".to_owned()),
+    };
     let time = |key: &str| {
         record
             .get("MetaData")
@@ -1403,12 +1454,7 @@ mod tests {
     use super::*;
 
     fn store() -> Store {
-        Store::generated(Generator {
-            seed: 3,
-            customers: 50,
-            items: 20,
-            invoices: 500,
-        })
+        Store::generated(Generator::new(3, 50, 20, 500))
     }
 
     fn page(store: &Store, q: &str) -> Vec<u64> {

@@ -626,7 +626,8 @@ async fn demo_refuses_a_database_with_real_data_unless_yes() {
         "refusing to run the demo",
         "holds data that is not from the demo",
         "1 run of real pipelines",
-        "raw.qb_customers",
+        // The first tables with rows, by name (the sandbox has records of every entity).
+        "rows in raw.qb_accounts",
         "nothing was written",
         "new or empty database",
         "--yes",

@@ -88,7 +88,12 @@ fn data_file() -> String {
 }
 
 async fn data_sandbox() -> qbo_sandbox::RunningSandbox {
-    let config = qbo_sandbox::SandboxConfig::default();
+    // Every feature on: the company offers every entity the file holds (the default company
+    // lacks journal codes and tax payments, which then answer 5020 and are skipped).
+    let config = qbo_sandbox::SandboxConfig {
+        features: qbo_entities::Feature::OPTIONAL.into_iter().collect(),
+        ..qbo_sandbox::SandboxConfig::default()
+    };
     let state = qbo_sandbox::SandboxState::from_data_text(config, &data_file()).unwrap();
     qbo_sandbox::spawn_with_state(std::sync::Arc::new(state), ([127, 0, 0, 1], 0).into())
         .await

@@ -298,9 +298,9 @@ async fn validation_covers_the_validated_company_only() {
         let report = run_validate(sb, &db, true).await;
         assert!(report.passed, "{}", report.text());
         let rows: i64 = report.rows_per_entity.iter().map(|(_, n)| n).sum();
-        let expected: u64 = ["Customer", "Invoice", "Item"]
+        let expected: u64 = Entity::ALL
             .iter()
-            .map(|e| sb.state().count(e, None, None))
+            .map(|e| sb.state().count(e.qbo_name(), None, None))
             .sum();
         assert_eq!(rows as u64, expected, "only {}'s rows", sb.realm_id());
     }

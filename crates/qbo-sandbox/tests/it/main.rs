@@ -2,6 +2,7 @@
 //!
 //! Modules:
 mod batch; // POST /batch: queries and counts in order, per-item faults, 30-item cap, batch limit
+mod books; // every catalogue entity: sizes, references, balances, quirks, features, CDC
 mod faults; // 429 (rpm, in-flight), 500/503, dropped connections, latency, scripted faults, stats
 mod mutation; // admin API edits, mutate-during-paging shifting offset pages, determinism
 mod oauth; // token endpoint: rotation, grace, invalid_client/grant, expiry → 401, 403

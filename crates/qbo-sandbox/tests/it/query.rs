@@ -103,7 +103,9 @@ async fn validation_and_parse_errors() {
     );
     assert_eq!(v["Fault"]["type"], "ValidationFault");
     // A known entity with no records is an empty page, not an error.
-    let a = world.query("SELECT * FROM Vendor").await;
+    let a = world
+        .query("SELECT * FROM Vendor WHERE DisplayName = 'No such vendor'")
+        .await;
     assert_eq!(a.json()["QueryResponse"], serde_json::json!({}));
 }
 
