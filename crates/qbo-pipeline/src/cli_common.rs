@@ -136,6 +136,28 @@ impl RealmArgs {
     }
 }
 
+/// `backfill` and `run`: opens the runtime, resolves the realms (exit 2 for an unknown one,
+/// before anything is written), runs `opts` on each and prints the reports.
+pub async fn backfill_command(
+    db: &crate::config::DbSettings,
+    app: crate::config::QboApp,
+    http: crate::config::HttpSettings,
+    selection: &crate::realm::Selection,
+    opts: &crate::backfill::BackfillOptions,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let stop = StopSignal::default();
+    install_signal_handlers(stop.clone());
+    let runtime =
+        crate::runtime::Runtime::open(db, app, http, crate::app::pool_size(opts), stop).await?;
+    let result = match runtime.realms(selection).await {
+        Ok(realms) => backfill_realms(&runtime, &realms, opts, json).await,
+        Err(e) => Err(e),
+    };
+    runtime.close().await;
+    result
+}
+
 /// Runs `opts` on each realm in turn through the runtime's engines and prints each report
 /// (a header per realm when there are several; `--json` prints one report, or an array of
 /// `{"realm_id", "report"}` for several). Exit 0 when every run succeeded, else 1.

@@ -6,10 +6,9 @@
 
 use crate::app::{self, UsageError};
 use crate::backfill::StopSignal;
-use crate::cli_common::{HttpArgs, RealmArgs, backfill_realms, install_signal_handlers};
+use crate::cli_common::{HttpArgs, RealmArgs, backfill_command, install_signal_handlers};
 use crate::config::{self, DbSettings, HttpSettings, ProcessEnv, QboApp};
 use crate::pipelines::{self, Variables};
-use crate::runtime::Runtime;
 use crate::schedule::parse_instant;
 use crate::scheduler::{LoopOptions, Scheduler};
 use crate::trigger::{self, TriggerInput, TriggerRow};
@@ -202,18 +201,7 @@ fn database_settings(problems: &mut Vec<String>) -> Option<DbSettings> {
     }
 }
 
-fn usage(problems: Vec<String>) -> anyhow::Error {
-    if problems.len() == 1 {
-        UsageError(problems.into_iter().next().unwrap_or_default()).into()
-    } else {
-        let mut text = format!("{} problems:", problems.len());
-        for p in problems {
-            text.push_str("\n  - ");
-            text.push_str(&p);
-        }
-        UsageError(text).into()
-    }
-}
+use crate::runtime::usage;
 
 /// `run PIPELINE --var ...`: one pipeline, now.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -237,16 +225,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Err(usage(problems));
     }
-    let stop = StopSignal::default();
-    install_signal_handlers(stop.clone());
     let opts = pipeline.backfill_options(None, !args.no_progress);
-    let runtime = Runtime::open(&db, qbo, http, app::pool_size(&opts), stop).await?;
-    let result = match runtime.realms(&selection).await {
-        Ok(realms) => backfill_realms(&runtime, &realms, &opts, args.json).await,
-        Err(e) => Err(e),
-    };
-    runtime.close().await;
-    result
+    backfill_command(&db, qbo, http, &selection, &opts, args.json).await
 }
 
 /// The realm a trigger created on the command line runs against: `--realm`, else

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use qbo_pipeline::app::{self, DemoOptions, UsageError, is_usage_error};
 use qbo_pipeline::backfill::{BackfillOptions, StopSignal};
 use qbo_pipeline::cli_common::{
-    HttpArgs, RealmArgs, backfill_realms, database_settings, install_signal_handlers,
+    HttpArgs, RealmArgs, backfill_command, database_settings, install_signal_handlers,
 };
 use qbo_pipeline::config::{self, ConfigError, DbSettings, ProcessEnv};
 use qbo_pipeline::entity::{self, EntitySelection};
@@ -407,15 +407,7 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Err(ConfigError { problems }.into());
     }
-    let stop = StopSignal::default();
-    install_signal_handlers(stop.clone());
-    let runtime = Runtime::open(&db, qbo, http, app::pool_size(&opts), stop).await?;
-    let result = match runtime.realms(&selection).await {
-        Ok(realms) => backfill_realms(&runtime, &realms, &opts, args.json).await,
-        Err(e) => Err(e),
-    };
-    runtime.close().await;
-    result
+    backfill_command(&db, qbo, http, &selection, &opts, args.json).await
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
