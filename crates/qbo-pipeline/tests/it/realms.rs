@@ -568,3 +568,36 @@ async fn two_companies_in_one_database_never_cross_talk() {
     .unwrap();
     assert_eq!(run_realm, ids[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realm_add_with_another_companys_token_exits_2_and_stores_nothing() {
+    let sb = sandbox(qbo_sandbox::SandboxConfig {
+        realms: 2,
+        ..small_company()
+    })
+    .await;
+    let ids: Vec<String> = sb.realm_ids().iter().map(|s| s.to_string()).collect();
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The second company's token, offered for the first company: Intuit refreshes it (it is
+    // a good token), but the first company's books refuse it.
+    let token = sb.refresh_token_of(&ids[1]).unwrap().to_string();
+    let mut c = command(dir.path());
+    app_only(&mut c, &sb, &db);
+    c.args(["realm", "add", "--realm-id", &ids[0]]);
+    let out = with_stdin(c, &token);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("belongs to another company"), "{all}");
+    assert!(all.contains("nothing was stored"), "{all}");
+    assert!(!all.contains(&token), "token echoed: {all}");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM qbo_pipeline.realms").await,
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM qbo_pipeline.oauth_tokens").await,
+        0,
+        "the token store is as it was"
+    );
+}
