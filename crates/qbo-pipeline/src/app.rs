@@ -80,6 +80,7 @@ pub fn engine(pool: PgPool, qbo: &QboSettings, http: &HttpSettings) -> anyhow::R
         pool,
         client: Arc::new(qbo_client),
         realm: qbo.realm_id.as_str().to_string(),
+        events: crate::events::EventBus::default(),
     })
 }
 

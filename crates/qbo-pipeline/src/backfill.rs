@@ -20,6 +20,7 @@
 use crate::checkpoint::{self, ChunkState, LockSession};
 use crate::client::{Parsed, QboClient, QboError, QueryError, RequestStats};
 use crate::entity::Entity;
+use crate::events::{self, EventBus, RunRef};
 use crate::extract::{self, PageError, PageStep, Record};
 use crate::ledger::{self, EntityStatus};
 use crate::load::{self, Advance, PageTarget, Written};
@@ -170,15 +171,19 @@ impl BackfillReport {
     }
 }
 
-/// What a backfill needs: the database and an authorised client for the realm.
+/// What a backfill needs: the database, an authorised client for the realm, and the bus its
+/// events are published on.
 pub struct Engine {
     pub pool: PgPool,
     pub client: Arc<QboClient>,
     pub realm: String,
+    pub events: EventBus,
 }
 
 struct EntityRun {
     entity: Entity,
+    /// The run, as events name it.
+    run: RunRef,
     /// The run's stop request: ends every wait of this entity's requests.
     stop: StopSignal,
     stats: RequestStats,
@@ -189,7 +194,6 @@ struct EntityRun {
     sanitised: AtomicU64,
     /// QBO counts at most [`SMALL_ENTITY`] records: its pages share batch requests.
     small: std::sync::atomic::AtomicBool,
-    bar: Option<indicatif::ProgressBar>,
 }
 
 /// An entity with at most this many records in the window is read through batch requests
@@ -313,10 +317,24 @@ impl Engine {
         )
         .await?;
         let run_id = guard.run_id;
-        tracing::info!(run_id, pipeline, realm = %self.realm, from = %opts.window.from, to = %opts.window.to, "backfill started");
-
-        let bars = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .then(indicatif::MultiProgress::new);
+        let run_ref = RunRef {
+            run_id,
+            realm: self.realm.as_str().into(),
+        };
+        // Bars for this run, drawn from its events, for as long as it runs.
+        let _bars = opts
+            .progress
+            .then(|| crate::progress::ProgressSink::for_terminal(run_id))
+            .flatten()
+            .map(|sink| self.events.attach(Arc::new(sink)));
+        self.events.emit(events::RunStarted {
+            run: run_ref.clone(),
+            pipeline: pipeline.clone(),
+            trigger: opts.trigger.clone(),
+            from: opts.window.from,
+            to: opts.window.to,
+            entities: opts.entities.clone(),
+        });
         let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let runs: Vec<Arc<EntityRun>> = opts
             .entities
@@ -324,6 +342,7 @@ impl Engine {
             .map(|&entity| {
                 Arc::new(EntityRun {
                     entity,
+                    run: run_ref.clone(),
                     stop: stop.clone(),
                     stats: RequestStats::default(),
                     pages: AtomicU64::new(0),
@@ -332,18 +351,6 @@ impl Engine {
                     rows_written: AtomicU64::new(0),
                     sanitised: AtomicU64::new(0),
                     small: std::sync::atomic::AtomicBool::new(false),
-                    bar: bars.as_ref().map(|m| {
-                        let bar = m.add(indicatif::ProgressBar::new(0));
-                        bar.set_style(
-                            indicatif::ProgressStyle::with_template(
-                                "{prefix:>10} [{bar:30}] {pos}/{len} records {per_sec} eta {eta}",
-                            )
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                        );
-                        bar.set_prefix(entity.cli_name());
-                        bar
-                    }),
                 })
             })
             .collect();
@@ -365,12 +372,16 @@ impl Engine {
             })
         });
         ledger::finish_run(&self.pool, guard, error.as_deref()).await?;
-        match &error {
-            None => tracing::info!(run_id, seconds = report.seconds, "backfill succeeded"),
-            Some(e) => {
-                tracing::error!(run_id, error = %e, "backfill failed; committed pages stay committed, run the same command again to resume")
-            }
-        }
+        self.events.emit(events::RunFinished {
+            run: run_ref,
+            status: match error {
+                None => ledger::RunStatus::Succeeded,
+                Some(_) => ledger::RunStatus::Failed,
+            },
+            interrupted: report.interrupted,
+            seconds: report.seconds,
+            error,
+        });
         Ok(report)
     }
 
@@ -426,17 +437,25 @@ impl Engine {
             Err(_) => EntityStatus::Failed,
         };
         if let Some(u) = skipped {
-            tracing::warn!(entity = %entity, reason = %u.reason, "entity skipped: the company does not offer it");
             report.note = Some(u.reason);
         } else if let Err(e) = &outcome
             && !matches!(e, ChunkError::Stopped)
         {
             report.error = Some(e.to_string());
-            tracing::error!(entity = %entity, error = %e, "entity failed");
         }
-        if let Some(bar) = &run.bar {
-            bar.abandon();
-        }
+        self.events.emit(events::EntityFinished {
+            run: run.run.clone(),
+            entity,
+            status: report.status,
+            records: report.records,
+            rows_written: report.rows_written,
+            requests: report.requests,
+            retries: report.retries,
+            throttled: report.throttled,
+            seconds: report.seconds,
+            note: report.note.clone(),
+            error: report.error.clone(),
+        });
         if let Err(e) = ledger::finish_entity(
             &self.pool,
             run_id,
@@ -509,10 +528,23 @@ impl Engine {
         let skipped = job.chunks.iter().filter(|c| c.done).count();
         report.chunks_total = job.chunks.len();
         report.chunks_skipped = skipped;
-        if job.resumed {
-            tracing::info!(entity = %entity, chunks_done = skipped, chunks = job.chunks.len(), "resuming an interrupted backfill from its checkpoints");
-        }
-        tracing::debug!(entity = %entity, expected = ?expected, chunks = job.chunks.len(), chunking = %size, whole, "planned");
+        let records_done: i64 = job
+            .chunks
+            .iter()
+            .filter(|c| c.done)
+            .map(|c| c.records)
+            .sum();
+        self.events.emit(events::EntityPlanned {
+            run: run.run.clone(),
+            entity,
+            expected,
+            chunks: job.chunks.len(),
+            chunks_done: skipped,
+            records_done: records_done.max(0) as u64,
+            resumed: job.resumed,
+            whole,
+            chunking: size.to_string(),
+        });
         ledger::start_entity(
             &self.pool,
             run_id,
@@ -521,11 +553,6 @@ impl Engine {
             skipped as i32,
         )
         .await?;
-        if let (Some(bar), Some(n)) = (&run.bar, expected) {
-            bar.set_length(n);
-            let already: i64 = job.chunks.iter().map(|c| c.records).sum();
-            bar.set_position(already.max(0) as u64);
-        }
 
         let pending: Vec<ChunkState> = job.chunks.into_iter().filter(|c| !c.done).collect();
         let job_id = job.job_id;
@@ -620,8 +647,12 @@ impl Engine {
             Ok(n) => n,
             Err(e) => {
                 // A count that cannot be read proves nothing: read the chunk instead.
-                tracing::warn!(entity = %entity, chunk_start = %chunk.start_rfc3339(), error = %e,
-                    "QBO's count of the chunk is unreadable; reading the chunk again");
+                self.events.emit(events::CountUnreadable {
+                    run: run.run.clone(),
+                    entity,
+                    chunk_start: Some(chunk.start),
+                    error: e.to_string(),
+                });
                 return Ok(false);
             }
         };
@@ -636,17 +667,23 @@ impl Engine {
         .fetch_one(&self.pool)
         .await?;
         if in_qbo != stored as u64 {
-            tracing::info!(entity = %entity, chunk_start = %chunk.start_rfc3339(), in_qbo, stored,
-                "chunk changed since it was last loaded; reading it again");
+            self.events.emit(events::ChunkChanged {
+                run: run.run.clone(),
+                entity,
+                chunk_start: chunk.start,
+                in_qbo,
+                stored: stored.max(0) as u64,
+            });
             return Ok(false);
         }
         checkpoint::mark_verified(&self.pool, job_id, &chunk, stored, run_id, entity).await?;
         run.verified.fetch_add(1, Ordering::Relaxed);
-        if let Some(bar) = &run.bar {
-            bar.inc(in_qbo);
-        }
-        tracing::debug!(entity = %entity, chunk_start = %chunk.start_rfc3339(), records = in_qbo,
-            "chunk unchanged since it was last loaded; not read again");
+        self.events.emit(events::ChunkVerified {
+            run: run.run.clone(),
+            entity,
+            chunk_start: chunk.start,
+            records: in_qbo,
+        });
         Ok(true)
     }
 
@@ -684,7 +721,12 @@ impl Engine {
         Ok(match extract::parse_count(&body) {
             Ok(n) => Some(n),
             Err(e) => {
-                tracing::warn!(entity = %entity, error = %e, "QBO's count is unreadable; an auto plan falls back to years, a whole read goes unproved");
+                self.events.emit(events::CountUnreadable {
+                    run: run.run.clone(),
+                    entity,
+                    chunk_start: None,
+                    error: e.to_string(),
+                });
                 None
             }
         })
@@ -766,22 +808,37 @@ impl Engine {
                     },
                 )
                 .await?;
-                self.account(run, w);
+                self.account(run, &chunk, page_number, w);
                 if full {
                     position += u64::from(page_size);
                     continue;
                 }
                 if proved {
                     if expected.is_none() && !entity.is_singleton() {
-                        tracing::warn!(entity = %entity, records = read, "read whole without a usable count: completeness not proved");
+                        self.events.emit(events::WholeReadUnproved {
+                            run: run.run.clone(),
+                            entity,
+                            records: read,
+                        });
                     }
-                    tracing::debug!(entity = %entity, records = read, pages = page_number, "read whole");
+                    self.events.emit(events::ChunkFinished {
+                        run: run.run.clone(),
+                        entity,
+                        chunk_start: chunk.start,
+                        pages: page_number,
+                    });
                     return Ok(());
                 }
                 break;
             }
-            tracing::warn!(entity = %entity, read, expected = ?expected, attempt,
-                "reading it whole found another number of records than QBO counts; reading it again");
+            self.events.emit(events::WholeReadMismatch {
+                run: run.run.clone(),
+                entity,
+                read,
+                expected,
+                attempt,
+                retrying: attempt < WHOLE_READ_ATTEMPTS,
+            });
         }
         Err(ChunkError::Incomplete {
             entity,
@@ -906,7 +963,7 @@ impl Engine {
             };
             let (fetched, written) = tokio::join!(fetching, writing);
             if let Some(w) = written? {
-                self.account(run, w);
+                self.account(run, &chunk, page_number, w);
             }
             let Some(records) = fetched? else { continue };
             let Some(plan) = fetch_plan else { continue };
@@ -944,7 +1001,11 @@ impl Engine {
                         Some(Fetch::Keyset(cursor)),
                     ),
                     PageStep::TieSecond { second, after } => {
-                        tracing::info!(entity = %run.entity, second, "a whole page shares one second; reading that second by offset");
+                        self.events.emit(events::TieSecond {
+                            run: run.run.clone(),
+                            entity: run.entity,
+                            second: second.clone(),
+                        });
                         (
                             None,
                             Some(Fetch::Tie {
@@ -996,19 +1057,31 @@ impl Engine {
         if stopped {
             return Err(ChunkError::Stopped);
         }
-        tracing::debug!(entity = %run.entity, chunk_start = %chunk.start_rfc3339(), pages = page_number, "chunk finished");
+        self.events.emit(events::ChunkFinished {
+            run: run.run.clone(),
+            entity: run.entity,
+            chunk_start: chunk.start,
+            pages: page_number,
+        });
         Ok(())
     }
 
-    fn account(&self, run: &EntityRun, w: Written) {
+    /// Counts a committed page and publishes it.
+    fn account(&self, run: &EntityRun, chunk: &Chunk, page: i32, w: Written) {
         run.pages.fetch_add(1, Ordering::Relaxed);
         run.records.fetch_add(w.received, Ordering::Relaxed);
         run.rows_written
             .fetch_add(w.rows_written, Ordering::Relaxed);
         run.sanitised.fetch_add(w.sanitised, Ordering::Relaxed);
-        if let Some(bar) = &run.bar {
-            bar.inc(w.received);
-        }
+        self.events.emit(events::PageCommitted {
+            run: run.run.clone(),
+            entity: run.entity,
+            chunk_start: chunk.start,
+            page,
+            records: w.received,
+            rows_written: w.rows_written,
+            sanitised: w.sanitised,
+        });
     }
 }
 

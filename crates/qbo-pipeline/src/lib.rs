@@ -16,7 +16,9 @@
 //! | [`load`] | batch upsert of a page + checkpoint advance in one transaction |
 //! | [`checkpoint`] | backfill jobs, chunk checkpoints, per-entity advisory lock |
 //! | [`ledger`] | the run ledger: runs, per-entity figures, abandoned-run detection |
-//! | [`backfill`] | the engine tying the above together, concurrency and progress |
+//! | [`backfill`] | the engine tying the above together, concurrency; publishes its events |
+//! | [`events`] | typed events (one struct per thing that happens), the event bus, the log sink |
+//! | [`progress`] | progress bars drawn from a run's events |
 //! | [`cli_common`] | flags, signal handling and database target shared by the commands |
 //! | [`app`] | the commands (`migrate`, `backfill`, `demo`, `runs`) over validated input |
 //! | [`validate`] | data checks, reconciliation with QBO's counts, archived evidence |
@@ -44,11 +46,13 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod entity;
+pub mod events;
 pub mod extract;
 pub mod ledger;
 pub mod load;
 pub mod pgtemp;
 pub mod pipelines;
+pub mod progress;
 pub mod realm;
 pub mod runtime;
 pub mod schedule;

@@ -1,7 +1,7 @@
 //! The process's runtime, built once and shared by the commands and the scheduler: the
 //! database pool (migrations checked once), the Intuit app's settings, one authorised client
 //! (token refresher + rate limiter + in-flight cap) per realm, made on first use and kept,
-//! and the stop signal every wait races.
+//! the event bus its engines publish on, and the stop signal every wait races.
 //!
 //! Data flows config → runtime (realms, clients) → engine: a command resolves its realms
 //! here ([`Runtime::realms`]), then runs [`Runtime::engine`] for each.
@@ -11,6 +11,7 @@ use crate::auth::Authorizer;
 use crate::backfill::{Engine, StopSignal};
 use crate::client::{QboClient, http_client, token_http_client};
 use crate::config::{DbSettings, HttpSettings, QboApp, RealmId};
+use crate::events::EventBus;
 use crate::realm::{self, Selection};
 use anyhow::Context;
 use sqlx::PgPool;
@@ -26,6 +27,7 @@ pub struct Runtime {
     api_client: reqwest::Client,
     token_client: reqwest::Client,
     clients: Mutex<HashMap<RealmId, Arc<QboClient>>>,
+    events: EventBus,
     stop: StopSignal,
 }
 
@@ -59,6 +61,7 @@ impl Runtime {
             api_client,
             token_client,
             clients: Mutex::new(HashMap::new()),
+            events: EventBus::default(),
             stop,
         })
     }
@@ -81,6 +84,11 @@ impl Runtime {
 
     pub fn stop(&self) -> &StopSignal {
         &self.stop
+    }
+
+    /// The bus every engine of this runtime publishes its events on (the log sink attached).
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     /// The realms a command works on; a realm that is not registered, or has no token, is
@@ -125,6 +133,7 @@ impl Runtime {
             pool: self.pool.clone(),
             client: self.client(realm)?,
             realm: realm.as_str().to_string(),
+            events: self.events.clone(),
         })
     }
 

@@ -34,3 +34,5 @@ mod realms;
 mod entities;
 // QBO's budget across 40 entities: counts share batch requests.
 mod budget;
+// The event bus: a run's events add up to its report and its rows.
+mod events;
