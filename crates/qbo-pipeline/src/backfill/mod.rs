@@ -2,8 +2,10 @@
 //! page with its checkpoint, for several entities and chunks at once within the realm's
 //! limits; records everything in the run ledger.
 //!
-//! Data flow: window → chunks → (job + checkpoints) → for each unfinished chunk: fetch page
-//! k+1 while page k is written (upsert + checkpoint in one transaction) → run ledger.
+//! Data flow: window → chunks → (job + checkpoints) → for each unfinished chunk: a page source
+//! (`source`: keyset pages of a time range, or offset pages of a whole entity) fetches page
+//! k+1 while page k is written (upsert + checkpoint in one transaction, [`crate::load`]) →
+//! events → run ledger.
 //! A stop request (signal, or another chunk's failure) lets the page in flight finish and
 //! commit, then ends the run; the same command resumes it.
 //!
@@ -21,13 +23,16 @@ use crate::checkpoint::{self, ChunkState, LockSession};
 use crate::client::{Parsed, QboClient, QboError, QueryError, RequestStats};
 use crate::entity::Entity;
 use crate::events::{self, EventBus, RunRef};
-use crate::extract::{self, PageError, PageStep, Record};
+use crate::extract::{self, PageError, Record};
 use crate::ledger::{self, EntityStatus};
 use crate::load::{self, Advance, PageTarget, Written};
 use crate::window::{Chunk, ChunkSize, Window, plan, plan_auto, qbo_literal};
+
+mod source;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::future::join_all;
+use source::{Keyset, Page, PageSource, Whole};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -237,23 +242,6 @@ impl From<QboError> for ChunkError {
             other => ChunkError::Qbo(other),
         }
     }
-}
-
-enum Fetch {
-    Keyset(String),
-    Tie {
-        second: String,
-        after: String,
-        position: u64,
-        /// Ids read so far at this second (a page with none new is no progress).
-        seen: std::collections::HashSet<String>,
-    },
-}
-
-struct PendingWrite {
-    records: Vec<Record>,
-    cursor: Option<String>,
-    done: bool,
 }
 
 /// How many times an entity read whole is read before a count it never matches fails it.
@@ -570,15 +558,33 @@ impl Engine {
                     if failed.is_stopped() || stop.is_stopped() {
                         return Err(ChunkError::Stopped);
                     }
+                    let chunk = state.chunk;
                     let result = if whole {
-                        self.read_whole(run, opts, run_id, job_id, state, expected, stop, &failed)
+                        // An interrupted whole read starts over (its pages re-write as no-ops).
+                        let source =
+                            Whole::new(self, run, chunk, opts.window, opts.page_size, expected);
+                        self.drive(run, source, run_id, job_id, chunk, 0, stop, &failed)
                             .await
                     } else {
                         match self.verify_chunk(run, run_id, job_id, &state).await {
                             Ok(true) => Ok(()),
                             Ok(false) => {
-                                self.page_chunk(run, opts, run_id, job_id, state, stop, &failed)
-                                    .await
+                                let cursor = state
+                                    .cursor
+                                    .clone()
+                                    .unwrap_or_else(|| qbo_literal(chunk.start));
+                                let source = Keyset::new(self, run, chunk, opts.page_size, cursor);
+                                self.drive(
+                                    run,
+                                    source,
+                                    run_id,
+                                    job_id,
+                                    chunk,
+                                    state.pages,
+                                    stop,
+                                    &failed,
+                                )
+                                .await
                             }
                             Err(e) => Err(e),
                         }
@@ -687,23 +693,6 @@ impl Engine {
         Ok(true)
     }
 
-    async fn fetch(
-        &self,
-        run: &EntityRun,
-        plan: &Fetch,
-        chunk: &Chunk,
-        page_size: u32,
-        page: i32,
-    ) -> Result<Vec<Record>, ChunkError> {
-        let query = match plan {
-            Fetch::Keyset(cursor) => extract::keyset_query(run.entity, chunk, cursor, page_size),
-            Fetch::Tie {
-                second, position, ..
-            } => extract::tie_query(run.entity, second, *position, page_size),
-        };
-        self.fetch_query(run, query, chunk, page).await
-    }
-
     /// QBO's count for an entity: of the window, or of everything for one read whole.
     /// `None` when the answer has no readable count (it then proves nothing).
     async fn count(&self, run: &EntityRun, window: Window) -> Result<Option<u64>, ChunkError> {
@@ -729,122 +718,6 @@ impl Engine {
                 });
                 None
             }
-        })
-    }
-
-    /// Reads an entity whole (see [`Entity::read_whole`]): offset pages from the first
-    /// record, each written with its checkpoint, until a short page. The read is proved
-    /// complete when the distinct records read equal QBO's count (`expected`); otherwise it
-    /// is read again (QBO counted anew), up to [`WHOLE_READ_ATTEMPTS`] times. An interrupted
-    /// whole read starts over: re-writing its pages is a no-op (newer wins).
-    #[allow(clippy::too_many_arguments)]
-    async fn read_whole(
-        &self,
-        run: &EntityRun,
-        opts: &BackfillOptions,
-        run_id: i64,
-        job_id: i64,
-        state: ChunkState,
-        mut expected: Option<u64>,
-        stop: &StopSignal,
-        failed: &StopSignal,
-    ) -> Result<(), ChunkError> {
-        let entity = run.entity;
-        let chunk = state.chunk;
-        let page_size = opts.page_size;
-        let mut read = 0;
-        for attempt in 1..=WHOLE_READ_ATTEMPTS {
-            if attempt > 1 {
-                expected = self.count(run, opts.window).await?;
-            }
-            let mut seen = std::collections::HashSet::new();
-            let mut position = 1u64;
-            let mut page_number = 0;
-            loop {
-                if stop.is_stopped() || failed.is_stopped() {
-                    return Err(ChunkError::Stopped);
-                }
-                let fetch_page = page_number + 1;
-                let query = extract::whole_query(entity, position, page_size);
-                let records = self.fetch_query(run, query, &chunk, fetch_page).await?;
-                let bad_page = |source: PageError| ChunkError::BadPage {
-                    entity,
-                    page: fetch_page,
-                    chunk_start: chunk.start_rfc3339(),
-                    source,
-                };
-                let full = !entity.is_singleton() && records.len() >= page_size as usize;
-                let before = seen.len();
-                seen.extend(records.iter().map(|r| r.id.clone()));
-                if full && seen.len() == before {
-                    return Err(bad_page(PageError::NoProgress(format!(
-                        "the page at position {position} repeats records already read"
-                    ))));
-                }
-                if full && position.saturating_add(u64::from(page_size)) > MAX_WHOLE_RECORDS {
-                    return Err(bad_page(PageError::NoProgress(format!(
-                        "more than {MAX_WHOLE_RECORDS} records in an entity read whole"
-                    ))));
-                }
-                read = seen.len() as u64;
-                // The last page completes the chunk only when the read is proved complete.
-                let proved = expected.is_none_or(|n| n == read);
-                page_number += 1;
-                let target = PageTarget {
-                    realm: &self.realm,
-                    entity,
-                    run_id,
-                    job_id,
-                    chunk: &chunk,
-                    page_number,
-                };
-                let w = load::write_page(
-                    &self.pool,
-                    &target,
-                    records,
-                    Advance {
-                        cursor: None,
-                        done: !full && proved,
-                    },
-                )
-                .await?;
-                self.account(run, &chunk, page_number, w);
-                if full {
-                    position += u64::from(page_size);
-                    continue;
-                }
-                if proved {
-                    if expected.is_none() && !entity.is_singleton() {
-                        self.events.emit(events::WholeReadUnproved {
-                            run: run.run.clone(),
-                            entity,
-                            records: read,
-                        });
-                    }
-                    self.events.emit(events::ChunkFinished {
-                        run: run.run.clone(),
-                        entity,
-                        chunk_start: chunk.start,
-                        pages: page_number,
-                    });
-                    return Ok(());
-                }
-                break;
-            }
-            self.events.emit(events::WholeReadMismatch {
-                run: run.run.clone(),
-                entity,
-                read,
-                expected,
-                attempt,
-                retrying: attempt < WHOLE_READ_ATTEMPTS,
-            });
-        }
-        Err(ChunkError::Incomplete {
-            entity,
-            read,
-            expected: expected.unwrap_or_default(),
-            attempts: WHOLE_READ_ATTEMPTS,
         })
     }
 
@@ -891,37 +764,33 @@ impl Engine {
         }
     }
 
+    /// Pulls a chunk's pages from `source` and writes each with its checkpoint (one
+    /// transaction), fetching page k+1 while page k is written. A stop request lets the page
+    /// being written commit, then ends the chunk (`Stopped`); the same command resumes it.
     #[allow(clippy::too_many_arguments)]
-    async fn page_chunk(
+    async fn drive(
         &self,
         run: &EntityRun,
-        opts: &BackfillOptions,
+        mut source: impl PageSource,
         run_id: i64,
         job_id: i64,
-        state: ChunkState,
+        chunk: Chunk,
+        pages_before: i32,
         stop: &StopSignal,
         failed: &StopSignal,
     ) -> Result<(), ChunkError> {
-        let chunk = state.chunk;
-        let page_size = opts.page_size;
-        let mut page_number = state.pages;
-        let mut next = Some(Fetch::Keyset(
-            state
-                .cursor
-                .clone()
-                .unwrap_or_else(|| qbo_literal(chunk.start)),
-        ));
-        let mut to_write: Option<PendingWrite> = None;
+        let mut page_number = pages_before;
+        let mut to_write: Option<Page> = None;
+        let mut exhausted = false;
         let mut stopped = false;
-        while next.is_some() || to_write.is_some() {
+        loop {
             if stop.is_stopped() || failed.is_stopped() {
                 stopped = true;
-                next = None;
-                if to_write.is_none() {
-                    break;
-                }
+                exhausted = true;
             }
-            let fetch_plan = next.take();
+            if exhausted && to_write.is_none() {
+                break;
+            }
             let write = to_write.take();
             if write.is_some() {
                 page_number += 1;
@@ -937,23 +806,20 @@ impl Engine {
             // The page being fetched is the one after the page being written (if any).
             let fetch_page = page_number + 1;
             let fetching = async {
-                match &fetch_plan {
-                    Some(p) => self
-                        .fetch(run, p, &chunk, page_size, fetch_page)
-                        .await
-                        .map(Some),
-                    None => Ok(None),
+                match exhausted {
+                    true => Ok(None),
+                    false => source.next_page(fetch_page).await,
                 }
             };
             let writing = async {
                 match write {
-                    Some(w) => load::write_page(
+                    Some(p) => load::write_page(
                         &self.pool,
                         &target,
-                        w.records,
+                        p.records,
                         Advance {
-                            cursor: w.cursor.as_deref(),
-                            done: w.done,
+                            cursor: p.cursor.as_deref(),
+                            done: p.done,
                         },
                     )
                     .await
@@ -965,94 +831,10 @@ impl Engine {
             if let Some(w) = written? {
                 self.account(run, &chunk, page_number, w);
             }
-            let Some(records) = fetched? else { continue };
-            let Some(plan) = fetch_plan else { continue };
-            let bad_page = |source: PageError| ChunkError::BadPage {
-                entity: run.entity,
-                page: fetch_page,
-                chunk_start: chunk.start_rfc3339(),
-                source,
-            };
-            let (pending, following) = match plan {
-                Fetch::Keyset(cursor) => match extract::next_step(
-                    &records,
-                    page_size,
-                    extract::cursor_time(&cursor).map_err(bad_page)?,
-                )
-                .map_err(bad_page)?
-                {
-                    PageStep::Done => {
-                        let cursor = records.last().map(|r| r.last_updated_text.clone());
-                        (
-                            Some(PendingWrite {
-                                records,
-                                cursor,
-                                done: true,
-                            }),
-                            None,
-                        )
-                    }
-                    PageStep::Next(cursor) => (
-                        Some(PendingWrite {
-                            records,
-                            cursor: Some(cursor.clone()),
-                            done: false,
-                        }),
-                        Some(Fetch::Keyset(cursor)),
-                    ),
-                    PageStep::TieSecond { second, after } => {
-                        self.events.emit(events::TieSecond {
-                            run: run.run.clone(),
-                            entity: run.entity,
-                            second: second.clone(),
-                        });
-                        (
-                            None,
-                            Some(Fetch::Tie {
-                                second,
-                                after,
-                                position: 1,
-                                seen: Default::default(),
-                            }),
-                        )
-                    }
-                },
-                Fetch::Tie {
-                    second,
-                    after,
-                    position,
-                    mut seen,
-                } => {
-                    let full = extract::tie_page_full(
-                        &records,
-                        page_size,
-                        extract::cursor_time(&second).map_err(bad_page)?,
-                        position,
-                        &mut seen,
-                    )
-                    .map_err(bad_page)?;
-                    let following = if full {
-                        Fetch::Tie {
-                            second,
-                            after,
-                            position: position + u64::from(page_size),
-                            seen,
-                        }
-                    } else {
-                        Fetch::Keyset(after)
-                    };
-                    (
-                        Some(PendingWrite {
-                            records,
-                            cursor: None,
-                            done: false,
-                        }),
-                        Some(following),
-                    )
-                }
-            };
-            to_write = pending;
-            next = following;
+            match fetched? {
+                Some(page) => to_write = Some(page),
+                None => exhausted = true,
+            }
         }
         if stopped {
             return Err(ChunkError::Stopped);

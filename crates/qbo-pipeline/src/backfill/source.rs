@@ -1,0 +1,310 @@
+//! Page sources: where a chunk's pages come from, and how each advances its checkpoint.
+//!
+//! A source asks QBO for one page at a time and says what writing it means for the chunk's
+//! checkpoint ([`Page::cursor`], [`Page::done`]); the engine ([`super::Engine::drive`]) writes
+//! each page with its checkpoint in one transaction while the source fetches the next one.
+//! - [`Keyset`]: pages of a time range by `LastUpdatedTime >= cursor` (with offset pages
+//!   through a second that fills a whole page), for entities QBO can filter by time;
+//! - [`Whole`]: offset pages of everything, proved complete by QBO's count, for singletons
+//!   and entities QBO cannot filter.
+
+use super::{ChunkError, Engine, EntityRun, MAX_WHOLE_RECORDS, WHOLE_READ_ATTEMPTS};
+use crate::events;
+use crate::extract::{self, PageError, PageStep, Record};
+use crate::window::{Chunk, Window};
+use std::collections::HashSet;
+
+/// One page to write, with what it does to the chunk's checkpoint.
+pub(super) struct Page {
+    pub records: Vec<Record>,
+    /// The keyset cursor to store with the page (`None`: keep the stored one).
+    pub cursor: Option<String>,
+    /// The chunk is complete once this page is written.
+    pub done: bool,
+}
+
+/// Where a chunk's pages come from.
+pub(super) trait PageSource: Send {
+    /// The next page to write, fetched as the chunk's page number `page`; `None` when the
+    /// chunk has no more.
+    fn next_page(
+        &mut self,
+        page: i32,
+    ) -> impl std::future::Future<Output = Result<Option<Page>, ChunkError>> + Send;
+}
+
+enum Fetch {
+    Keyset(String),
+    Tie {
+        second: String,
+        after: String,
+        position: u64,
+        /// Ids read so far at this second (a page with none new is no progress).
+        seen: HashSet<String>,
+    },
+}
+
+/// Keyset pages of one chunk's time range.
+pub(super) struct Keyset<'a> {
+    engine: &'a Engine,
+    run: &'a EntityRun,
+    chunk: Chunk,
+    page_size: u32,
+    next: Option<Fetch>,
+}
+
+impl<'a> Keyset<'a> {
+    /// From the stored cursor, else from the chunk's start.
+    pub fn new(
+        engine: &'a Engine,
+        run: &'a EntityRun,
+        chunk: Chunk,
+        page_size: u32,
+        cursor: String,
+    ) -> Self {
+        Keyset {
+            engine,
+            run,
+            chunk,
+            page_size,
+            next: Some(Fetch::Keyset(cursor)),
+        }
+    }
+}
+
+impl PageSource for Keyset<'_> {
+    async fn next_page(&mut self, page: i32) -> Result<Option<Page>, ChunkError> {
+        let (run, chunk, page_size) = (self.run, &self.chunk, self.page_size);
+        let bad_page = |source: PageError| ChunkError::BadPage {
+            entity: run.entity,
+            page,
+            chunk_start: chunk.start_rfc3339(),
+            source,
+        };
+        // A page of one second is not written as such: that second is read by offset next.
+        loop {
+            let Some(plan) = self.next.take() else {
+                return Ok(None);
+            };
+            let query = match &plan {
+                Fetch::Keyset(cursor) => {
+                    extract::keyset_query(run.entity, chunk, cursor, page_size)
+                }
+                Fetch::Tie {
+                    second, position, ..
+                } => extract::tie_query(run.entity, second, *position, page_size),
+            };
+            let records = self.engine.fetch_query(run, query, chunk, page).await?;
+            let (page, following) = match plan {
+                Fetch::Keyset(cursor) => match extract::next_step(
+                    &records,
+                    page_size,
+                    extract::cursor_time(&cursor).map_err(bad_page)?,
+                )
+                .map_err(bad_page)?
+                {
+                    PageStep::Done => {
+                        let cursor = records.last().map(|r| r.last_updated_text.clone());
+                        (
+                            Some(Page {
+                                records,
+                                cursor,
+                                done: true,
+                            }),
+                            None,
+                        )
+                    }
+                    PageStep::Next(cursor) => (
+                        Some(Page {
+                            records,
+                            cursor: Some(cursor.clone()),
+                            done: false,
+                        }),
+                        Some(Fetch::Keyset(cursor)),
+                    ),
+                    PageStep::TieSecond { second, after } => {
+                        self.engine.events.emit(events::TieSecond {
+                            run: run.run.clone(),
+                            entity: run.entity,
+                            second: second.clone(),
+                        });
+                        (
+                            None,
+                            Some(Fetch::Tie {
+                                second,
+                                after,
+                                position: 1,
+                                seen: Default::default(),
+                            }),
+                        )
+                    }
+                },
+                Fetch::Tie {
+                    second,
+                    after,
+                    position,
+                    mut seen,
+                } => {
+                    let full = extract::tie_page_full(
+                        &records,
+                        page_size,
+                        extract::cursor_time(&second).map_err(bad_page)?,
+                        position,
+                        &mut seen,
+                    )
+                    .map_err(bad_page)?;
+                    let following = if full {
+                        Fetch::Tie {
+                            second,
+                            after,
+                            position: position + u64::from(page_size),
+                            seen,
+                        }
+                    } else {
+                        Fetch::Keyset(after)
+                    };
+                    (
+                        Some(Page {
+                            records,
+                            cursor: None,
+                            done: false,
+                        }),
+                        Some(following),
+                    )
+                }
+            };
+            self.next = following;
+            if page.is_some() {
+                return Ok(page);
+            }
+        }
+    }
+}
+
+/// Offset pages of everything an entity holds. The last page completes the chunk only when
+/// the distinct records read equal QBO's count; otherwise the entity is counted and read
+/// again, up to [`WHOLE_READ_ATTEMPTS`] times. Re-writing pages read before is a no-op
+/// (newer wins).
+pub(super) struct Whole<'a> {
+    engine: &'a Engine,
+    run: &'a EntityRun,
+    chunk: Chunk,
+    window: Window,
+    page_size: u32,
+    expected: Option<u64>,
+    attempt: u32,
+    seen: HashSet<String>,
+    position: u64,
+    /// The last page of an attempt that did not add up was handed out: count and start over.
+    again: bool,
+    finished: bool,
+}
+
+impl<'a> Whole<'a> {
+    pub fn new(
+        engine: &'a Engine,
+        run: &'a EntityRun,
+        chunk: Chunk,
+        window: Window,
+        page_size: u32,
+        expected: Option<u64>,
+    ) -> Self {
+        Whole {
+            engine,
+            run,
+            chunk,
+            window,
+            page_size,
+            expected,
+            attempt: 1,
+            seen: HashSet::new(),
+            position: 1,
+            again: false,
+            finished: false,
+        }
+    }
+}
+
+impl PageSource for Whole<'_> {
+    async fn next_page(&mut self, page: i32) -> Result<Option<Page>, ChunkError> {
+        let (run, entity, page_size) = (self.run, self.run.entity, self.page_size);
+        if self.finished {
+            return Ok(None);
+        }
+        if self.again {
+            if self.attempt >= WHOLE_READ_ATTEMPTS {
+                return Err(ChunkError::Incomplete {
+                    entity,
+                    read: self.seen.len() as u64,
+                    expected: self.expected.unwrap_or_default(),
+                    attempts: WHOLE_READ_ATTEMPTS,
+                });
+            }
+            self.again = false;
+            self.attempt += 1;
+            self.expected = self.engine.count(run, self.window).await?;
+            self.seen.clear();
+            self.position = 1;
+        }
+        let bad_page = |source: PageError| ChunkError::BadPage {
+            entity,
+            page,
+            chunk_start: self.chunk.start_rfc3339(),
+            source,
+        };
+        let query = extract::whole_query(entity, self.position, page_size);
+        let records = self
+            .engine
+            .fetch_query(run, query, &self.chunk, page)
+            .await?;
+        let full = !entity.is_singleton() && records.len() >= page_size as usize;
+        let before = self.seen.len();
+        self.seen.extend(records.iter().map(|r| r.id.clone()));
+        if full && self.seen.len() == before {
+            return Err(bad_page(PageError::NoProgress(format!(
+                "the page at position {} repeats records already read",
+                self.position
+            ))));
+        }
+        if full && self.position.saturating_add(u64::from(page_size)) > MAX_WHOLE_RECORDS {
+            return Err(bad_page(PageError::NoProgress(format!(
+                "more than {MAX_WHOLE_RECORDS} records in an entity read whole"
+            ))));
+        }
+        if full {
+            self.position += u64::from(page_size);
+            return Ok(Some(Page {
+                records,
+                cursor: None,
+                done: false,
+            }));
+        }
+        let read = self.seen.len() as u64;
+        let proved = self.expected.is_none_or(|n| n == read);
+        if proved {
+            if self.expected.is_none() && !entity.is_singleton() {
+                self.engine.events.emit(events::WholeReadUnproved {
+                    run: run.run.clone(),
+                    entity,
+                    records: read,
+                });
+            }
+            self.finished = true;
+        } else {
+            self.engine.events.emit(events::WholeReadMismatch {
+                run: run.run.clone(),
+                entity,
+                read,
+                expected: self.expected,
+                attempt: self.attempt,
+                retrying: self.attempt < WHOLE_READ_ATTEMPTS,
+            });
+            self.again = true;
+        }
+        Ok(Some(Page {
+            records,
+            cursor: None,
+            done: proved,
+        }))
+    }
+}
