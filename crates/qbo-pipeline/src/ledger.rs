@@ -297,12 +297,19 @@ const RUN_SELECT: &str = "SELECT r.run_id, r.pipeline, r.trigger_name, r.realm_i
     LEFT JOIN LATERAL (SELECT passed, evidence_dir FROM qbo_pipeline.validations x
                        WHERE x.run_id = r.run_id ORDER BY validation_id DESC LIMIT 1) v ON true";
 
-pub async fn list_runs(pool: &PgPool, limit: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+/// The newest `limit` runs, of the given realms only when `realms` is not empty.
+pub async fn list_runs(
+    pool: &PgPool,
+    limit: i64,
+    realms: &[String],
+) -> Result<Vec<RunRow>, sqlx::Error> {
     mark_abandoned(pool).await?;
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{RUN_SELECT} GROUP BY r.run_id, v.passed, v.evidence_dir ORDER BY r.run_id DESC LIMIT $1"
+        "{RUN_SELECT} WHERE cardinality($2::text[]) = 0 OR r.realm_id = ANY($2)
+         GROUP BY r.run_id, v.passed, v.evidence_dir ORDER BY r.run_id DESC LIMIT $1"
     )))
     .bind(limit)
+    .bind(realms)
     .fetch_all(pool)
     .await
 }

@@ -186,6 +186,9 @@ enum RunsCommand {
         /// How many runs, newest first (1..=10000).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
+        /// Only the runs of this company (repeatable); every company's by default.
+        #[arg(long = "realm", value_name = "REALM_ID")]
+        realms: Vec<String>,
     },
     /// One run with its per-entity figures.
     Show { run_id: i64 },
@@ -590,7 +593,19 @@ async fn finish_validation(
 
 async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let db = database_settings()?;
-    let command = args.command.unwrap_or(RunsCommand::List { limit: 20 });
+    let command = args.command.unwrap_or(RunsCommand::List {
+        limit: 20,
+        realms: Vec::new(),
+    });
+    if let RunsCommand::List { realms, .. } = &command {
+        let problems: Vec<String> = realms
+            .iter()
+            .filter_map(|r| config::RealmId::parse(r).err())
+            .collect();
+        if !problems.is_empty() {
+            return Err(qbo_pipeline::runtime::usage(problems));
+        }
+    }
     let Some(pool) = app::open_existing_database(&db, 2).await? else {
         // Never migrated: there are no runs, and nothing is created to say so.
         return match command {
@@ -608,15 +623,16 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         };
     };
     match command {
-        RunsCommand::List { limit } => {
-            let rows = ledger::list_runs(&pool, limit).await?;
+        RunsCommand::List { limit, realms } => {
+            let rows = ledger::list_runs(&pool, limit, &realms).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  {:<10} error",
+                    "{:>6}  {:<24} {:<20} {:<10} {:<20} {:<20} {:>10} {:>8}  {:<10} error",
                     "run",
                     "pipeline",
+                    "realm",
                     "status",
                     "started (UTC)",
                     "finished (UTC)",
@@ -626,9 +642,10 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 );
                 for r in rows {
                     println!(
-                        "{:>6}  {:<24} {:<10} {:<20} {:<20} {:>10} {:>8}  {:<10} {}{}",
+                        "{:>6}  {:<24} {:<20} {:<10} {:<20} {:<20} {:>10} {:>8}  {:<10} {}{}",
                         r.run_id,
                         r.pipeline,
+                        r.realm_id,
                         r.status,
                         r.started_at.format("%Y-%m-%d %H:%M:%S"),
                         r.finished_at

@@ -567,6 +567,52 @@ async fn two_companies_in_one_database_never_cross_talk() {
     .await
     .unwrap();
     assert_eq!(run_realm, ids[1]);
+
+    // `runs list --realm` shows one company's runs; without it, every company's, each named.
+    let runs_of = |realm: Option<&str>| {
+        let mut c = command(dir.path());
+        app_only(&mut c, &sb, &db);
+        c.args(["runs", "list", "--json"]);
+        if let Some(r) = realm {
+            c.args(["--realm", r]);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["realm_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let all = runs_of(None);
+    assert!(ids.iter().all(|id| all.contains(id)), "{all:?}");
+    for id in &ids {
+        let own = runs_of(Some(id));
+        assert!(
+            !own.is_empty() && own.iter().all(|r| r == id),
+            "{id}: {own:?}"
+        );
+    }
+    // The text table names each run's company.
+    let mut c = command(dir.path());
+    app_only(&mut c, &sb, &db);
+    let out = c
+        .args(["runs", "list", "--realm", &ids[1]])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains(&ids[1]) && !text(&out).contains(&ids[0]),
+        "{}",
+        text(&out)
+    );
+    let mut c = command(dir.path());
+    app_only(&mut c, &sb, &db);
+    let out = c
+        .args(["runs", "list", "--realm", "not a realm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
