@@ -489,8 +489,9 @@ impl Engine {
             self.count(run, opts.window).await?
         };
         report.expected = expected;
+        // A singleton is one record: its one page shares a batch request too.
         run.small.store(
-            expected.is_some_and(|n| n <= SMALL_ENTITY),
+            entity.is_singleton() || expected.is_some_and(|n| n <= SMALL_ENTITY),
             Ordering::Relaxed,
         );
         // An entity read whole is one chunk whatever the chunking asked for.
