@@ -119,6 +119,16 @@ pub struct TieSecond {
     pub second: String,
 }
 
+/// A chunk's read ended on QBO's count: as many distinct records were read as QBO counted in
+/// its closed range, so the page after was not asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkCountReached {
+    pub run: RunRef,
+    pub entity: Entity,
+    pub chunk_start: DateTime<Utc>,
+    pub records: u64,
+}
+
 /// Reading an entity whole found another number of records than QBO counts.
 #[derive(Debug, Clone, Serialize)]
 pub struct WholeReadMismatch {
@@ -178,6 +188,7 @@ pub enum Event {
     ChunkFinished(ChunkFinished),
     CountUnreadable(CountUnreadable),
     TieSecond(TieSecond),
+    ChunkCountReached(ChunkCountReached),
     WholeReadMismatch(WholeReadMismatch),
     WholeReadUnproved(WholeReadUnproved),
     EntityFinished(EntityFinished),
@@ -202,6 +213,7 @@ event_from!(
     ChunkFinished,
     CountUnreadable,
     TieSecond,
+    ChunkCountReached,
     WholeReadMismatch,
     WholeReadUnproved,
     EntityFinished,
@@ -220,6 +232,7 @@ impl Event {
             Event::ChunkFinished(e) => &e.run,
             Event::CountUnreadable(e) => &e.run,
             Event::TieSecond(e) => &e.run,
+            Event::ChunkCountReached(e) => &e.run,
             Event::WholeReadMismatch(e) => &e.run,
             Event::WholeReadUnproved(e) => &e.run,
             Event::EntityFinished(e) => &e.run,
@@ -377,6 +390,9 @@ impl Sink for LogSink {
             },
             Event::TieSecond(e) => tracing::info!(entity = %e.entity, second = %e.second,
                 "a whole page shares one second; reading that second by offset"),
+            Event::ChunkCountReached(e) => tracing::debug!(entity = %e.entity,
+                chunk_start = %e.chunk_start, records = e.records,
+                "every record QBO counts in the chunk is read; no further page asked for"),
             Event::WholeReadMismatch(e) => tracing::warn!(entity = %e.entity, read = e.read,
                 expected = ?e.expected, attempt = e.attempt, retrying = e.retrying,
                 "reading it whole found another number of records than QBO counts"),

@@ -244,6 +244,14 @@ impl From<QboError> for ChunkError {
     }
 }
 
+/// What proving a chunk unchanged found.
+enum Verify {
+    /// QBO's count equals the stored rows of a range closed before its last load.
+    Unchanged,
+    /// The chunk must be read; `count` is QBO's count of its (closed) range when one was taken.
+    Read { count: Option<u64> },
+}
+
 /// How many times an entity read whole is read before a count it never matches fails it.
 pub const WHOLE_READ_ATTEMPTS: u32 = 3;
 
@@ -483,6 +491,7 @@ impl Engine {
         // `auto` plan, proves a whole read complete, and gives the progress bar its total.
         // A singleton is not counted: it is one record by definition.
         let whole = entity.read_whole();
+        let counted_at = Utc::now();
         let expected = if entity.is_singleton() {
             None
         } else {
@@ -552,10 +561,19 @@ impl Engine {
                 let slots = slots.clone();
                 let failed = failed.clone();
                 async move {
-                    let _slot = slots
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore is never closed");
+                    // A small entity's one page does not wait behind the large entities'
+                    // chunks: sent as soon as it is counted, it shares a batch request with
+                    // the other small entities' pages (the client's own in-flight limit
+                    // still holds every request).
+                    let _slot = match run.small.load(Ordering::Relaxed) {
+                        true => None,
+                        false => Some(
+                            slots
+                                .acquire_owned()
+                                .await
+                                .expect("semaphore is never closed"),
+                        ),
+                    };
                     if failed.is_stopped() || stop.is_stopped() {
                         return Err(ChunkError::Stopped);
                     }
@@ -568,13 +586,35 @@ impl Engine {
                             .await
                     } else {
                         match self.verify_chunk(run, run_id, job_id, &state).await {
-                            Ok(true) => Ok(()),
-                            Ok(false) => {
-                                let cursor = state
-                                    .cursor
-                                    .clone()
-                                    .unwrap_or_else(|| qbo_literal(chunk.start));
-                                let source = Keyset::new(self, run, chunk, opts.page_size, cursor);
+                            Ok(Verify::Unchanged) => Ok(()),
+                            Ok(Verify::Read { count }) => {
+                                // QBO's count of this very range, taken once it had closed:
+                                // the one of the window for a chunk that is the window, or
+                                // the one a failed verification just took.
+                                let count = count.or_else(|| {
+                                    (state.cursor.is_none()
+                                        && chunk.start == opts.window.start()
+                                        && chunk.end == opts.window.end()
+                                        && verifiable(&chunk, counted_at))
+                                    .then_some(expected)
+                                    .flatten()
+                                });
+                                let source = match (&state.cursor, count) {
+                                    (None, Some(count)) => Keyset::from_start_counted(
+                                        self,
+                                        run,
+                                        chunk,
+                                        opts.page_size,
+                                        count,
+                                    ),
+                                    (cursor, _) => Keyset::new(
+                                        self,
+                                        run,
+                                        chunk,
+                                        opts.page_size,
+                                        cursor.clone().unwrap_or_else(|| qbo_literal(chunk.start)),
+                                    ),
+                                };
                                 self.drive(
                                     run,
                                     source,
@@ -629,20 +669,22 @@ impl Engine {
     }
 
     /// Proves a chunk unchanged since it was last completely loaded (see the module docs);
-    /// `Ok(false)` when it cannot be proved and must be read.
+    /// otherwise it must be read ([`Verify::Read`], with QBO's count of the range when one
+    /// was taken).
     async fn verify_chunk(
         &self,
         run: &EntityRun,
         run_id: i64,
         job_id: i64,
         state: &ChunkState,
-    ) -> Result<bool, ChunkError> {
+    ) -> Result<Verify, ChunkError> {
         let chunk = state.chunk;
+        let unproved = Ok(Verify::Read { count: None });
         let Some(completed_at) = state.completed_at else {
-            return Ok(false);
+            return unproved;
         };
         if state.cursor.is_some() || !verifiable(&chunk, completed_at) {
-            return Ok(false);
+            return unproved;
         }
         let entity = run.entity;
         let query = extract::count_query(entity, chunk.start, chunk.end).to_string();
@@ -660,7 +702,7 @@ impl Engine {
                     chunk_start: Some(chunk.start),
                     error: e.to_string(),
                 });
-                return Ok(false);
+                return unproved;
             }
         };
         let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -681,7 +723,10 @@ impl Engine {
                 in_qbo,
                 stored: stored.max(0) as u64,
             });
-            return Ok(false);
+            // The range closed before its last load, so this count bounds the read.
+            return Ok(Verify::Read {
+                count: Some(in_qbo),
+            });
         }
         checkpoint::mark_verified(&self.pool, job_id, &chunk, stored, run_id, entity).await?;
         run.verified.fetch_add(1, Ordering::Relaxed);
@@ -691,7 +736,7 @@ impl Engine {
             chunk_start: chunk.start,
             records: in_qbo,
         });
-        Ok(true)
+        Ok(Verify::Unchanged)
     }
 
     /// QBO's count for an entity: of the window, or of everything for one read whole.

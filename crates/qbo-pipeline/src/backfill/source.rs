@@ -51,6 +51,48 @@ pub(super) struct Keyset<'a> {
     chunk: Chunk,
     page_size: u32,
     next: Option<Fetch>,
+    known: Option<KnownCount>,
+}
+
+/// QBO's count of a chunk whose range had closed when it was taken, and the distinct records
+/// read since the chunk's start. No record can enter a closed range (a change moves a record
+/// to the present), so the records read are a subset of those counted: once as many distinct
+/// records have been read as were counted, every one has been, and the chunk ends without
+/// asking for the page after (which would hold only the re-read of the last second, or
+/// nothing when the count is a multiple of the page size).
+struct KnownCount {
+    count: u64,
+    distinct: u64,
+    /// The previous page's last second and the Ids read at it: a keyset page starts at that
+    /// second again (`>=`), so those records are on it a second time.
+    last_second: Option<chrono::DateTime<chrono::Utc>>,
+    last_ids: HashSet<String>,
+}
+
+impl KnownCount {
+    /// Counts a keyset page's records not read before; `true` once every counted record has
+    /// been read.
+    fn add(&mut self, records: &[Record]) -> bool {
+        let repeated = match self.last_second {
+            Some(second) => records
+                .iter()
+                .take_while(|r| r.last_updated == second)
+                .filter(|r| self.last_ids.contains(&r.id))
+                .count(),
+            None => 0,
+        };
+        self.distinct += (records.len() - repeated) as u64;
+        if let Some(last) = records.last() {
+            self.last_second = Some(last.last_updated);
+            self.last_ids = records
+                .iter()
+                .rev()
+                .take_while(|r| r.last_updated == last.last_updated)
+                .map(|r| r.id.clone())
+                .collect();
+        }
+        self.distinct >= self.count
+    }
 }
 
 impl<'a> Keyset<'a> {
@@ -68,7 +110,34 @@ impl<'a> Keyset<'a> {
             chunk,
             page_size,
             next: Some(Fetch::Keyset(cursor)),
+            known: None,
         }
+    }
+
+    /// From the chunk's start, knowing QBO's count of its range taken after the range had
+    /// closed (see [`KnownCount`]): the read ends as soon as that many distinct records have
+    /// been read.
+    pub fn from_start_counted(
+        engine: &'a Engine,
+        run: &'a EntityRun,
+        chunk: Chunk,
+        page_size: u32,
+        count: u64,
+    ) -> Self {
+        let mut source = Self::new(
+            engine,
+            run,
+            chunk,
+            page_size,
+            crate::window::qbo_literal(chunk.start),
+        );
+        source.known = Some(KnownCount {
+            count,
+            distinct: 0,
+            last_second: None,
+            last_ids: HashSet::new(),
+        });
+        source
     }
 }
 
@@ -103,6 +172,24 @@ impl PageSource for Keyset<'_> {
                 )
                 .map_err(bad_page)?
                 {
+                    // Every record QBO counted in the closed range is read: no page after.
+                    PageStep::Next(_) if self.known.as_mut().is_some_and(|k| k.add(&records)) => {
+                        self.engine.events.emit(events::ChunkCountReached {
+                            run: run.run.clone(),
+                            entity: run.entity,
+                            chunk_start: chunk.start,
+                            records: self.known.as_ref().map_or(0, |k| k.count),
+                        });
+                        let cursor = records.last().map(|r| r.last_updated_text.clone());
+                        (
+                            Some(Page {
+                                records,
+                                cursor,
+                                done: true,
+                            }),
+                            None,
+                        )
+                    }
                     PageStep::Done => {
                         let cursor = records.last().map(|r| r.last_updated_text.clone());
                         (
@@ -123,6 +210,8 @@ impl PageSource for Keyset<'_> {
                         Some(Fetch::Keyset(cursor)),
                     ),
                     PageStep::TieSecond { second, after } => {
+                        // A second read by offset is not tracked: the read ends on its own.
+                        self.known = None;
                         self.engine.events.emit(events::TieSecond {
                             run: run.run.clone(),
                             entity: run.entity,
@@ -306,5 +395,62 @@ impl PageSource for Whole<'_> {
             cursor: None,
             done: proved,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn record(id: &str, second: u32) -> Record {
+        let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, second).unwrap();
+        Record {
+            id: id.into(),
+            payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            last_updated_text: at.to_rfc3339(),
+            last_updated: at,
+            sync_token: 0,
+        }
+    }
+
+    fn known(count: u64) -> KnownCount {
+        KnownCount {
+            count,
+            distinct: 0,
+            last_second: None,
+            last_ids: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_known_count_ignores_the_records_a_page_reads_again_at_its_first_second() {
+        let mut k = known(7);
+        // Page 1 ends with two records at second 3; page 2 starts at second 3 again.
+        assert!(!k.add(&[record("1", 1), record("2", 3), record("3", 3)]));
+        assert_eq!(k.distinct, 3);
+        assert!(!k.add(&[
+            record("2", 3),
+            record("3", 3),
+            record("4", 3),
+            record("5", 4)
+        ]));
+        assert_eq!(
+            k.distinct, 5,
+            "2 and 3 were read before; 4 is new at the same second"
+        );
+        assert!(!k.add(&[record("5", 4), record("6", 5)]));
+        assert_eq!(k.distinct, 6);
+        assert!(k.add(&[record("6", 5), record("7", 6)]), "the seventh of 7");
+    }
+
+    #[test]
+    fn a_known_count_is_not_reached_while_records_are_missing() {
+        // Counted 3, but one record left the range (edited) before it was read: the read
+        // never reaches the count and ends on its own, on a short page.
+        let mut k = known(3);
+        assert!(!k.add(&[record("1", 1), record("2", 2)]));
+        assert!(!k.add(&[record("2", 2)]));
+        assert_eq!(k.distinct, 2);
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use qbo_pipeline::entity::Entity;
+use qbo_sandbox::SandboxConfig;
 
 /// Backfills every entity with `batch_per_minute` and returns (query requests, batch
 /// requests) the sandbox answered, checking the load is exact.
@@ -46,4 +47,52 @@ async fn counts_of_every_entity_share_batch_requests() {
         saved >= 30,
         "batching saved {saved} requests ({queries_alone} alone vs {queries} + {batches} batches)"
     );
+}
+
+/// Backfills customers alone (300 of them, in pages of 300, one chunk) over `w` and returns
+/// the pages read, checking the load is exact.
+async fn customer_pages(w: qbo_pipeline::window::Window) -> u64 {
+    let sb = sandbox(SandboxConfig {
+        customers: 300,
+        ..small_company()
+    })
+    .await;
+    let db = TestDb::create().await;
+    let opts = qbo_pipeline::backfill::BackfillOptions {
+        chunk: qbo_pipeline::window::ChunkSize::Whole,
+        page_size: 300,
+        ..options(&[Entity::CUSTOMER], w)
+    };
+    let report = backfill(&sb, &db, &fast_http(), &opts).await;
+    assert!(report.succeeded(), "{:?}", report.error());
+    assert_table_equals_sandbox(&db.pool().await, &sb, Entity::CUSTOMER, w).await;
+    let stats = sb.state().stats();
+    let pages = report.entities[0].pages;
+    // One count, then the pages (none of them batched: the entity is not small).
+    assert_eq!(
+        stats
+            .requests_by_endpoint
+            .get("query")
+            .copied()
+            .unwrap_or(0),
+        pages + 1,
+        "requests: a count and one per page"
+    );
+    pages
+}
+
+/// A closed range counted by QBO ends its read once that many distinct records are read: 300
+/// records in a page of 300 take one page, not a second that would only re-read the last
+/// second (a keyset page starts at the previous page's last second). A window still open
+/// (records may enter it during the read) is read to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counted_closed_range_is_read_without_the_page_after() {
+    assert_eq!(customer_pages(full_window()).await, 1);
+    let today = chrono::Utc::now().date_naive();
+    let open = qbo_pipeline::window::Window::new(
+        chrono::NaiveDate::from_ymd_opt(2014, 1, 1).unwrap(),
+        today + chrono::Days::new(1),
+    )
+    .unwrap();
+    assert_eq!(customer_pages(open).await, 2);
 }
