@@ -85,11 +85,13 @@ pub fn engine(pool: PgPool, qbo: &QboSettings, http: &HttpSettings) -> anyhow::R
         http.clone(),
     )
     .context("building the QBO API URL")?;
+    let events = crate::events::EventBus::default();
+    let qbo_client = qbo_client.with_observer(Arc::new(crate::events::BusObserver(events.clone())));
     Ok(Engine {
         pool,
         client: Arc::new(qbo_client),
         realm: qbo.realm_id.as_str().to_string(),
-        events: crate::events::EventBus::default(),
+        events,
     })
 }
 

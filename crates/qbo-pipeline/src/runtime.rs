@@ -9,7 +9,7 @@
 use crate::app::{UsageError, open_database};
 use crate::backfill::{Engine, StopSignal};
 use crate::config::{DbSettings, HttpSettings, QboApp, RealmId};
-use crate::events::EventBus;
+use crate::events::{BusObserver, EventBus};
 use crate::realm::{self, Selection};
 use anyhow::Context;
 use qbo_client::{QboClient, http_client, token_http_client};
@@ -120,7 +120,8 @@ impl Runtime {
                 auth,
                 self.http.clone(),
             )
-            .context("building the QBO API URL")?,
+            .context("building the QBO API URL")?
+            .with_observer(Arc::new(BusObserver(self.events.clone()))),
         );
         clients.insert(realm.clone(), client.clone());
         Ok(client)
