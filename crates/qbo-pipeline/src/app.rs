@@ -4,14 +4,13 @@
 //! must fix (bad configuration, unreachable database) are [`UsageError`]s, which the binary
 //! maps to exit code 2 before anything is written.
 
-use crate::auth::Authorizer;
 use crate::backfill::{BackfillOptions, BackfillReport, Engine, StopSignal};
-use crate::client::{QboClient, http_client, token_http_client};
 use crate::config::{ConfigError, DbSettings, HttpSettings, QboSettings, RealmId};
 use crate::db::{self, DbError};
 use crate::entity::Entity;
 use crate::window::{ChunkSize, Window, parse_day};
 use anyhow::Context;
+use qbo_client::{QboClient, http_client, token_http_client};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -73,14 +72,26 @@ pub async fn open_existing_database(
 pub fn engine(pool: PgPool, qbo: &QboSettings, http: &HttpSettings) -> anyhow::Result<Engine> {
     let client = http_client(http).context("building the HTTP client")?;
     let token_client = token_http_client(http).context("building the HTTP client")?;
-    let auth = Arc::new(Authorizer::new(token_client, qbo.clone(), pool.clone()));
-    let qbo_client = QboClient::new(client, &qbo.api_base, &qbo.realm_id, auth, http.clone())
-        .context("building the QBO API URL")?;
+    let auth = Arc::new(crate::token_store::authorizer(
+        token_client,
+        qbo,
+        pool.clone(),
+    ));
+    let qbo_client = QboClient::new(
+        client,
+        &qbo.api_base,
+        qbo.realm_id.as_str(),
+        auth,
+        http.clone(),
+    )
+    .context("building the QBO API URL")?;
+    let events = crate::events::EventBus::default();
+    let qbo_client = qbo_client.with_observer(Arc::new(crate::events::BusObserver(events.clone())));
     Ok(Engine {
         pool,
         client: Arc::new(qbo_client),
         realm: qbo.realm_id.as_str().to_string(),
-        events: crate::events::EventBus::default(),
+        events,
     })
 }
 

@@ -7,15 +7,14 @@
 //! company, leaves nothing behind (exit 2).
 
 use crate::app::{self, UsageError};
-use crate::auth::{AuthError, Authorizer};
 use crate::backfill::StopSignal;
 use crate::cli_common::{HttpArgs, database_settings, install_signal_handlers};
-use crate::client::{QboClient, QboError, RequestStats, http_client, token_http_client};
 use crate::config::{self, ProcessEnv, RealmId};
 use crate::entity::Entity;
 use crate::realm::{self, RealmSource};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use qbo_client::{AuthError, QboClient, QboError, RequestStats, http_client, token_http_client};
 use secrecy::SecretString;
 use std::io::Read;
 use std::process::ExitCode;
@@ -91,7 +90,7 @@ fn read_token(realm: &RealmId) -> Result<String, String> {
         let mut buf = String::new();
         stdin
             .lock()
-            .take(crate::auth::MAX_TOKEN_LEN as u64 + 2)
+            .take(qbo_client::auth::MAX_TOKEN_LEN as u64 + 2)
             .read_to_string(&mut buf)
             .map_err(|_| {
                 "standard input is not text: pipe the refresh token in as one line".to_string()
@@ -142,15 +141,15 @@ async fn add(
     .bind(realm.as_str())
     .fetch_optional(&pool)
     .await?;
-    let auth = Arc::new(Authorizer::new(
+    let auth = Arc::new(crate::token_store::authorizer(
         token_http_client(&http).context("building the HTTP client")?,
-        settings.clone(),
+        &settings,
         pool.clone(),
     ));
     let client = QboClient::new(
         http_client(&http).context("building the HTTP client")?,
         &settings.api_base,
-        &realm,
+        realm.as_str(),
         auth,
         http.clone(),
     )
@@ -225,7 +224,7 @@ fn company_name(body: &[u8]) -> Option<String> {
     let name = v
         .pointer("/QueryResponse/CompanyInfo/0/CompanyName")?
         .as_str()?;
-    Some(crate::client::printable(name, 200))
+    Some(qbo_client::printable(name, 200))
 }
 
 /// Puts the token store's row for `realm` back as it was before `realm add` (deleting it

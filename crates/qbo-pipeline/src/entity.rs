@@ -198,7 +198,7 @@ impl fmt::Display for Entity {
 #[error(
     "unknown entity '{}': `qbo-pipeline entities` lists the {COUNT} names --entity takes \
      (its name, e.g. invoices; QBO's name, e.g. Invoice; or its table, e.g. qb_invoices), or use all",
-    crate::client::printable(.0, 60)
+    qbo_client::printable(.0, 60)
 )]
 pub struct UnknownEntity(pub String);
 

@@ -176,6 +176,45 @@ pub struct RunFinished {
     pub error: Option<String>,
 }
 
+/// One HTTP request a realm's client made (query, batch, token, ...), as it finished. Not
+/// part of a run: a realm's client is shared by every run of the process.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestFinished {
+    pub realm: Arc<str>,
+    pub endpoint: qbo_client::Endpoint,
+    pub outcome: qbo_client::Outcome,
+    /// The attempt number of the logical request (1 for the first).
+    pub attempt: u32,
+    /// The client sends it again (after a refresh, a throttle wait or a back-off).
+    pub retried: bool,
+    pub retry_after_ms: Option<u64>,
+    pub duration_ms: f64,
+}
+
+impl RequestFinished {
+    /// QBO throttled it (429).
+    pub fn throttled(&self) -> bool {
+        self.outcome.is_throttled()
+    }
+}
+
+/// Publishes every request of a client on a bus as [`RequestFinished`].
+pub struct BusObserver(pub EventBus);
+
+impl qbo_client::RequestObserver for BusObserver {
+    fn request_finished(&self, r: &qbo_client::RequestRecord<'_>) {
+        self.0.emit(RequestFinished {
+            realm: r.realm.into(),
+            endpoint: r.endpoint,
+            outcome: r.outcome.clone(),
+            attempt: r.attempt,
+            retried: r.retried,
+            retry_after_ms: r.retry_after.map(|d| d.as_millis() as u64),
+            duration_ms: r.duration.as_secs_f64() * 1000.0,
+        });
+    }
+}
+
 /// Everything that can happen, one variant per event struct.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -193,6 +232,7 @@ pub enum Event {
     WholeReadUnproved(WholeReadUnproved),
     EntityFinished(EntityFinished),
     RunFinished(RunFinished),
+    RequestFinished(RequestFinished),
 }
 
 macro_rules! event_from {
@@ -217,13 +257,14 @@ event_from!(
     WholeReadMismatch,
     WholeReadUnproved,
     EntityFinished,
-    RunFinished
+    RunFinished,
+    RequestFinished
 );
 
 impl Event {
-    /// The run the event belongs to.
-    pub fn run(&self) -> &RunRef {
-        match self {
+    /// The run the event belongs to; `None` for a request (clients are shared by runs).
+    pub fn run(&self) -> Option<&RunRef> {
+        Some(match self {
             Event::RunStarted(e) => &e.run,
             Event::EntityPlanned(e) => &e.run,
             Event::PageCommitted(e) => &e.run,
@@ -237,7 +278,8 @@ impl Event {
             Event::WholeReadUnproved(e) => &e.run,
             Event::EntityFinished(e) => &e.run,
             Event::RunFinished(e) => &e.run,
-        }
+            Event::RequestFinished(_) => return None,
+        })
     }
 }
 
@@ -408,6 +450,11 @@ impl Sink for LogSink {
                     entity = %e.entity, status = %e.status, records = e.records,
                     seconds = e.seconds, "entity finished"),
             },
+            // Requests are many: debug level only.
+            Event::RequestFinished(e) => tracing::debug!(realm = %e.realm,
+                endpoint = e.endpoint.as_str(), outcome = ?e.outcome, attempt = e.attempt,
+                retried = e.retried, retry_after_ms = ?e.retry_after_ms,
+                duration_ms = e.duration_ms, "request finished"),
             Event::RunFinished(e) => match &e.error {
                 None => tracing::info!(
                     run_id = e.run.run_id,

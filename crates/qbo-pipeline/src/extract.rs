@@ -162,8 +162,8 @@ pub struct Unavailable {
 /// your product is not entitled to"; what the sandbox answers), and a fault saying the
 /// feature is not enabled or not supported. The exact fault for each missing feature is not
 /// documented (uncertain).
-pub fn unavailable(entity: Entity, err: &crate::client::QboError) -> Option<Unavailable> {
-    let crate::client::QboError::Fault {
+pub fn unavailable(entity: Entity, err: &qbo_client::QboError) -> Option<Unavailable> {
+    let qbo_client::QboError::Fault {
         status,
         code,
         message,
@@ -201,7 +201,7 @@ pub fn unavailable(entity: Entity, err: &crate::client::QboError) -> Option<Unav
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
-            crate::client::printable(&err.to_string(), 300)
+            qbo_client::printable(&err.to_string(), 300)
         ),
     })
 }
@@ -256,7 +256,7 @@ struct Meta {
 
 /// serde's message, cleaned: it may quote text from the page.
 fn syntax_or_shape(e: serde_json::Error) -> PageError {
-    let text = crate::client::printable(&e.to_string(), 200);
+    let text = qbo_client::printable(&e.to_string(), 200);
     match e.classify() {
         serde_json::error::Category::Data => PageError::Shape(text),
         _ => PageError::Syntax(text),
@@ -264,7 +264,7 @@ fn syntax_or_shape(e: serde_json::Error) -> PageError {
 }
 
 fn printable(s: &str) -> String {
-    crate::client::printable(s, 60)
+    qbo_client::printable(s, 60)
 }
 
 /// The object of a wrapped record (`{"Invoice": {...}}`): its one member whose value is an
@@ -794,15 +794,14 @@ mod tests {
 
     #[test]
     fn an_entity_the_company_lacks_is_classified_in_one_place() {
-        let fault =
-            |status, code: &str, message: &str, detail: &str| crate::client::QboError::Fault {
-                status,
-                code: Some(code.into()),
-                message: message.into(),
-                detail: Some(detail.into()),
-                intuit_tid: None,
-                retry_after: None,
-            };
+        let fault = |status, code: &str, message: &str, detail: &str| qbo_client::QboError::Fault {
+            status,
+            code: Some(code.into()),
+            message: message.into(),
+            detail: Some(detail.into()),
+            intuit_tid: None,
+            retry_after: None,
+        };
         let unknown = fault(
             400,
             "4001",

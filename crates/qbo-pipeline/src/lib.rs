@@ -10,8 +10,7 @@
 //! | [`entity`] | the closed set of entities: QBO name, table, pipeline name, name-list flag |
 //! | [`window`] | UTC day windows, chunk planning, QBO time literals (pure) |
 //! | [`db`] | PostgreSQL connection, database creation, migrations |
-//! | [`auth`] | OAuth 2.0 refresh; rotated refresh tokens persisted under a per-realm lock |
-//! | [`client`] | HTTP to QBO: per-realm rate limit and in-flight cap, retry classification |
+//! | [`token_store`] | the PostgreSQL token store: rotated refresh tokens persisted under a per-realm lock |
 //! | [`extract`] | keyset page queries, page parsing (payloads kept as raw JSON) |
 //! | [`load`] | batch upsert of a page + checkpoint advance in one transaction |
 //! | [`checkpoint`] | backfill jobs, chunk checkpoints, per-entity advisory lock |
@@ -33,16 +32,15 @@
 //! | [`runtime`] | what a process builds once: pool, realm registry, one authorised client per realm |
 //! | [`cli_realm`] | the `realm add`, `realm list`, `realm remove` commands |
 //!
-//! The simulated QBO lives in the `qbo-sandbox` crate, the query language in `qbo-query`.
+//! The HTTP side (client, token refresh, limits, retries) is the `qbo-client` crate, the
+//! simulated QBO the `qbo-sandbox` crate, the query language `qbo-query`.
 
 pub mod app;
-pub mod auth;
 pub mod backfill;
 pub mod checkpoint;
 pub mod cli_common;
 pub mod cli_realm;
 pub mod cli_schedule;
-pub mod client;
 pub mod config;
 pub mod db;
 pub mod entity;
@@ -58,14 +56,9 @@ pub mod runtime;
 pub mod schedule;
 pub mod scheduler;
 pub mod shutdown;
+pub mod token_store;
 pub mod trigger;
 pub mod validate;
 pub mod window;
 
-/// Installs rustls' ring crypto provider once per process (reqwest is built without one).
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+pub use qbo_client::install_crypto_provider;

@@ -33,7 +33,7 @@ impl ProgressSink {
 
 impl Sink for ProgressSink {
     fn on(&self, event: &Event) {
-        if event.run().run_id != self.run_id {
+        if event.run().is_none_or(|r| r.run_id != self.run_id) {
             return;
         }
         match event {

@@ -293,7 +293,7 @@ pub fn check_token(text: &str) -> Result<String, String> {
     if t.is_empty() {
         return Err("no refresh token on standard input: pipe it in, e.g. `printf %s \"$TOKEN\" | qbo-pipeline realm add --realm-id R`".into());
     }
-    if t.len() > crate::auth::MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
+    if t.len() > qbo_client::auth::MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(
             "what was read from standard input is not a refresh token (expected one line of printable characters, no spaces)"
                 .into(),
@@ -331,6 +331,6 @@ mod tests {
         assert!(check_token("\n").unwrap_err().contains("no refresh token"));
         let err = check_token("two words").unwrap_err();
         assert!(!err.contains("two words"), "{err}");
-        assert!(check_token(&"x".repeat(crate::auth::MAX_TOKEN_LEN + 1)).is_err());
+        assert!(check_token(&"x".repeat(qbo_client::auth::MAX_TOKEN_LEN + 1)).is_err());
     }
 }

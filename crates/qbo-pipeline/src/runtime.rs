@@ -7,13 +7,12 @@
 //! here ([`Runtime::realms`]), then runs [`Runtime::engine`] for each.
 
 use crate::app::{UsageError, open_database};
-use crate::auth::Authorizer;
 use crate::backfill::{Engine, StopSignal};
-use crate::client::{QboClient, http_client, token_http_client};
 use crate::config::{DbSettings, HttpSettings, QboApp, RealmId};
-use crate::events::EventBus;
+use crate::events::{BusObserver, EventBus};
 use crate::realm::{self, Selection};
 use anyhow::Context;
+use qbo_client::{QboClient, http_client, token_http_client};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -108,20 +107,21 @@ impl Runtime {
             return Ok(c.clone());
         }
         let settings = self.app.realm(realm);
-        let auth = Arc::new(Authorizer::new(
+        let auth = Arc::new(crate::token_store::authorizer(
             self.token_client.clone(),
-            settings.clone(),
+            &settings,
             self.pool.clone(),
         ));
         let client = Arc::new(
             QboClient::new(
                 self.api_client.clone(),
                 &settings.api_base,
-                realm,
+                realm.as_str(),
                 auth,
                 self.http.clone(),
             )
-            .context("building the QBO API URL")?,
+            .context("building the QBO API URL")?
+            .with_observer(Arc::new(BusObserver(self.events.clone()))),
         );
         clients.insert(realm.clone(), client.clone());
         Ok(client)

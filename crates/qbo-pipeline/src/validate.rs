@@ -8,12 +8,12 @@
 //! compared; freshness. Every SQL statement and QBO query that produced a figure is recorded
 //! in the report.
 
-use crate::client::{QboClient, RequestStats};
 use crate::entity::{Entity, KeyShape};
 use crate::extract;
 use crate::shutdown::StopSignal;
 use crate::window::{ChunkSize, Window, plan};
 use chrono::{DateTime, NaiveDate, Utc};
+use qbo_client::{QboClient, RequestStats};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;

@@ -20,13 +20,13 @@
 //! `--restart` reads everything again.
 
 use crate::checkpoint::{self, ChunkState, LockSession};
-use crate::client::{Parsed, QboClient, QboError, QueryError, RequestStats};
 use crate::entity::Entity;
 use crate::events::{self, EventBus, RunRef};
 use crate::extract::{self, PageError, Record};
 use crate::ledger::{self, EntityStatus};
 use crate::load::{self, Advance, PageTarget, Written};
 use crate::window::{Chunk, ChunkSize, Window, plan, plan_auto, qbo_literal};
+use qbo_client::{Parsed, QboClient, QboError, QueryError, RequestStats};
 
 mod source;
 use chrono::{DateTime, Utc};

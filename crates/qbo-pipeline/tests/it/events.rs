@@ -33,7 +33,11 @@ async fn a_runs_events_add_up_to_its_report_and_its_rows() {
         .await
         .unwrap();
     assert!(report.succeeded(), "{}", report.table());
-    let events = drain(&mut rx);
+    // The run's own events (requests are the client's, checked in their own test).
+    let events: Vec<Event> = drain(&mut rx)
+        .into_iter()
+        .filter(|e| e.run().is_some())
+        .collect();
 
     // One run: started first, finished last, everything in between belongs to it.
     match (events.first(), events.last()) {
@@ -46,7 +50,11 @@ async fn a_runs_events_add_up_to_its_report_and_its_rows() {
         }
         other => panic!("a run starts and finishes: {other:?}"),
     }
-    assert!(events.iter().all(|e| e.run().run_id == report.run_id));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.run().is_some_and(|r| r.run_id == report.run_id))
+    );
 
     let mut planned = HashMap::new();
     let mut finished = HashMap::new();
@@ -116,4 +124,54 @@ async fn a_runs_events_add_up_to_its_report_and_its_rows() {
         })
         .sum();
     assert_eq!(written, 0, "nothing changed, nothing rewritten");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_the_sandbox_served_is_a_request_event_and_a_429_is_retried() {
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let mut faults = sb.state().faults();
+    faults.retry_after_secs = Some(0);
+    faults.scripted = vec![qbo_sandbox::ScriptedFault {
+        endpoint: qbo_sandbox::Endpoint::Query,
+        count: 2,
+        action: qbo_sandbox::FaultAction::Status(429),
+    }];
+    sb.state().set_faults(faults);
+    let pool = app::open_database(&db.settings(), 8).await.unwrap();
+    let engine = app::engine(pool.clone(), &qbo_settings(&sb), &fast_http()).unwrap();
+    let mut rx = engine.events.subscribe();
+    let report = engine
+        .backfill(&options(&GENERATED, full_window()), &StopSignal::default())
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{}", report.table());
+    let requests: Vec<_> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RequestFinished(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let stats = sb.state().stats();
+    assert_eq!(
+        requests.len() as u64,
+        stats.requests_total,
+        "one event per request the sandbox served: {stats:?}"
+    );
+    let throttled: Vec<_> = requests.iter().filter(|r| r.throttled()).collect();
+    assert_eq!(throttled.len() as u64, stats.throttled_429, "{stats:?}");
+    assert!(!throttled.is_empty(), "the injected 429s were seen");
+    assert!(
+        throttled
+            .iter()
+            .all(|r| r.retried && r.retry_after_ms.is_some())
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.endpoint == qbo_client::Endpoint::Token
+                && r.outcome == qbo_client::Outcome::Ok),
+        "the token refresh is a request too"
+    );
 }

@@ -1,9 +1,10 @@
-//! OAuth 2.0 for QBO: the refresh-token store and the access-token refresher.
+//! OAuth 2.0 for QBO: the access-token refresher over a refresh-token store.
 //!
-//! - The newest refresh token per realm lives in `qbo_pipeline.oauth_tokens`. It is written in
-//!   the same transaction that holds the per-realm advisory lock under which the refresh POST
-//!   was made, so the token Intuit just issued is committed before anything uses it, and two
-//!   processes never refresh one realm at once (each re-reads the stored token under the lock).
+//! - The newest refresh token per realm lives in a [`TokenStore`] (the pipeline's is a
+//!   PostgreSQL table; [`MemoryTokenStore`] is for tests). It is written while the realm's
+//!   lock, under which the refresh POST was made, is held, so the token Intuit just issued is
+//!   committed before anything uses it, and two refreshers never refresh one realm at once
+//!   (each re-reads the stored chain under the lock).
 //! - `QBO_REFRESH_TOKEN` is only the seed: the stored chain is used while it grew from the same
 //!   seed; a different seed means the user re-authorised, and the new seed wins.
 //! - Access tokens are kept in memory, refreshed a minute before expiry and after a 401 (the
@@ -14,24 +15,34 @@
 //! - Intuit's answer is checked before anything is stored: both tokens present, at most
 //!   [`MAX_TOKEN_LEN`] printable ASCII characters; lifetimes clamped to sane ranges (so no
 //!   value can make the statement that stores the token fail, or overflow a clock).
-//! - The new refresh token is written by one auto-committed statement, the first thing done
-//!   after the answer arrives and before the access token is used; the token it replaces is
-//!   kept as `previous_refresh_token`.
+//! - The new refresh token is written ([`LockedChain::write`], durable when it returns), the
+//!   first thing done after the answer arrives and before the access token is used; the token
+//!   it replaces is kept as the chain's previous token.
 //! - A crash in the instant between Intuit's answer and that commit cannot be excluded (no
 //!   client can make two systems commit together). The stored token then is the one just
 //!   used, which Intuit keeps valid for about 24 hours after issuing its successor, so the
 //!   next run within that day refreshes with it. When the stored token is refused
 //!   (`invalid_grant`) and it replaced another within the last 24 hours, the previous one is
 //!   tried before giving up.
-//! - With `QBO_TOKEN_KEY` set, tokens are stored encrypted (AES-256-GCM, see [`TokenKey`]).
+//! - How tokens are kept at rest (encrypted or not) is the store's business.
 
-use crate::config::{QboSettings, TokenKey, redacted_url};
-use crate::shutdown::StopSignal;
+mod memory;
+mod store;
+
+pub use memory::{MemoryChain, MemoryTokenStore};
+pub use store::{
+    LockedChain, PREVIOUS_TOKEN_GRACE, Previous, StoreError, StoredChain, TokenStore, TokenWrite,
+};
+
+use crate::observe::{Endpoint, Outcome, RequestObserver, RequestRecord};
+use crate::settings::redacted_url;
+use crate::stop::StopSignal;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use url::Url;
 
 /// Refresh an access token this long before it expires.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
@@ -47,8 +58,6 @@ const ACCESS_LIFETIME: (u64, u64) = (300, 86_400);
 /// Refresh-token lifetimes are clamped to at most this (Intuit: about 100 days; hard expiry
 /// about five years).
 const MAX_REFRESH_LIFETIME: u64 = 10 * 365 * 86_400;
-/// How long Intuit keeps a replaced refresh token valid.
-const PREVIOUS_TOKEN_GRACE_HOURS: i64 = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -79,17 +88,13 @@ pub enum AuthError {
     )]
     Redirect { url: String, status: u16 },
     #[error(
-        "a stored token is encrypted but cannot be decrypted: {0}. Set QBO_TOKEN_KEY to the key it was stored with (or re-authorise and put the new refresh token in QBO_REFRESH_TOKEN)"
-    )]
-    Decrypt(String),
-    #[error(
         "realm {realm} has no stored refresh token: register it with `qbo-pipeline realm add --realm-id {realm}` (the token on standard input), or set QBO_REALM_ID and QBO_REFRESH_TOKEN to it"
     )]
     NoToken { realm: String },
     #[error("stopped by a stop request")]
     Stopped,
     #[error("token store: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[source] StoreError),
 }
 
 impl AuthError {
@@ -188,14 +193,14 @@ fn clamp_lifetimes(
 }
 
 /// The stored form of a seed: a digest, so the table holds one secret per realm, not two.
-fn seed_digest(seed: &str) -> String {
+pub fn seed_digest(seed: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
     let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
 
 /// Whether a stored seed (a digest, or the plain text older versions stored) is `seed`.
-fn seed_matches(stored: &str, seed: &str) -> bool {
+pub fn seed_matches(stored: &str, seed: &str) -> bool {
     if stored.starts_with("sha256:") {
         stored == seed_digest(seed)
     } else {
@@ -203,28 +208,29 @@ fn seed_matches(stored: &str, seed: &str) -> bool {
     }
 }
 
-/// The connection holding the realm's token lock. Unless taken back after a successful
-/// unlock, dropping it (an error, a dropped future) closes the session, and the lock with it,
-/// instead of returning a locked connection to the pool.
-struct LockedConn(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
-
-impl Drop for LockedConn {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(conn.detach());
-        }
-    }
+/// The Intuit app and the realm an [`Authorizer`] refreshes tokens for.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub realm_id: String,
+    /// The seed refresh token (`QBO_REFRESH_TOKEN`), if any: the stored chain is used while
+    /// it grew from this seed; another seed starts a fresh chain. `None`: the stored chain is
+    /// the only token there is.
+    pub seed: Option<SecretString>,
+    /// The OAuth 2.0 token endpoint.
+    pub token_url: Url,
 }
 
 /// Hands out valid access tokens for one realm.
 pub struct Authorizer {
     http: reqwest::Client,
-    settings: QboSettings,
-    key: Option<TokenKey>,
-    pool: PgPool,
+    settings: AuthSettings,
+    store: Arc<dyn TokenStore>,
     current: Mutex<Option<AccessToken>>,
     generation: AtomicU64,
     refreshes: AtomicU64,
+    observer: std::sync::RwLock<Option<Arc<dyn RequestObserver>>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -237,17 +243,30 @@ impl std::fmt::Debug for Authorizer {
 }
 
 impl Authorizer {
-    /// `http` must not follow redirects ([`crate::client::token_http_client`]).
-    pub fn new(http: reqwest::Client, settings: QboSettings, pool: PgPool) -> Self {
+    /// `http` must not follow redirects ([`crate::token_http_client`]).
+    pub fn new(http: reqwest::Client, settings: AuthSettings, store: Arc<dyn TokenStore>) -> Self {
         Authorizer {
             http,
-            key: settings.token_key.clone(),
             settings,
-            pool,
+            store,
             current: Mutex::new(None),
             generation: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
+            observer: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Reports every token-endpoint request to `observer` (set by
+    /// [`crate::QboClient::with_observer`]).
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
+        *self.observer.write().unwrap_or_else(|p| p.into_inner()) = Some(observer);
+    }
+
+    fn observer(&self) -> Option<Arc<dyn RequestObserver>> {
+        self.observer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// How many refreshes this process made.
@@ -288,68 +307,35 @@ impl Authorizer {
         }
     }
 
-    fn seal(&self, token: &str) -> Result<String, AuthError> {
-        match &self.key {
-            Some(k) => k.seal(token).map_err(AuthError::Decrypt),
-            None => Ok(token.to_string()),
-        }
-    }
-
-    fn open(&self, stored: &str) -> Result<String, AuthError> {
-        TokenKey::open_stored(self.key.as_ref(), stored).map_err(AuthError::Decrypt)
-    }
-
-    /// One refresh under the realm's advisory lock. The new refresh token is committed on
-    /// its own, before the access token is handed out (see the module docs).
+    /// One refresh under the realm's lock. The new refresh token is committed on its own,
+    /// before the access token is handed out (see the module docs).
     async fn refresh(&self) -> Result<AccessToken, AuthError> {
         let realm = self.settings.realm_id.as_str();
         let seed = self.settings.seed.as_ref().map(|s| s.expose_secret());
-        // A session lock on a dedicated connection: the token write below commits by itself
-        // while the lock is still held, so no other process refreshes in between.
-        let mut guard = LockedConn(Some(self.pool.acquire().await?));
-        let conn = guard.0.as_mut().expect("set above");
-        sqlx::query("SELECT pg_advisory_lock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))")
-            .bind(realm)
-            .execute(&mut **conn)
-            .await?;
-        let result = self.refresh_locked(conn, realm, seed).await;
-        let unlocked = sqlx::query(
-            "SELECT pg_advisory_unlock(hashtextextended('qbo_pipeline.oauth:' || $1, 0))",
-        )
-        .bind(realm)
-        .execute(&mut **conn)
-        .await;
-        if unlocked.is_ok() {
-            // Unlocked: the connection may go back to the pool.
-            guard.0.take();
+        let mut chain = self.store.lock(realm).await.map_err(AuthError::Store)?;
+        let result = self.refresh_locked(chain.as_mut(), realm, seed).await;
+        let released = chain.release().await;
+        match (result, released) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(AuthError::Store(e)),
+            (Ok(t), Ok(())) => Ok(t),
         }
-        result
     }
 
     async fn refresh_locked(
         &self,
-        conn: &mut sqlx::PgConnection,
+        chain: &mut (dyn LockedChain + '_),
         realm: &str,
         seed: Option<&str>,
     ) -> Result<AccessToken, AuthError> {
-        type Stored = (String, String, i32, Option<String>, Option<bool>);
-        let stored: Option<Stored> = sqlx::query_as(
-            "SELECT refresh_token, seed_refresh_token, rotations, previous_refresh_token,
-                    rotated_at > now() - make_interval(hours => $2)
-             FROM qbo_pipeline.oauth_tokens WHERE realm_id = $1",
-        )
-        .bind(realm)
-        .bind(PREVIOUS_TOKEN_GRACE_HOURS as i32)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let stored = chain.read().await.map_err(AuthError::Store)?;
         // Without a seed (a registered realm) the stored chain is the only token there is.
         let chain_matches =
             |stored_seed: &str| seed.is_none_or(|seed| seed_matches(stored_seed, seed));
-        let fresh_chain =
-            !matches!(&stored, Some((_, stored_seed, ..)) if chain_matches(stored_seed));
+        let fresh_chain = !matches!(&stored, Some(c) if chain_matches(&c.seed));
         let stored_seed = match (&stored, seed) {
             (_, Some(seed)) if fresh_chain => seed_digest(seed),
-            (Some((_, stored_seed, ..)), _) => stored_seed.clone(),
+            (Some(c), _) => c.seed.clone(),
             (None, Some(seed)) => seed_digest(seed),
             (None, None) => {
                 return Err(AuthError::NoToken {
@@ -358,15 +344,11 @@ impl Authorizer {
             }
         };
         let (using, rotations, fallback) = match (&stored, seed) {
-            (Some((rt, stored_seed, rotations, previous, recent)), _)
-                if chain_matches(stored_seed) =>
-            {
-                let fallback = match (previous, recent) {
-                    (Some(p), Some(true)) => Some(self.open(p)?),
-                    _ => None,
-                };
-                (self.open(rt)?, *rotations, fallback)
-            }
+            (Some(c), _) if chain_matches(&c.seed) => (
+                c.refresh_token.expose_secret().to_string(),
+                c.rotations,
+                c.previous.as_ref().map(|p| p.expose_secret().to_string()),
+            ),
             (Some(_), Some(seed)) => {
                 tracing::info!(
                     realm,
@@ -399,38 +381,25 @@ impl Authorizer {
             lifetime(tokens.expires_in.as_ref()),
             lifetime(tokens.x_refresh_token_expires_in.as_ref()),
         );
-        // Committed by itself (auto-commit), before anything uses the access token.
-        sqlx::query(
-            "INSERT INTO qbo_pipeline.oauth_tokens
-                 (realm_id, client_id, refresh_token, seed_refresh_token, refresh_token_expires_at,
-                  rotations, updated_at, previous_refresh_token, rotated_at)
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, now(),
-                     CASE WHEN $7 THEN $8 END, CASE WHEN $7 THEN now() END)
-             ON CONFLICT (realm_id) DO UPDATE SET
-                 client_id = EXCLUDED.client_id,
-                 refresh_token = EXCLUDED.refresh_token,
-                 seed_refresh_token = EXCLUDED.seed_refresh_token,
-                 refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
-                 rotations = EXCLUDED.rotations,
-                 updated_at = now(),
-                 previous_refresh_token = CASE WHEN $7 THEN EXCLUDED.previous_refresh_token
-                                               WHEN $9 THEN NULL
-                                               ELSE qbo_pipeline.oauth_tokens.previous_refresh_token END,
-                 rotated_at = CASE WHEN $7 THEN now() WHEN $9 THEN NULL
-                                   ELSE qbo_pipeline.oauth_tokens.rotated_at END",
-        )
-        .bind(realm)
-        .bind(&self.settings.client_id)
-        .bind(self.seal(&tokens.refresh_token)?)
-        .bind(&stored_seed)
-        .bind(rt_expires.map(|s| s as f64))
-        .bind(rotations.saturating_add(i32::from(rotated)))
-        .bind(rotated)
-        .bind(self.seal(&used)?)
-        // A fresh authorisation starts a new chain: the old chain's tokens are not kept.
-        .bind(fresh_chain)
-        .execute(&mut *conn)
-        .await?;
+        // Committed by itself, before anything uses the access token.
+        chain
+            .write(TokenWrite {
+                client_id: self.settings.client_id.clone(),
+                refresh_token: SecretString::from(tokens.refresh_token.clone()),
+                seed: stored_seed,
+                refresh_expires_in: rt_expires,
+                rotations: rotations.saturating_add(i32::from(rotated)),
+                previous: if rotated {
+                    Previous::Set(SecretString::from(used))
+                } else if fresh_chain {
+                    // A fresh authorisation starts a new chain: the old chain's tokens are not kept.
+                    Previous::Clear
+                } else {
+                    Previous::Keep
+                },
+            })
+            .await
+            .map_err(AuthError::Store)?;
 
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         if let Some(why) = invalid_token(&tokens.access_token) {
@@ -463,6 +432,48 @@ impl Authorizer {
 
     /// One POST to the token endpoint with `refresh_token`; the answer checked.
     async fn exchange(&self, realm: &str, refresh_token: &str) -> Result<TokenResponse, AuthError> {
+        let started = Instant::now();
+        let result = self.exchange_once(realm, refresh_token).await;
+        if let Some(observer) = self.observer() {
+            let outcome = match &result {
+                Ok(_) => Some(Outcome::Ok),
+                Err(
+                    AuthError::Endpoint { status, .. }
+                    | AuthError::InvalidClient { status, .. }
+                    | AuthError::Redirect { status, .. },
+                ) => Some(Outcome::Status {
+                    status: *status,
+                    code: None,
+                }),
+                Err(AuthError::InvalidGrant { .. }) => Some(Outcome::Status {
+                    status: 400,
+                    code: Some("invalid_grant".into()),
+                }),
+                Err(AuthError::Network { .. } | AuthError::BadResponse { .. }) => {
+                    Some(Outcome::Transport)
+                }
+                Err(_) => None,
+            };
+            if let Some(outcome) = outcome {
+                observer.request_finished(&RequestRecord {
+                    realm,
+                    endpoint: Endpoint::Token,
+                    outcome,
+                    attempt: 1,
+                    retried: false,
+                    retry_after: None,
+                    duration: started.elapsed(),
+                });
+            }
+        }
+        result
+    }
+
+    async fn exchange_once(
+        &self,
+        realm: &str,
+        refresh_token: &str,
+    ) -> Result<TokenResponse, AuthError> {
         let url = redacted_url(&self.settings.token_url);
         let response = self
             .http
@@ -486,14 +497,14 @@ impl Authorizer {
         if response.status().is_redirection() {
             return Err(AuthError::Redirect { url, status });
         }
-        let body = crate::client::read_body(response, MAX_TOKEN_BODY)
+        let body = crate::response::read_body(response, MAX_TOKEN_BODY)
             .await
             .map_err(|e| match e {
-                crate::client::BodyError::TooLarge => AuthError::BadResponse {
+                crate::response::BodyError::TooLarge => AuthError::BadResponse {
                     url: url.clone(),
                     reason: format!("the answer is larger than {MAX_TOKEN_BODY} bytes"),
                 },
-                crate::client::BodyError::Network(source) => AuthError::Network {
+                crate::response::BodyError::Network(source) => AuthError::Network {
                     url: url.clone(),
                     source: source.without_url(),
                 },
