@@ -26,7 +26,7 @@ use crate::extract::{self, PageError, Record};
 use crate::ledger::{self, EntityStatus};
 use crate::load::{self, Advance, PageTarget, Written};
 use crate::window::{Chunk, ChunkSize, Window, plan, plan_auto, qbo_literal};
-use qbo_client::{Parsed, QboClient, QboError, QueryError, RequestStats};
+use qbo_client::{LocatedError, Parsed, QboClient, QboError, QueryError, RequestStats, Site};
 
 mod source;
 use chrono::{DateTime, Utc};
@@ -209,6 +209,9 @@ const SMALL_ENTITY: u64 = 200;
 enum ChunkError {
     #[error(transparent)]
     Qbo(QboError),
+    /// QBO's error for a page, said of the entity and page it happened at.
+    #[error(transparent)]
+    QboPage(LocatedError),
     #[error("{0}")]
     Page(#[from] PageError),
     /// A page that cannot be used, with where it came from.
@@ -250,6 +253,17 @@ enum Verify {
     Unchanged,
     /// The chunk must be read; `count` is QBO's count of its (closed) range when one was taken.
     Read { count: Option<u64> },
+}
+
+/// A page's QBO error, naming the entity and page (a stop request stays a stop).
+fn located(run: &EntityRun, page: i32, e: QboError) -> ChunkError {
+    match e {
+        QboError::Stopped => ChunkError::Stopped,
+        other => ChunkError::QboPage(other.at(Site {
+            entity: run.entity.qbo_name().to_string(),
+            page: u32::try_from(page).ok(),
+        })),
+    }
 }
 
 /// How many times an entity read whole is read before a count it never matches fails it.
@@ -423,7 +437,9 @@ impl Engine {
         report.throttled = RequestStats::get(&run.stats.throttled);
         report.seconds = started.elapsed().as_secs_f64();
         let skipped = match &outcome {
-            Err(ChunkError::Qbo(e)) => extract::unavailable(entity, e),
+            Err(ChunkError::Qbo(e) | ChunkError::QboPage(LocatedError { source: e, .. })) => {
+                extract::unavailable(entity, e)
+            }
             _ => None,
         };
         report.status = match &outcome {
@@ -781,7 +797,8 @@ impl Engine {
             let body = self
                 .client
                 .query_small(&query, &run.stats, &run.stop)
-                .await?;
+                .await
+                .map_err(|e| located(run, page, e))?;
             if let Ok(records) = extract::parse_page(&body, run.entity) {
                 return Ok(records);
             }
@@ -800,7 +817,7 @@ impl Engine {
             .await
         {
             Ok(records) => Ok(records),
-            Err(QueryError::Qbo(e)) => Err(e.into()),
+            Err(QueryError::Qbo(e)) => Err(located(run, page, e)),
             Err(QueryError::Parse(source)) => Err(ChunkError::BadPage {
                 entity: run.entity,
                 page,

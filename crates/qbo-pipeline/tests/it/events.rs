@@ -175,3 +175,52 @@ async fn every_request_the_sandbox_served_is_a_request_event_and_a_429_is_retrie
         "the token refresh is a request too"
     );
 }
+
+/// Fails every QBO request from the moment the entity is planned (its count answered).
+struct FailPagesAfterPlanning(std::sync::Arc<qbo_sandbox::SandboxState>);
+
+impl qbo_pipeline::events::Sink for FailPagesAfterPlanning {
+    fn on(&self, event: &Event) {
+        if let Event::EntityPlanned(_) = event {
+            let mut faults = self.0.faults();
+            faults.error_rate = 1.0;
+            self.0.set_faults(faults);
+        }
+    }
+}
+
+/// A page QBO keeps failing fails the entity with a message that names the entity and the
+/// page, and the run says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_page_is_reported_with_its_entity_and_page() {
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let pool = app::open_database(&db.settings(), 8).await.unwrap();
+    let http = qbo_pipeline::config::HttpSettings {
+        max_retries: 1,
+        ..fast_http()
+    };
+    let engine = app::engine(pool.clone(), &qbo_settings(&sb), &http).unwrap();
+    let _fail = engine
+        .events
+        .attach(std::sync::Arc::new(FailPagesAfterPlanning(
+            sb.state().clone(),
+        )));
+    let report = engine
+        .backfill(
+            &options(&[Entity::INVOICE], full_window()),
+            &StopSignal::default(),
+        )
+        .await
+        .unwrap();
+    assert!(!report.succeeded());
+    let entity = &report.entities[0];
+    assert_eq!(entity.status, EntityStatus::Failed);
+    let error = entity.error.as_deref().unwrap();
+    assert!(error.starts_with("Invoice, page 1: "), "{error}");
+    assert!(
+        report.error().unwrap().contains("Invoice, page 1"),
+        "{:?}",
+        report.error()
+    );
+}
