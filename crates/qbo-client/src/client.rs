@@ -77,7 +77,12 @@ pub struct QboClient {
 /// Queries waiting for the next batch; `leader` is true while a caller is collecting one.
 #[derive(Default)]
 struct Pending {
-    queue: Vec<(String, tokio::sync::oneshot::Sender<Option<bytes::Bytes>>)>,
+    /// Each waiting query, the records its answer may hold, and where its answer goes.
+    queue: Vec<(
+        String,
+        u32,
+        tokio::sync::oneshot::Sender<Option<bytes::Bytes>>,
+    )>,
     leader: bool,
 }
 
@@ -95,6 +100,25 @@ impl Drop for LeaderGuard<'_> {
 
 /// Most queries in one batch request (QBO: 30).
 pub const MAX_BATCH_ITEMS: usize = 30;
+
+/// Most records one batch request may carry in all (the sum of its queries' `MAXRESULTS`):
+/// six pages of 1000, so an answer stays a few megabytes however its items are sized.
+pub const MAX_BATCH_RECORDS: u32 = 6000;
+
+/// How many of the waiting queries the next batch takes: in order, at most
+/// [`MAX_BATCH_ITEMS`] and [`MAX_BATCH_RECORDS`] records in all, and always at least one.
+fn batch_len<T>(queue: &[(String, u32, T)]) -> usize {
+    let mut records = 0u32;
+    let n = queue
+        .iter()
+        .take(MAX_BATCH_ITEMS)
+        .take_while(|(_, r, _)| {
+            records = records.saturating_add(*r);
+            records <= MAX_BATCH_RECORDS
+        })
+        .count();
+    n.max(1).min(queue.len())
+}
 /// How long the first small query waits for others to share its batch request.
 const BATCH_GATHER: Duration = Duration::from_millis(15);
 
@@ -241,13 +265,25 @@ impl QboClient {
         stats: &RequestStats,
         stop: &StopSignal,
     ) -> Result<bytes::Bytes, QboError> {
+        self.query_small_sized(query, 1, stats, stop).await
+    }
+
+    /// [`QboClient::query_small`] for a query whose answer may hold up to `records` records
+    /// (a page): a batch carries at most [`MAX_BATCH_RECORDS`] in all.
+    pub async fn query_small_sized(
+        &self,
+        query: &str,
+        records: u32,
+        stats: &RequestStats,
+        stop: &StopSignal,
+    ) -> Result<bytes::Bytes, QboError> {
         if self.settings.batch_per_minute == 0 {
             return self.query(query, stats, stop).await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let lead = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.queue.push((query.to_string(), tx));
+            p.queue.push((query.to_string(), records.max(1), tx));
             !std::mem::replace(&mut p.leader, true)
         };
         if lead {
@@ -264,10 +300,10 @@ impl QboClient {
                     if p.queue.is_empty() {
                         break;
                     }
-                    let n = p.queue.len().min(MAX_BATCH_ITEMS);
+                    let n = batch_len(&p.queue);
                     p.queue.drain(..n).collect()
                 };
-                let queries: Vec<String> = items.iter().map(|(q, _)| q.clone()).collect();
+                let queries: Vec<String> = items.iter().map(|(q, ..)| q.clone()).collect();
                 let answers = if queries.len() == 1 {
                     // A batch of one costs the same request: send it plainly.
                     vec![None]
@@ -289,7 +325,7 @@ impl QboClient {
                         }
                     }
                 };
-                for ((_, tx), answer) in items.into_iter().zip(answers) {
+                for ((.., tx), answer) in items.into_iter().zip(answers) {
                     let _ = tx.send(answer);
                 }
             }
@@ -538,5 +574,27 @@ impl<E> std::fmt::Display for DisplayQueryError<'_, E> {
             QueryError::Qbo(e) => write!(f, "{e}"),
             QueryError::Parse(_) => f.write_str("unreadable batch answer"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(records: &[u32]) -> Vec<(String, u32, ())> {
+        records.iter().map(|&r| (String::new(), r, ())).collect()
+    }
+
+    #[test]
+    fn a_batch_takes_at_most_30_queries_and_6000_records_and_at_least_one() {
+        assert_eq!(batch_len(&queue(&[1; 40])), 30);
+        assert_eq!(batch_len(&queue(&[1; 7])), 7);
+        assert_eq!(batch_len(&queue(&[1000; 8])), 6);
+        assert_eq!(
+            batch_len(&queue(&[200, 1000, 1000, 1000, 1000, 1000, 900])),
+            6
+        );
+        assert_eq!(batch_len(&queue(&[7000, 1])), 1, "one too big still goes");
+        assert_eq!(batch_len(&queue(&[])), 0);
     }
 }

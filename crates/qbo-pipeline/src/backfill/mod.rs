@@ -201,9 +201,10 @@ struct EntityRun {
     small: std::sync::atomic::AtomicBool,
 }
 
-/// An entity with at most this many records in the window is read through batch requests
-/// shared with other small entities (30 such pages stay far below the body limit).
-const SMALL_ENTITY: u64 = 200;
+/// An entity with at most this many records in the window (one page of QBO's largest) is
+/// read through batch requests shared with other small entities; the client keeps a batch
+/// to [`qbo_client::client::MAX_BATCH_RECORDS`] records in all.
+const SMALL_ENTITY: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 enum ChunkError {
@@ -790,13 +791,15 @@ impl Engine {
         chunk: &Chunk,
         page: i32,
     ) -> Result<Vec<Record>, ChunkError> {
+        // The most records the answer can hold (a singleton's: one).
+        let page_records = u32::try_from(query.max_results.unwrap_or(1)).unwrap_or(u32::MAX);
         let query = query.to_string();
         if run.small.load(Ordering::Relaxed) {
             // Shared with other small entities' pages and counts; an answer that does not
             // parse is read again on its own below, with the retry loop's rules.
             let body = self
                 .client
-                .query_small(&query, &run.stats, &run.stop)
+                .query_small_sized(&query, page_records, &run.stats, &run.stop)
                 .await
                 .map_err(|e| located(run, page, e))?;
             if let Ok(records) = extract::parse_page(&body, run.entity) {

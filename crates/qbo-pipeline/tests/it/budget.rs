@@ -68,7 +68,7 @@ async fn customer_pages(w: qbo_pipeline::window::Window) -> u64 {
     assert_table_equals_sandbox(&db.pool().await, &sb, Entity::CUSTOMER, w).await;
     let stats = sb.state().stats();
     let pages = report.entities[0].pages;
-    // One count, then the pages (none of them batched: the entity is not small).
+    // One count, then the pages: alone in the run, no query finds another to share a batch.
     assert_eq!(
         stats
             .requests_by_endpoint
