@@ -41,13 +41,23 @@ async fn sandbox() -> RunningSandbox {
 }
 
 fn client(sb: &RunningSandbox, store: &MemoryTokenStore, http: HttpSettings) -> QboClient {
+    client_seeded(sb, store, http, sb.refresh_token())
+}
+
+/// A client whose seed refresh token is `seed`.
+fn client_seeded(
+    sb: &RunningSandbox,
+    store: &MemoryTokenStore,
+    http: HttpSettings,
+    seed: &str,
+) -> QboClient {
     let auth = Authorizer::new(
         token_http_client(&http).unwrap(),
         AuthSettings {
             client_id: sb.client_id().to_string(),
             client_secret: SecretString::from(sb.client_secret().to_string()),
             realm_id: sb.realm_id().to_string(),
-            seed: Some(SecretString::from(sb.refresh_token().to_string())),
+            seed: Some(SecretString::from(seed.to_string())),
             token_url: sb.token_url().parse().unwrap(),
         },
         Arc::new(store.clone()),
@@ -98,26 +108,7 @@ async fn a_query_is_answered_and_the_rotated_token_is_kept_in_the_store() {
 
 /// A client seeded with `token` alone (a fresh store) can refresh it and query.
 async fn assert_accepted(sb: &RunningSandbox, token: &str) {
-    let http = fast();
-    let auth = Authorizer::new(
-        token_http_client(&http).unwrap(),
-        AuthSettings {
-            client_id: sb.client_id().to_string(),
-            client_secret: SecretString::from(sb.client_secret().to_string()),
-            realm_id: sb.realm_id().to_string(),
-            seed: Some(SecretString::from(token.to_string())),
-            token_url: sb.token_url().parse().unwrap(),
-        },
-        Arc::new(MemoryTokenStore::new()),
-    );
-    let c = QboClient::new(
-        http_client(&http).unwrap(),
-        &sb.base_url().parse().unwrap(),
-        sb.realm_id(),
-        Arc::new(auth),
-        http,
-    )
-    .unwrap();
+    let c = client_seeded(sb, &MemoryTokenStore::new(), fast(), token);
     c.query(
         "SELECT COUNT(*) FROM Invoice",
         &RequestStats::default(),

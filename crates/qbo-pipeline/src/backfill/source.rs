@@ -23,6 +23,18 @@ pub(super) struct Page {
     pub done: bool,
 }
 
+impl Page {
+    /// The chunk's last page: its newest record becomes the cursor, and the chunk is done.
+    fn last(records: Vec<Record>) -> Page {
+        let cursor = records.last().map(|r| r.last_updated_text.clone());
+        Page {
+            records,
+            cursor,
+            done: true,
+        }
+    }
+}
+
 /// Where a chunk's pages come from.
 pub(super) trait PageSource: Send {
     /// The next page to write, fetched as the chunk's page number `page`; `None` when the
@@ -180,27 +192,9 @@ impl PageSource for Keyset<'_> {
                             chunk_start: chunk.start,
                             records: self.known.as_ref().map_or(0, |k| k.count),
                         });
-                        let cursor = records.last().map(|r| r.last_updated_text.clone());
-                        (
-                            Some(Page {
-                                records,
-                                cursor,
-                                done: true,
-                            }),
-                            None,
-                        )
+                        (Some(Page::last(records)), None)
                     }
-                    PageStep::Done => {
-                        let cursor = records.last().map(|r| r.last_updated_text.clone());
-                        (
-                            Some(Page {
-                                records,
-                                cursor,
-                                done: true,
-                            }),
-                            None,
-                        )
-                    }
+                    PageStep::Done => (Some(Page::last(records)), None),
                     PageStep::Next(cursor) => (
                         Some(Page {
                             records,
