@@ -843,8 +843,12 @@ impl Store {
             .count() as u64
     }
 
-    /// CDC: per entity, rows changed at or after `since_ms` (deletions as tombstones), oldest
-    /// first, at most `cap` objects across all entities.
+    /// CDC: per entity, rows changed at or after `since_ms`, at most `cap` objects across all
+    /// entities, as Intuit documents it (API reference, ChangeDataCapture): objects grouped by
+    /// entity (in the order of `entities`), within a group the active (changed) objects in
+    /// LastUpdatedTime order, then the deletions (tombstones) in LastUpdatedTime order. The
+    /// cap is spent on the active objects of every entity first; only what is left of it goes
+    /// to deletions (again in entity order), so a capped answer loses deletions first.
     pub fn changed_since(
         &self,
         entities: &[String],
@@ -853,32 +857,41 @@ impl Store {
     ) -> Vec<(String, Option<GenKind>, Vec<CdcRow>)> {
         let lo = since_ms.div_euclid(1000) + i64::from(since_ms.rem_euclid(1000) != 0);
         let mut left = cap;
-        let mut out = Vec::new();
-        for entity in entities {
+        // The rows of `table` changed since `lo`, deleted ones or not, oldest first.
+        let changed = |table: &'_ Table, deleted: bool, left: &mut usize| -> Vec<CdcRow> {
             let mut rows = Vec::new();
-            let mut generated = None;
-            if let Some(table) = self.tables.get(entity) {
-                generated = table.generated;
-                for &(lut, id) in table.by_time.range((lo, 0)..) {
-                    if left == 0 {
-                        break;
-                    }
-                    let Some(row) = table.rows.get(&id) else {
-                        continue;
-                    };
-                    rows.push(if row.deleted {
-                        CdcRow::Deleted { id, lut }
-                    } else {
-                        CdcRow::Changed(PageRow {
-                            id,
-                            meta: row.meta,
-                            stored: row.stored.clone(),
-                        })
-                    });
-                    left -= 1;
+            for &(lut, id) in table.by_time.range((lo, 0)..) {
+                if *left == 0 {
+                    break;
                 }
+                let Some(row) = table.rows.get(&id).filter(|r| r.deleted == deleted) else {
+                    continue;
+                };
+                rows.push(if deleted {
+                    CdcRow::Deleted { id, lut }
+                } else {
+                    CdcRow::Changed(PageRow {
+                        id,
+                        meta: row.meta,
+                        stored: row.stored.clone(),
+                    })
+                });
+                *left -= 1;
             }
-            out.push((entity.clone(), generated, rows));
+            rows
+        };
+        let mut out: Vec<(String, Option<GenKind>, Vec<CdcRow>)> = entities
+            .iter()
+            .map(|entity| {
+                let table = self.tables.get(entity);
+                let rows = table.map_or_else(Vec::new, |t| changed(t, false, &mut left));
+                (entity.clone(), table.and_then(|t| t.generated), rows)
+            })
+            .collect();
+        for (entity, _, rows) in &mut out {
+            if let Some(table) = self.tables.get(entity.as_str()) {
+                rows.extend(changed(table, true, &mut left));
+            }
         }
         out
     }
@@ -1650,6 +1663,50 @@ mod tests {
         let c = s.get_value("Customer", 3).unwrap();
         assert_eq!(c["Active"], false);
         assert!(c["DisplayName"].as_str().unwrap().ends_with(" (deleted)"));
+    }
+
+    #[test]
+    fn cdc_puts_deletions_after_active_objects_and_caps_them_first() {
+        let mut s = store();
+        let t = 1_800_000_000;
+        s.delete("Invoice", 9, t).unwrap();
+        s.update("Customer", 3, serde_json::json!({"Notes": "x"}), t + 50)
+            .unwrap();
+        s.update(
+            "Invoice",
+            4,
+            serde_json::json!({"PrivateNote": "x"}),
+            t + 100,
+        )
+        .unwrap();
+        s.delete("Invoice", 11, t + 200).unwrap();
+        s.update(
+            "Invoice",
+            2,
+            serde_json::json!({"PrivateNote": "y"}),
+            t + 300,
+        )
+        .unwrap();
+        let names = ["Invoice".to_owned(), "Customer".to_owned()];
+        let shape = |cap: usize| -> Vec<Vec<String>> {
+            s.changed_since(&names, t * 1000, cap)
+                .into_iter()
+                .map(|(_, _, rows)| {
+                    rows.iter()
+                        .map(|r| match r {
+                            CdcRow::Changed(p) => format!("{}", p.id),
+                            CdcRow::Deleted { id, .. } => format!("-{id}"),
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(shape(1000), [vec!["4", "2", "-9", "-11"], vec!["3"]]);
+        // The cap goes to every entity's active objects first, then to deletions.
+        assert_eq!(shape(4), [vec!["4", "2", "-9"], vec!["3"]]);
+        assert_eq!(shape(3), [vec!["4", "2"], vec!["3"]]);
+        assert_eq!(shape(2), [vec!["4", "2"], vec![]]);
+        assert_eq!(shape(1), [vec!["4"], vec![]]);
     }
 
     #[test]
