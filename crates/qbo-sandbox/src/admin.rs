@@ -13,7 +13,7 @@
 //! | `GET`/`PUT /admin/faults` | current [`crate::Faults`] (PUT replaces them) |
 //! | `POST /admin/faults/script` | append a [`crate::ScriptedFault`] |
 //! | `POST /admin/tokens/expire`, `POST /admin/tokens/revoke` | expire access / revoke refresh tokens |
-//! | `PUT /admin/clock` | `{"now":"2026-01-01T00:00:00Z"}` or `{"now":null}` |
+//! | `PUT /admin/clock` | `{"now":"2026-01-01T00:00:00Z"}` pins, `{"now":null}` unpins, `{"advance_secs":N}` pins at now + N s (N an integer, 0 to 315576000 = 10 years; a pinned clock moves from its pin); answers `{"now":...}` |
 //! | `GET`/`POST /admin/records/{entity}` | all records / create one |
 //! | `GET`/`PATCH`/`DELETE /admin/records/{entity}/{id}` | read / merge-patch / delete |
 //! | `POST /admin/records/{entity}/{id}/deactivate` | `Active = false` |
@@ -162,8 +162,38 @@ struct ClockBody {
     now: Option<DateTime<Utc>>,
 }
 
+/// The largest `advance_secs`: ten years of 365.25 days.
+const MAX_ADVANCE_SECS: u64 = 315_576_000;
+
+/// `{"advance_secs": N}`'s N, `None` when the body has no `advance_secs`.
+fn advance_secs(body: &str) -> Result<Option<u64>, String> {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(body) else {
+        return Ok(None);
+    };
+    let Some(value) = object.get("advance_secs") else {
+        return Ok(None);
+    };
+    if object.contains_key("now") {
+        return Err("give either now or advance_secs, not both".into());
+    }
+    match value.as_u64() {
+        Some(n) if n <= MAX_ADVANCE_SECS => Ok(Some(n)),
+        _ => Err(format!(
+            "advance_secs must be a non-negative integer of at most {MAX_ADVANCE_SECS} (10 years), got {value}"
+        )),
+    }
+}
+
 async fn clock(State(s): AppState, Query(q): Params, body: String) -> Response {
     let r = realm!(s, q);
+    match advance_secs(&body) {
+        Ok(Some(n)) => {
+            r.advance_clock(chrono::Duration::seconds(n as i64));
+            return Json(json!({ "now": r.now().to_rfc3339() })).into_response();
+        }
+        Ok(None) => {}
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    }
     match serde_json::from_str::<ClockBody>(&body) {
         Ok(b) => {
             r.set_clock(b.now);

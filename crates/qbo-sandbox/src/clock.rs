@@ -61,6 +61,25 @@ impl Clock {
         }
     }
 
+    /// Pins the clock at its current now + `by` (a pinned clock moves from its pin, a real
+    /// one from real time), saturating at the representable extremes; returns the new now.
+    pub fn advance(&self, by: chrono::Duration) -> DateTime<Utc> {
+        let mut guard = match self.pinned.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let base = guard.unwrap_or_else(Utc::now);
+        let now = base
+            .checked_add_signed(by)
+            .unwrap_or(if by < chrono::Duration::zero() {
+                DateTime::<Utc>::MIN_UTC
+            } else {
+                DateTime::<Utc>::MAX_UTC
+            });
+        *guard = Some(now);
+        now
+    }
+
     pub fn set(&self, now: Option<DateTime<Utc>>) {
         match self.pinned.write() {
             Ok(mut guard) => *guard = now,

@@ -288,6 +288,12 @@ impl Realm {
         self.clock.set(now);
     }
 
+    /// Pins this company's clock at its current now + `by`: a pinned clock moves from its
+    /// pin, a real-time one from real time (and stays pinned there).
+    pub fn advance_clock(&self, by: chrono::Duration) {
+        self.clock.advance(by);
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }

@@ -270,6 +270,11 @@ impl SandboxState {
         self.default_realm().set_clock(now);
     }
 
+    /// Pins realm 1's clock at its current now + `by` ([`Realm::advance_clock`]).
+    pub fn advance_clock(&self, by: chrono::Duration) {
+        self.default_realm().advance_clock(by);
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.default_realm().now()
     }

@@ -149,6 +149,160 @@ async fn cdc_caps_at_1000_objects_and_refuses_some_entities() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
 
+/// Per section of a CDC answer: the Ids, deletions as `-Id`; `{}` sections are empty.
+fn cdc_shape(v: &serde_json::Value) -> Vec<Vec<String>> {
+    v["CDCResponse"][0]["QueryResponse"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|section| {
+            let rows = section
+                .as_object()
+                .unwrap()
+                .iter()
+                .find_map(|(_, rows)| rows.as_array())
+                .cloned()
+                .unwrap_or_default();
+            rows.iter()
+                .map(|r| {
+                    let id = r["Id"].as_str().unwrap();
+                    if r["status"] == "Deleted" {
+                        format!("-{id}")
+                    } else {
+                        id.to_owned()
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Deletes Invoice 6, then edits Invoice 5, deletes Invoice 8, edits Customer 3 and Invoice 7,
+/// a minute apart, from a pinned `now`.
+fn edit_and_delete_a_minute_apart(world: &World, now: chrono::DateTime<Utc>) {
+    let state = world.state();
+    state.set_clock(Some(now));
+    let note = serde_json::json!({"PrivateNote": "changed"});
+    state.delete("Invoice", "6").unwrap();
+    state.advance_clock(Duration::minutes(1));
+    state.update("Invoice", "5", note.clone()).unwrap();
+    state.advance_clock(Duration::minutes(1));
+    state.delete("Invoice", "8").unwrap();
+    state.advance_clock(Duration::minutes(1));
+    state
+        .update("Customer", "3", serde_json::json!({"Notes": "changed"}))
+        .unwrap();
+    state.advance_clock(Duration::minutes(1));
+    state.update("Invoice", "7", note).unwrap();
+}
+
+#[tokio::test]
+async fn cdc_lists_deletions_after_active_objects_and_drops_them_first_at_the_cap() {
+    let now = Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap();
+    let since = urlencode(&(now - Duration::hours(1)).to_rfc3339());
+    let world = World::start(small()).await;
+    edit_and_delete_a_minute_apart(&world, now);
+    let a = world
+        .get(&format!(
+            "cdc?entities=Invoice,Customer&changedSince={since}"
+        ))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let v = a.json();
+    // Invoice 6 was deleted before Invoice 5 was edited, yet comes after it.
+    assert_eq!(cdc_shape(&v), [vec!["5", "7", "-6", "-8"], vec!["3"]]);
+    let sections = v["CDCResponse"][0]["QueryResponse"].as_array().unwrap();
+    assert_eq!(sections[0]["maxResults"], 4);
+    assert_eq!(sections[1]["maxResults"], 1);
+
+    // A cap of 3 is spent on the three active objects: no deletion is left.
+    let world = World::start(SandboxConfig {
+        cdc_max_objects: 3,
+        ..small()
+    })
+    .await;
+    edit_and_delete_a_minute_apart(&world, now);
+    let v = world
+        .get(&format!(
+            "cdc?entities=Invoice,Customer&changedSince={since}"
+        ))
+        .await
+        .json();
+    assert_eq!(cdc_shape(&v), [vec!["5", "7"], vec!["3"]]);
+    assert_eq!(v["CDCResponse"][0]["QueryResponse"][0]["maxResults"], 2);
+    // Invoice alone: two active objects, then what is left goes to the oldest deletion.
+    let v = world
+        .get(&format!("cdc?entities=Invoice&changedSince={since}"))
+        .await
+        .json();
+    assert_eq!(cdc_shape(&v), [vec!["5", "7", "-6"]]);
+    // Customer first: the order of the request decides which active objects fit.
+    let v = world
+        .get(&format!(
+            "cdc?entities=Customer,Invoice&changedSince={since}"
+        ))
+        .await
+        .json();
+    assert_eq!(cdc_shape(&v), [vec!["3"], vec!["5", "7"]]);
+}
+
+#[tokio::test]
+async fn admin_clock_advances_past_the_cdc_horizon() {
+    let world = World::start(small()).await;
+    let put = |body: &'static str| {
+        let request = world.http.put(world.admin("clock")).body(body);
+        async move { crate::support::answer(request.send().await.unwrap()).await }
+    };
+    let a = put(r#"{"now":"2026-03-10T12:00:00Z"}"#).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let since = "cdc?entities=Invoice&changedSince=2026-03-10T12:00:00Z";
+    assert_eq!(world.get(since).await.status, StatusCode::OK);
+    let a = put(r#"{"advance_secs":0}"#).await;
+    assert_eq!(a.json()["now"], "2026-03-10T12:00:00+00:00");
+    // 31 days on, the same changedSince is older than the 30-day horizon.
+    let a = put(r#"{"advance_secs":2678400}"#).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.json()["now"], "2026-04-10T12:00:00+00:00");
+    assert_eq!(
+        world.state().now(),
+        Utc.with_ymd_and_hms(2026, 4, 10, 12, 0, 0).unwrap()
+    );
+    let a = world.get(since).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        a.json()["Fault"]["Error"][0]["Detail"],
+        "Operation cdc with changedSince date 2026-03-10T12:00:00Z which is older than fixed days is not supported."
+    );
+    for bad in [
+        r#"{"advance_secs":-1}"#,
+        r#"{"advance_secs":1.5}"#,
+        r#"{"advance_secs":"60"}"#,
+        r#"{"advance_secs":null}"#,
+        r#"{"advance_secs":315576001}"#,
+        r#"{"advance_secs":60,"now":"2026-01-01T00:00:00Z"}"#,
+    ] {
+        let a = put(bad).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+        let message = a.json()["error"].as_str().unwrap().to_owned();
+        assert!(message.contains("advance_secs"), "{bad}: {message}");
+    }
+    assert_eq!(
+        world.state().now(),
+        Utc.with_ymd_and_hms(2026, 4, 10, 12, 0, 0).unwrap(),
+        "refused bodies leave the clock alone"
+    );
+    // A clock on real time moves from real time, and stays pinned.
+    world.state().set_clock(None);
+    world.state().advance_clock(Duration::days(1));
+    let ahead = world.state().now() - Utc::now();
+    assert!(
+        ahead > Duration::hours(23) && ahead <= Duration::days(1),
+        "{ahead}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(world.state().now(), world.state().now());
+}
+
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
