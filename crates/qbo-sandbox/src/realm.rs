@@ -340,6 +340,23 @@ impl Realm {
         Ok(self.store_mut().update(entity, id, patch, now)?)
     }
 
+    /// Merge patch like [`Realm::update`] that leaves SyncToken and `MetaData.LastUpdatedTime`
+    /// unchanged (QBO has had such bugs): invisible to CDC and to LastUpdatedTime queries,
+    /// visible in the record when read or queried.
+    pub fn update_silently(&self, entity: &str, id: &str, patch: Value) -> anyhow::Result<Value> {
+        let id = parse_id(id)?;
+        Ok(self.store_mut().update_silently(entity, id, patch)?)
+    }
+
+    /// The Ids of the entity's deleted (tombstoned) transactions, ascending numerically.
+    pub fn deleted_ids(&self, entity: &str) -> Vec<String> {
+        self.store()
+            .deleted_ids(entity)
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
     /// `Active = false`; bumps SyncToken and LastUpdatedTime.
     pub fn deactivate(&self, entity: &str, id: &str) -> anyhow::Result<Value> {
         let id = parse_id(id)?;

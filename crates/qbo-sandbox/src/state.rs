@@ -313,6 +313,17 @@ impl SandboxState {
         self.default_realm().update(entity, id, patch)
     }
 
+    /// Merge patch leaving SyncToken and LastUpdatedTime unchanged
+    /// ([`Realm::update_silently`]).
+    pub fn update_silently(&self, entity: &str, id: &str, patch: Value) -> anyhow::Result<Value> {
+        self.default_realm().update_silently(entity, id, patch)
+    }
+
+    /// The Ids of realm 1's deleted (tombstoned) records of `entity`, ascending numerically.
+    pub fn deleted_ids(&self, entity: &str) -> Vec<String> {
+        self.default_realm().deleted_ids(entity)
+    }
+
     /// `Active = false`; bumps SyncToken and LastUpdatedTime.
     pub fn deactivate(&self, entity: &str, id: &str) -> anyhow::Result<Value> {
         self.default_realm().deactivate(entity, id)

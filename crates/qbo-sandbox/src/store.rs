@@ -843,6 +843,19 @@ impl Store {
             .count() as u64
     }
 
+    /// The Ids of the entity's deleted (tombstoned) records, ascending.
+    pub fn deleted_ids(&self, entity: &str) -> Vec<u64> {
+        let Some(table) = self.resolve(entity).and_then(|c| self.tables.get(&c)) else {
+            return Vec::new();
+        };
+        table
+            .rows
+            .iter()
+            .filter(|(_, r)| r.deleted)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// CDC: per entity, rows changed at or after `since_ms`, at most `cap` objects across all
     /// entities, as Intuit documents it (API reference, ChangeDataCapture): objects grouped by
     /// entity (in the order of `entities`), within a group the active (changed) objects in
@@ -950,6 +963,18 @@ impl Store {
         now: i64,
         edit: impl FnOnce(&mut Map<String, Value>, bool) -> Result<(), StoreError>,
     ) -> Result<Value, StoreError> {
+        self.edit_stamped(entity, id, Some(now), edit)
+    }
+
+    /// Applies `edit` to the record's value; with `stamp`, bumps SyncToken and sets
+    /// LastUpdatedTime = the stamp, without, keeps both exactly as they were (a silent edit).
+    fn edit_stamped(
+        &mut self,
+        entity: &str,
+        id: u64,
+        stamp: Option<i64>,
+        edit: impl FnOnce(&mut Map<String, Value>, bool) -> Result<(), StoreError>,
+    ) -> Result<Value, StoreError> {
         let current = self.get_value(entity, id)?;
         let table = self.table_mut(entity)?;
         let Value::Object(mut object) = current else {
@@ -957,17 +982,40 @@ impl Store {
                 "stored record is not an object".into(),
             ));
         };
+        let old_sync = object.get("SyncToken").cloned();
+        let old_lut = object
+            .get("MetaData")
+            .and_then(|m| m.get("LastUpdatedTime"))
+            .cloned();
         edit(&mut object, table.kind.name_list)?;
-        let sync = object
-            .get("SyncToken")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
         if !table.kind.keyless {
             object.insert("Id".into(), Value::String(id.to_string()));
         }
-        object.insert("SyncToken".into(), Value::String((sync + 1).to_string()));
-        set_last_updated(&mut object, now);
+        match stamp {
+            Some(now) => {
+                let sync = object
+                    .get("SyncToken")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0);
+                object.insert("SyncToken".into(), Value::String((sync + 1).to_string()));
+                set_last_updated(&mut object, now);
+            }
+            None => {
+                match old_sync {
+                    Some(sync) => object.insert("SyncToken".into(), sync),
+                    None => object.remove("SyncToken"),
+                };
+                if let Some(lut) = old_lut {
+                    let meta = object
+                        .entry("MetaData")
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(meta) = meta {
+                        meta.insert("LastUpdatedTime".into(), lut);
+                    }
+                }
+            }
+        }
         let value = Value::Object(object);
         let (_, meta) = row_meta(&value, &table.kind).map_err(StoreError::BadRecord)?;
         table.insert(
@@ -989,12 +1037,33 @@ impl Store {
         patch: Value,
         now: i64,
     ) -> Result<Value, StoreError> {
+        self.patch(entity, id, patch, Some(now))
+    }
+
+    /// The merge patch of [`Store::update`] leaving SyncToken and `MetaData.LastUpdatedTime`
+    /// as they were: invisible to CDC and to LastUpdatedTime queries (QBO has had such bugs).
+    pub fn update_silently(
+        &mut self,
+        entity: &str,
+        id: u64,
+        patch: Value,
+    ) -> Result<Value, StoreError> {
+        self.patch(entity, id, patch, None)
+    }
+
+    fn patch(
+        &mut self,
+        entity: &str,
+        id: u64,
+        patch: Value,
+        stamp: Option<i64>,
+    ) -> Result<Value, StoreError> {
         if !patch.is_object() {
             return Err(StoreError::BadRecord(
                 "a patch must be a JSON object".into(),
             ));
         }
-        self.edit(entity, id, now, |object, _| {
+        self.edit_stamped(entity, id, stamp, |object, _| {
             let mut target = Value::Object(std::mem::take(object));
             merge_patch(&mut target, &patch);
             if let Value::Object(o) = target {
@@ -1707,6 +1776,32 @@ mod tests {
         assert_eq!(shape(3), [vec!["4", "2"], vec!["3"]]);
         assert_eq!(shape(2), [vec!["4", "2"], vec![]]);
         assert_eq!(shape(1), [vec!["4"], vec![]]);
+    }
+
+    #[test]
+    fn silent_updates_keep_sync_and_time_and_deleted_ids_list_tombstones() {
+        let mut s = store();
+        let before = s.get_value("Invoice", 9).unwrap();
+        let after = s
+            .update_silently("Invoice", 9, serde_json::json!({"PrivateNote": "quiet"}))
+            .unwrap();
+        assert_eq!(after["PrivateNote"], "quiet");
+        assert_eq!(after["SyncToken"], before["SyncToken"]);
+        assert_eq!(after["MetaData"], before["MetaData"]);
+        assert_eq!(s.get_value("Invoice", 9).unwrap(), after);
+        let lut = parse_epoch_secs(before["MetaData"]["LastUpdatedTime"].as_str().unwrap());
+        assert_eq!(s.table("Invoice").unwrap().rows[&9].meta.lut, lut.unwrap());
+        assert!(s.deleted_ids("Invoice").is_empty());
+        for id in [30, 4, 12] {
+            s.delete("Invoice", id, 1_800_000_000).unwrap();
+        }
+        s.delete("Customer", 3, 1_800_000_000).unwrap();
+        assert_eq!(s.deleted_ids("invoice"), [4, 12, 30]);
+        assert!(
+            s.deleted_ids("Customer").is_empty(),
+            "name lists go inactive"
+        );
+        assert!(s.deleted_ids("NoSuchEntity").is_empty());
     }
 
     #[test]

@@ -303,6 +303,82 @@ async fn admin_clock_advances_past_the_cdc_horizon() {
     assert_eq!(world.state().now(), world.state().now());
 }
 
+#[tokio::test]
+async fn silent_updates_escape_cdc_and_time_windows_but_show_in_the_record() {
+    let world = World::start(small()).await;
+    let now = Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap();
+    world.state().set_clock(Some(now));
+    let before = world.state().record("Invoice", "9").unwrap();
+    let after = world
+        .state()
+        .update_silently("Invoice", "9", serde_json::json!({"PrivateNote": "silent"}))
+        .unwrap();
+    assert_eq!(after["PrivateNote"], "silent");
+    let since = (now - Duration::days(1)).to_rfc3339();
+    let v = world
+        .get(&format!(
+            "cdc?entities=Invoice&changedSince={}",
+            urlencode(&since)
+        ))
+        .await
+        .json();
+    assert_eq!(
+        v["CDCResponse"][0]["QueryResponse"][0],
+        serde_json::json!({})
+    );
+    let recent = world
+        .count(&format!(
+            "SELECT COUNT(*) FROM Invoice WHERE MetaData.LastUpdatedTime >= '{since}'"
+        ))
+        .await;
+    assert_eq!(recent, 0);
+    let rows = world
+        .rows("SELECT * FROM Invoice WHERE Id = '9'", "Invoice")
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["PrivateNote"], "silent");
+    assert_eq!(rows[0]["SyncToken"], before["SyncToken"]);
+    assert_eq!(
+        rows[0]["MetaData"]["LastUpdatedTime"],
+        before["MetaData"]["LastUpdatedTime"]
+    );
+    let read = world.get("invoice/9").await.json();
+    assert_eq!(read["Invoice"]["PrivateNote"], "silent");
+    assert_eq!(read["Invoice"]["SyncToken"], before["SyncToken"]);
+    // An ordinary update afterwards bumps from the unchanged SyncToken.
+    let bumped = world
+        .state()
+        .update("Invoice", "9", serde_json::json!({"Memo": "x"}))
+        .unwrap();
+    let sync = |v: &serde_json::Value| v["SyncToken"].as_str().unwrap().parse::<u64>().unwrap();
+    assert_eq!(sync(&bumped), sync(&before) + 1);
+    assert!(
+        world
+            .state()
+            .update_silently("Invoice", "99999", serde_json::json!({}))
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn deleted_ids_lists_tombstones_in_numeric_order() {
+    let world = World::start(small()).await;
+    assert!(world.state().deleted_ids("Invoice").is_empty());
+    for id in ["100", "9", "25"] {
+        world.state().delete("Invoice", id).unwrap();
+    }
+    world.state().delete("Customer", "3").unwrap();
+    assert_eq!(world.state().deleted_ids("Invoice"), ["9", "25", "100"]);
+    assert_eq!(world.state().deleted_ids("invoice"), ["9", "25", "100"]);
+    assert!(
+        world.state().deleted_ids("Customer").is_empty(),
+        "a name list's delete is a deactivation"
+    );
+    assert!(world.state().deleted_ids("Frobnicator").is_empty());
+    let realm = world.state().default_realm();
+    assert_eq!(realm.deleted_ids("Invoice"), ["9", "25", "100"]);
+}
+
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
