@@ -326,3 +326,43 @@ async fn conditions_on_payload_fields_and_other_orders() {
         .await;
     assert!(same.contains(&7));
 }
+
+#[tokio::test]
+async fn id_lists_and_half_open_time_windows() {
+    let world = World::start(small()).await;
+    let q = "SELECT * FROM Invoice WHERE Id IN ('3','5','999')";
+    let mut ids = world.ids(q, "Invoice").await;
+    ids.sort_unstable();
+    assert_eq!(ids, [3, 5]);
+    world.state().delete("Invoice", "5").unwrap();
+    assert_eq!(world.ids(q, "Invoice").await, [3], "deleted ones are gone");
+
+    // LastUpdatedTime in [lo, hi), by time then Id, bounds taken from records so both edges
+    // are hit exactly.
+    let mut keys: Vec<(i64, u64)> = world
+        .state()
+        .all_records("Invoice")
+        .iter()
+        .map(|r| {
+            let lut = r["MetaData"]["LastUpdatedTime"].as_str().unwrap();
+            (
+                qbo_sandbox::clock::parse_epoch_secs(lut).unwrap(),
+                r["Id"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    let (lo, hi) = (keys[100].0, keys[300].0);
+    let expected: Vec<u64> = keys
+        .iter()
+        .filter(|(t, _)| *t >= lo && *t < hi)
+        .map(|(_, id)| *id)
+        .collect();
+    assert!(expected.len() >= 150);
+    let q = format!(
+        "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '{}' AND MetaData.LastUpdatedTime < '{}' ORDER BY MetaData.LastUpdatedTime MAXRESULTS 1000",
+        pacific_secs(lo),
+        pacific_secs(hi)
+    );
+    assert_eq!(world.ids(&q, "Invoice").await, expected);
+}
