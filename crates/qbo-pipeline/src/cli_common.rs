@@ -136,35 +136,34 @@ impl RealmArgs {
     }
 }
 
-/// `backfill` and `run`: opens the runtime, resolves the realms (exit 2 for an unknown one,
-/// before anything is written), runs `opts` on each and prints the reports.
-pub async fn backfill_command(
+/// Runs `job` on every company of `selection` through one runtime (pool, clients and stop
+/// signal built once), printing each report; see [`job_realms`].
+pub async fn job_command(
     db: &crate::config::DbSettings,
     app: crate::config::QboApp,
     http: crate::config::HttpSettings,
     selection: &crate::realm::Selection,
-    opts: &crate::backfill::BackfillOptions,
+    job: &crate::job::Job,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let stop = StopSignal::default();
     install_signal_handlers(stop.clone());
-    let runtime =
-        crate::runtime::Runtime::open(db, app, http, crate::app::pool_size(opts), stop).await?;
+    let runtime = crate::runtime::Runtime::open(db, app, http, job.pool_size(), stop).await?;
     let result = match runtime.realms(selection).await {
-        Ok(realms) => backfill_realms(&runtime, &realms, opts, json).await,
+        Ok(realms) => job_realms(&runtime, &realms, job, json).await,
         Err(e) => Err(e),
     };
     runtime.close().await;
     result
 }
 
-/// Runs `opts` on each realm in turn through the runtime's engines and prints each report
+/// Runs `job` on each realm in turn through the runtime's engines and prints each report
 /// (a header per realm when there are several; `--json` prints one report, or an array of
 /// `{"realm_id", "report"}` for several). Exit 0 when every run succeeded, else 1.
-pub async fn backfill_realms(
+pub async fn job_realms(
     runtime: &crate::runtime::Runtime,
     realms: &[crate::config::RealmId],
-    opts: &crate::backfill::BackfillOptions,
+    job: &crate::job::Job,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let mut reports = Vec::new();
@@ -172,10 +171,7 @@ pub async fn backfill_realms(
         if runtime.stop().is_stopped() {
             break;
         }
-        let report = runtime
-            .engine(realm)?
-            .backfill(opts, runtime.stop())
-            .await?;
+        let report = job.run(&runtime.engine(realm)?, runtime.stop()).await?;
         if !json {
             if realms.len() > 1 {
                 println!("realm {realm}:");

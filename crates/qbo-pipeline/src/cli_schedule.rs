@@ -6,8 +6,9 @@
 
 use crate::app::{self, UsageError};
 use crate::backfill::StopSignal;
-use crate::cli_common::{HttpArgs, RealmArgs, backfill_command, install_signal_handlers};
+use crate::cli_common::{HttpArgs, RealmArgs, install_signal_handlers, job_command};
 use crate::config::{self, DbSettings, HttpSettings, ProcessEnv, QboApp};
+use crate::job::{Job, SyncSettings};
 use crate::pipelines::{self, Variables};
 use crate::schedule::parse_instant;
 use crate::scheduler::{LoopOptions, Scheduler};
@@ -20,9 +21,10 @@ use std::time::Duration;
 /// `qbo-pipeline run PIPELINE --var k=v ...`
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
+    /// qb_<entity>_backfill (qb_customers_backfill, …), qb_<entity>_sync or qb_sync.
     pub pipeline: String,
-    /// Pipeline variable KEY=VALUE (repeat): fecha_inicio (alias from), fecha_fin (alias to), chunk.
+    /// Pipeline variable KEY=VALUE (repeat): fecha_inicio (alias from), fecha_fin (alias to),
+    /// chunk (backfill pipelines; sync pipelines take none).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
     #[command(flatten)]
@@ -210,7 +212,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| problems.extend(e.problems.clone()))
         .unwrap_or_default();
     let pipeline = if problems.is_empty() {
-        pipelines::resolve(&args.pipeline, &vars)
+        pipelines::resolve_pipeline(&args.pipeline, &vars)
             .map_err(|e| problems.extend(e.problems))
             .ok()
     } else {
@@ -225,8 +227,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Err(usage(problems));
     }
-    let opts = pipeline.backfill_options(None, !args.no_progress);
-    backfill_command(&db, qbo, http, &selection, &opts, args.json).await
+    let sync = SyncSettings::from_source(&ProcessEnv, &mut problems);
+    if !problems.is_empty() {
+        return Err(usage(problems));
+    }
+    let job = Job::from_pipeline(&pipeline, None, !args.no_progress, &sync);
+    job_command(&db, qbo, http, &selection, &job, args.json).await
 }
 
 /// The realm a trigger created on the command line runs against: `--realm`, else
@@ -521,6 +527,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     }
     let settings = args.qbo.settings(&mut problems);
     let db = database_settings(&mut problems);
+    let sync = SyncSettings::from_source(&ProcessEnv, &mut problems);
     let (Some((qbo, http)), Some(db)) = (settings, db) else {
         return Err(usage(problems));
     };
@@ -535,7 +542,8 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     }
     let scheduler = Scheduler::open(qbo, db, http, selection, stop.clone())
         .await?
-        .with_progress(!args.no_progress);
+        .with_progress(!args.no_progress)
+        .with_sync(sync);
     let opts = LoopOptions {
         poll: Duration::from_secs(args.poll_secs),
         exit_when_idle: args.exit_when_idle,

@@ -42,6 +42,34 @@ pub struct RunStarted {
     pub entities: Vec<Entity>,
 }
 
+/// A sync run started (`qbo-pipeline sync`, pipelines `qb_sync` / `qb_<entity>_sync`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncStarted {
+    pub run: RunRef,
+    pub pipeline: String,
+    pub trigger: Option<String>,
+    pub entities: Vec<Entity>,
+}
+
+/// What a sync did to one entity.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncEntityFinished {
+    pub run: RunRef,
+    pub entity: Entity,
+    pub status: EntityStatus,
+    /// How its changes were read: `full`, `cdc`, `query`, `reread`; `+verify` when the count
+    /// proof found a difference and repaired it.
+    pub mode: String,
+    pub changes: u64,
+    pub rows_written: u64,
+    pub rows_deleted: u64,
+    pub requests: u64,
+    pub qbo_count: Option<u64>,
+    pub live_rows: Option<u64>,
+    pub note: Option<String>,
+    pub error: Option<String>,
+}
+
 /// An entity's work is planned: QBO's count and the chunks (some may be done already).
 #[derive(Debug, Clone, Serialize)]
 pub struct EntityPlanned {
@@ -220,6 +248,8 @@ impl qbo_client::RequestObserver for BusObserver {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted(RunStarted),
+    SyncStarted(SyncStarted),
+    SyncEntityFinished(SyncEntityFinished),
     EntityPlanned(EntityPlanned),
     PageCommitted(PageCommitted),
     ChunkVerified(ChunkVerified),
@@ -246,6 +276,8 @@ macro_rules! event_from {
 }
 event_from!(
     RunStarted,
+    SyncStarted,
+    SyncEntityFinished,
     EntityPlanned,
     PageCommitted,
     ChunkVerified,
@@ -266,6 +298,8 @@ impl Event {
     pub fn run(&self) -> Option<&RunRef> {
         Some(match self {
             Event::RunStarted(e) => &e.run,
+            Event::SyncStarted(e) => &e.run,
+            Event::SyncEntityFinished(e) => &e.run,
             Event::EntityPlanned(e) => &e.run,
             Event::PageCommitted(e) => &e.run,
             Event::ChunkVerified(e) => &e.run,
@@ -404,6 +438,18 @@ impl Sink for LogSink {
         match event {
             Event::RunStarted(e) => tracing::info!(run_id = e.run.run_id, pipeline = %e.pipeline,
                 realm = %e.run.realm, from = %e.from, to = %e.to, "backfill started"),
+            Event::SyncStarted(e) => tracing::info!(run_id = e.run.run_id, pipeline = %e.pipeline,
+                realm = %e.run.realm, entities = e.entities.len(), "sync started"),
+            Event::SyncEntityFinished(e) => match e.status {
+                EntityStatus::Failed => tracing::error!(entity = %e.entity, mode = %e.mode,
+                    error = e.error.as_deref().unwrap_or(""), "entity sync failed"),
+                EntityStatus::Skipped => tracing::info!(entity = %e.entity,
+                    reason = e.note.as_deref().unwrap_or(""), "entity not synced: the company does not offer it"),
+                _ => tracing::info!(entity = %e.entity, mode = %e.mode, changes = e.changes,
+                    rows_written = e.rows_written, rows_deleted = e.rows_deleted,
+                    requests = e.requests, qbo_count = ?e.qbo_count, live_rows = ?e.live_rows,
+                    "entity synced"),
+            },
             Event::EntityPlanned(e) => {
                 if e.resumed {
                     tracing::info!(entity = %e.entity, chunks_done = e.chunks_done, chunks = e.chunks,
@@ -456,13 +502,9 @@ impl Sink for LogSink {
                 retried = e.retried, retry_after_ms = ?e.retry_after_ms,
                 duration_ms = e.duration_ms, "request finished"),
             Event::RunFinished(e) => match &e.error {
-                None => tracing::info!(
-                    run_id = e.run.run_id,
-                    seconds = e.seconds,
-                    "backfill succeeded"
-                ),
+                None => tracing::info!(run_id = e.run.run_id, seconds = e.seconds, "run succeeded"),
                 Some(error) => tracing::error!(run_id = e.run.run_id, error = %error,
-                    "backfill failed; committed pages stay committed, run the same command again to resume"),
+                    "run failed; what was committed stays committed, run the same command again to resume"),
             },
         }
     }

@@ -354,6 +354,12 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
             items.len()
         )));
     }
+    parse_items(items, entity)
+}
+
+/// The records of a page's (or a CDC section's) array, each with its Id, version and exact
+/// payload text.
+fn parse_items(items: Vec<Box<RawValue>>, entity: Entity) -> Result<Vec<Record>, PageError> {
     items
         .into_iter()
         .map(|payload| {
@@ -392,6 +398,159 @@ pub fn parse_page(body: &[u8], entity: Entity) -> Result<Vec<Record>, PageError>
             })
         })
         .collect()
+}
+
+/// One entity's part of a CDC answer.
+#[derive(Debug)]
+pub struct CdcSection {
+    pub entity: Entity,
+    /// Objects changed (created, edited, voided, made inactive): full payloads.
+    pub changed: Vec<Record>,
+    /// Objects deleted (`"status":"Deleted"`): Id and when (their `LastUpdatedTime`, else
+    /// the answer's `time`).
+    pub deleted: Vec<(String, DateTime<Utc>)>,
+}
+
+/// A parsed CDC answer.
+#[derive(Debug)]
+pub struct CdcAnswer {
+    /// One per requested entity, in the order asked (empty when QBO had nothing).
+    pub sections: Vec<CdcSection>,
+    /// Objects in the answer, changed and deleted, across entities: QBO answers at most
+    /// 1000, so an answer holding that many may be cut short.
+    pub objects: usize,
+    /// QBO's clock when it answered.
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// Parses `{"CDCResponse":[{"QueryResponse":[{"Invoice":[...],"startPosition":1,
+/// "maxResults":n}, {}, ...]}],"time":"..."}` for the `entities` asked. An entity QBO did
+/// not ask for, a section that is not an object, or a fault inside the answer is a shape
+/// error (nothing of it is applied).
+pub fn parse_cdc(body: &[u8], entities: &[Entity]) -> Result<CdcAnswer, PageError> {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        #[serde(rename = "CDCResponse", borrow)]
+        cdc: Option<Vec<Part<'a>>>,
+        #[serde(default, borrow)]
+        time: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Part<'a> {
+        #[serde(rename = "QueryResponse", default, borrow)]
+        query: Option<Vec<std::collections::HashMap<String, &'a RawValue>>>,
+        #[serde(rename = "Fault", default, borrow)]
+        fault: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Status {
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(rename = "Id", default)]
+        id: Option<String>,
+        #[serde(rename = "MetaData", default)]
+        meta: Option<Meta>,
+    }
+    let answer: Answer = serde_json::from_slice(body).map_err(syntax_or_shape)?;
+    let time = answer
+        .time
+        .as_deref()
+        .and_then(|t| qbo_query::eval::parse_datetime(t.trim()))
+        .map(|t| t.with_timezone(&Utc));
+    let parts = answer
+        .cdc
+        .ok_or_else(|| PageError::Shape("no CDCResponse".into()))?;
+    let mut sections: Vec<CdcSection> = entities
+        .iter()
+        .map(|&entity| CdcSection {
+            entity,
+            changed: Vec::new(),
+            deleted: Vec::new(),
+        })
+        .collect();
+    let mut objects = 0;
+    for part in parts {
+        if let Some(fault) = part.fault {
+            return Err(PageError::Shape(format!(
+                "the CDC answer holds a fault: {}",
+                qbo_client::printable(fault.get(), 300)
+            )));
+        }
+        for group in part.query.unwrap_or_default() {
+            for (key, value) in group {
+                if matches!(key.as_str(), "startPosition" | "maxResults" | "totalCount") {
+                    continue;
+                }
+                let Some(section) = sections.iter_mut().find(|s| {
+                    key.eq_ignore_ascii_case(s.entity.response_key())
+                        || key.eq_ignore_ascii_case(s.entity.qbo_name())
+                }) else {
+                    return Err(PageError::Shape(format!(
+                        "the CDC answer holds '{}', which was not asked for",
+                        printable(&key)
+                    )));
+                };
+                let items: Vec<Box<RawValue>> =
+                    serde_json::from_str(value.get()).map_err(syntax_or_shape)?;
+                objects += items.len();
+                let mut changed = Vec::with_capacity(items.len());
+                for item in items {
+                    let status: Status =
+                        serde_json::from_str(item.get()).map_err(syntax_or_shape)?;
+                    if status
+                        .status
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("Deleted"))
+                    {
+                        let id = status.id.filter(|id| {
+                            !id.is_empty() && id.len() <= 50 && !id.chars().any(char::is_control)
+                        });
+                        let Some(id) = id else {
+                            return Err(PageError::Shape(format!(
+                                "a deleted {} in the CDC answer has no usable Id",
+                                section.entity.qbo_name()
+                            )));
+                        };
+                        let at = status
+                            .meta
+                            .and_then(|m| m.last_updated)
+                            .and_then(|t| qbo_query::eval::parse_datetime(t.trim()))
+                            .map(|t| t.with_timezone(&Utc))
+                            .or(time)
+                            .ok_or_else(|| {
+                                PageError::Shape(format!(
+                                    "deleted {} {id}: no LastUpdatedTime and no answer time",
+                                    section.entity.qbo_name()
+                                ))
+                            })?;
+                        section.deleted.push((id, at));
+                    } else {
+                        changed.push(item);
+                    }
+                }
+                section
+                    .changed
+                    .extend(parse_items(changed, section.entity)?);
+            }
+        }
+    }
+    Ok(CdcAnswer {
+        sections,
+        objects,
+        time,
+    })
+}
+
+/// QBO's clock: the envelope `time` of an answer (`"time":"2020-09-29T06:04:50.776-07:00"`),
+/// the instant QBO answered. None when absent or unreadable.
+pub fn parse_time(body: &[u8]) -> Option<DateTime<Utc>> {
+    #[derive(Deserialize)]
+    struct Timed<'a> {
+        #[serde(default, borrow)]
+        time: Option<std::borrow::Cow<'a, str>>,
+    }
+    let timed: Timed = serde_json::from_slice(body).ok()?;
+    qbo_query::eval::parse_datetime(timed.time?.trim()).map(|t| t.with_timezone(&Utc))
 }
 
 /// Parses a `COUNT(*)` answer: `{"QueryResponse":{"totalCount":N}}`. A missing or

@@ -216,6 +216,46 @@ pub async fn start_entity(
     Ok(())
 }
 
+/// One entity's figures in a sync run: its row is created if the full-load engine did not
+/// create it, and the sync's own figures are added to what that engine recorded.
+pub async fn record_sync_entity(
+    pool: &PgPool,
+    run_id: i64,
+    e: &crate::sync::EntitySync,
+) -> Result<(), sqlx::Error> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let note = match (&e.note, &e.error) {
+        (Some(n), Some(err)) => Some(format!("{n}; {err}")),
+        (n, err) => n.clone().or_else(|| err.clone()),
+    };
+    sqlx::query(
+        "INSERT INTO qbo_pipeline.run_entities (run_id, entity, records, rows_written, requests,
+             retries, throttled, expected, status, note, mode, changes, rows_deleted)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $3, $12)
+         ON CONFLICT (run_id, entity) DO UPDATE SET
+             records = EXCLUDED.records, rows_written = EXCLUDED.rows_written,
+             requests = EXCLUDED.requests, retries = EXCLUDED.retries,
+             throttled = EXCLUDED.throttled, expected = EXCLUDED.expected,
+             status = EXCLUDED.status, note = EXCLUDED.note, mode = EXCLUDED.mode,
+             changes = EXCLUDED.changes, rows_deleted = EXCLUDED.rows_deleted",
+    )
+    .bind(run_id)
+    .bind(e.entity.cli_name())
+    .bind(n(e.changes))
+    .bind(n(e.rows_written))
+    .bind(i32::try_from(e.requests).unwrap_or(i32::MAX))
+    .bind(i32::try_from(e.retries).unwrap_or(i32::MAX))
+    .bind(i32::try_from(e.throttled).unwrap_or(i32::MAX))
+    .bind(e.qbo_count.map(n))
+    .bind(e.status.as_str())
+    .bind(note)
+    .bind(&e.mode)
+    .bind(n(e.rows_deleted))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Final figures of one entity (request counters are kept in memory during the run).
 #[allow(clippy::too_many_arguments)]
 pub async fn finish_entity(

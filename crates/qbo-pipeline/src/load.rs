@@ -30,6 +30,44 @@ pub struct PageTarget<'a> {
     pub job_id: i64,
     pub chunk: &'a Chunk,
     pub page_number: i32,
+    pub policy: Policy,
+}
+
+impl<'a> PageTarget<'a> {
+    fn rows(&self) -> RowTarget<'a> {
+        RowTarget {
+            realm: self.realm,
+            entity: self.entity,
+            run_id: self.run_id,
+            chunk: self.chunk,
+            page_number: self.page_number,
+            policy: self.policy,
+        }
+    }
+}
+
+/// When a stored version is replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// Only by a strictly newer (`LastUpdatedTime`, `SyncToken`), or when the stored row is
+    /// marked deleted (the record exists again).
+    #[default]
+    Newer,
+    /// Also by the same version with a different payload: a re-read catching a change QBO
+    /// made without bumping `LastUpdatedTime` (the sync's periodic re-read).
+    NewerOrDifferent,
+}
+
+/// Where records go, without a checkpoint: the table, the run, and the provenance columns
+/// (`extract_window_*` from `chunk`, `page_number`).
+#[derive(Clone, Copy)]
+pub struct RowTarget<'a> {
+    pub realm: &'a str,
+    pub entity: Entity,
+    pub run_id: i64,
+    pub chunk: &'a Chunk,
+    pub page_number: i32,
+    pub policy: Policy,
 }
 
 /// The checkpoint after this page.
@@ -152,7 +190,7 @@ fn refused_document(e: &sqlx::Error) -> bool {
 /// document's text (for a document PostgreSQL refuses; `payload_text` keeps it exactly).
 async fn insert_rows(
     tx: &mut sqlx::PgConnection,
-    target: &PageTarget<'_>,
+    target: &RowTarget<'_>,
     rows: &Rows<'_>,
     as_text: bool,
 ) -> Result<u64, sqlx::Error> {
@@ -178,9 +216,14 @@ async fn insert_rows(
              page_number = EXCLUDED.page_number,
              source_last_updated_utc = EXCLUDED.source_last_updated_utc,
              sync_token = EXCLUDED.sync_token,
-             run_id = EXCLUDED.run_id
+             run_id = EXCLUDED.run_id,
+             deleted_at_utc = NULL
          WHERE (EXCLUDED.source_last_updated_utc, EXCLUDED.sync_token)
-             > (coalesce(t.source_last_updated_utc, '-infinity'), coalesce(t.sync_token, -1))"
+             > (coalesce(t.source_last_updated_utc, '-infinity'), coalesce(t.sync_token, -1))
+            OR t.deleted_at_utc IS NOT NULL
+            OR ($11 AND (EXCLUDED.source_last_updated_utc, EXCLUDED.sync_token)
+                    = (t.source_last_updated_utc, t.sync_token)
+                AND t.payload IS DISTINCT FROM EXCLUDED.payload)"
     )))
     .bind(target.realm)
     .bind(target.chunk.start_rfc3339())
@@ -192,6 +235,7 @@ async fn insert_rows(
     .bind(rows.times)
     .bind(rows.tokens)
     .bind(rows.originals)
+    .bind(target.policy == Policy::NewerOrDifferent)
     .execute(&mut *tx)
     .await?;
     Ok(result.rows_affected())
@@ -204,37 +248,91 @@ pub async fn write_page(
     records: Vec<Record>,
     advance: Advance<'_>,
 ) -> Result<Written, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Written {
+        received,
+        rows_written,
+        sanitised,
+    } = upsert(&mut tx, &target.rows(), records).await?;
+
+    sqlx::query(
+        "UPDATE qbo_pipeline.checkpoints SET
+             cursor_text = coalesce($3, cursor_text), pages = $4, records = records + $5,
+             done = $6, run_id = $7, updated_at = now(),
+             completed_at = CASE WHEN $6 THEN now() ELSE completed_at END
+         WHERE job_id = $1 AND chunk_start = $2",
+    )
+    .bind(target.job_id)
+    .bind(target.chunk.start)
+    .bind(advance.cursor)
+    .bind(target.page_number)
+    .bind(received as i64)
+    .bind(advance.done)
+    .bind(target.run_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE qbo_pipeline.run_entities SET pages = pages + 1, records = records + $3,
+             rows_written = rows_written + $4, chunks_done = chunks_done + $5::int,
+             records_sanitised = records_sanitised + $6
+         WHERE run_id = $1 AND entity = $2",
+    )
+    .bind(target.run_id)
+    .bind(target.entity.cli_name())
+    .bind(received as i64)
+    .bind(rows_written as i64)
+    .bind(i32::from(advance.done))
+    .bind(sanitised as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Written {
+        received,
+        rows_written,
+        sanitised,
+    })
+}
+
+/// The newer-wins upsert of `records` into their table, inside `tx` (no checkpoint): versions
+/// already stored are filtered out first (so re-reading sends no payloads); a record whose
+/// row is marked deleted is written again and the mark cleared (it exists in QBO).
+pub async fn upsert(
+    tx: &mut sqlx::PgConnection,
+    target: &RowTarget<'_>,
+    records: Vec<Record>,
+) -> Result<Written, sqlx::Error> {
     let received = records.len() as u64;
     let records = dedupe_newest(records);
     let table = target.entity.table();
-    let mut tx = pool.begin().await?;
-
     let mut rows_written = 0;
     let mut sanitised = 0;
     if !records.is_empty() {
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        let stored: Vec<(String, Option<DateTime<Utc>>, Option<i64>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT id, source_last_updated_utc, sync_token FROM {table}
-                 WHERE realm_id = $1 AND id = ANY($2::varchar[])"
-            )))
-            .bind(target.realm)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-        let stored: HashMap<String, (Option<DateTime<Utc>>, Option<i64>)> = stored
-            .into_iter()
-            .map(|(id, lu, st)| (id, (lu, st)))
-            .collect();
+        type Stored = (String, Option<DateTime<Utc>>, Option<i64>, bool);
+        let stored: Vec<Stored> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, source_last_updated_utc, sync_token, deleted_at_utc IS NOT NULL
+             FROM {table} WHERE realm_id = $1 AND id = ANY($2::varchar[])"
+        )))
+        .bind(target.realm)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let stored: HashMap<String, Stored> =
+            stored.into_iter().map(|row| (row.0.clone(), row)).collect();
         let newer: Vec<&Record> = records
             .iter()
             .filter(|r| match stored.get(&r.id) {
                 None => true,
-                Some((lu, st)) => {
-                    (Some(r.last_updated), r.sync_token) > (*lu, st.unwrap_or(i64::MIN))
+                Some((_, lu, st, deleted)) => {
+                    let theirs = (Some(r.last_updated), r.sync_token);
+                    let ours = (*lu, st.unwrap_or(i64::MIN));
+                    *deleted
+                        || theirs > ours
+                        || (target.policy == Policy::NewerOrDifferent && theirs == ours)
                 }
             })
             .collect();
+
         if !newer.is_empty() {
             let ids: Vec<&str> = newer.iter().map(|r| r.id.as_str()).collect();
             let safe: Vec<Option<String>> =
@@ -274,7 +372,7 @@ pub async fn write_page(
             // beyond `numeric`'s range, say), the page is written again record by record and
             // only the refused ones are stored as text (see `insert_refused`).
             sqlx::query("SAVEPOINT page_rows").execute(&mut *tx).await?;
-            match insert_rows(&mut tx, target, &rows, false).await {
+            match insert_rows(&mut *tx, target, &rows, false).await {
                 Ok(n) => rows_written = n,
                 Err(e) if refused_document(&e) => {
                     sqlx::query("ROLLBACK TO SAVEPOINT page_rows")
@@ -283,7 +381,7 @@ pub async fn write_page(
                     for i in 0..ids.len() {
                         let one = rows.one(i);
                         sqlx::query("SAVEPOINT one_row").execute(&mut *tx).await?;
-                        match insert_rows(&mut tx, target, &one, false).await {
+                        match insert_rows(&mut *tx, target, &one, false).await {
                             Ok(n) => rows_written += n,
                             Err(e) if refused_document(&e) => {
                                 sqlx::query("ROLLBACK TO SAVEPOINT one_row")
@@ -302,7 +400,7 @@ pub async fn write_page(
                                     ..one
                                 };
                                 rows_written +=
-                                    insert_rows(&mut tx, target, &as_text, true).await?;
+                                    insert_rows(&mut *tx, target, &as_text, true).await?;
                                 if originals[i].is_none() {
                                     sanitised += 1;
                                 }
@@ -316,42 +414,43 @@ pub async fn write_page(
         }
     }
 
-    sqlx::query(
-        "UPDATE qbo_pipeline.checkpoints SET
-             cursor_text = coalesce($3, cursor_text), pages = $4, records = records + $5,
-             done = $6, run_id = $7, updated_at = now(),
-             completed_at = CASE WHEN $6 THEN now() ELSE completed_at END
-         WHERE job_id = $1 AND chunk_start = $2",
-    )
-    .bind(target.job_id)
-    .bind(target.chunk.start)
-    .bind(advance.cursor)
-    .bind(target.page_number)
-    .bind(received as i64)
-    .bind(advance.done)
-    .bind(target.run_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE qbo_pipeline.run_entities SET pages = pages + 1, records = records + $3,
-             rows_written = rows_written + $4, chunks_done = chunks_done + $5::int,
-             records_sanitised = records_sanitised + $6
-         WHERE run_id = $1 AND entity = $2",
-    )
-    .bind(target.run_id)
-    .bind(target.entity.cli_name())
-    .bind(received as i64)
-    .bind(rows_written as i64)
-    .bind(i32::from(advance.done))
-    .bind(sanitised as i64)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
     Ok(Written {
         received,
         rows_written,
         sanitised,
     })
+}
+
+/// Marks rows deleted (`deleted_at_utc`, UTC) as QBO reported them at the given times; their
+/// last payload stays. A row already marked keeps its first mark, and a deletion older than
+/// the version stored is ignored (the row holds news QBO gave after it). Returns the rows
+/// marked.
+pub async fn mark_deleted(
+    tx: &mut sqlx::PgConnection,
+    realm: &str,
+    entity: Entity,
+    run_id: i64,
+    deletions: &[(String, DateTime<Utc>)],
+) -> Result<u64, sqlx::Error> {
+    if deletions.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = deletions.iter().map(|(id, _)| id.as_str()).collect();
+    let times: Vec<DateTime<Utc>> = deletions.iter().map(|(_, at)| *at).collect();
+    let table = entity.table();
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} AS t SET deleted_at_utc = (u.at AT TIME ZONE 'UTC'), run_id = $2
+         FROM UNNEST($3::varchar[], $4::timestamptz[]) AS u(id, at)
+         WHERE t.realm_id = $1 AND t.id = u.id AND t.deleted_at_utc IS NULL
+           AND (t.source_last_updated_utc IS NULL OR u.at >= t.source_last_updated_utc)"
+    )))
+    .bind(realm)
+    .bind(run_id)
+    .bind(&ids)
+    .bind(&times)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 #[cfg(test)]

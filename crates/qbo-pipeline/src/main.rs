@@ -8,10 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use qbo_pipeline::app::{self, DemoOptions, UsageError, is_usage_error};
 use qbo_pipeline::backfill::{BackfillOptions, StopSignal};
 use qbo_pipeline::cli_common::{
-    HttpArgs, RealmArgs, backfill_command, database_settings, install_signal_handlers,
+    HttpArgs, RealmArgs, database_settings, install_signal_handlers, job_command,
 };
 use qbo_pipeline::config::{self, ConfigError, DbSettings, ProcessEnv};
 use qbo_pipeline::entity::{self, EntitySelection};
+use qbo_pipeline::job::{Job, SyncSettings};
 use qbo_pipeline::ledger;
 use qbo_pipeline::runtime::Runtime;
 use qbo_pipeline::window::{ChunkSize, Window, parse_day};
@@ -49,6 +50,9 @@ enum Command {
     Backfill(BackfillArgs),
     /// Serve a simulated QuickBooks Online (OAuth + v3 API) for demos and tests.
     Sandbox(qbo_sandbox::SandboxArgs),
+    /// Bring the tables up to date with QBO: new, edited and deleted records since the last
+    /// sync (an entity never synced is loaded in full first), proved by QBO's counts.
+    Sync(SyncArgs),
     /// The whole job end to end on the built-in sandbox and PostgreSQL.
     Demo(DemoArgs),
     /// The run ledger.
@@ -132,6 +136,33 @@ struct BackfillArgs {
     #[arg(long)]
     restart: bool,
     /// Chunks paged at once, across entities.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Overrides QBO_API_BASE_URL.
+    #[arg(long)]
+    api_base_url: Option<String>,
+    /// Overrides QBO_TOKEN_URL.
+    #[arg(long)]
+    token_url: Option<String>,
+    /// Never draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    realm: RealmArgs,
+}
+
+#[derive(Args, Debug)]
+struct SyncArgs {
+    /// An entity (its name, QBO's name or its table: see `qbo-pipeline entities`) or all
+    /// (the default); repeat or comma-separate for several.
+    #[arg(long = "entity", value_delimiter = ',')]
+    entities: Vec<String>,
+    /// Chunks paged at once in full loads and re-reads.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
     #[command(flatten)]
@@ -302,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backfill(args) => backfill(args).await,
+        Command::Sync(args) => sync(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Runs(args) => runs(args).await,
         Command::Entities { json } => {
@@ -410,7 +442,54 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Err(ConfigError { problems }.into());
     }
-    backfill_command(&db, qbo, http, &selection, &opts, args.json).await
+    job_command(&db, qbo, http, &selection, &Job::Backfill(opts), args.json).await
+}
+
+async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    // Validate everything before touching anything.
+    let mut problems = Vec::new();
+    let mut selections = Vec::new();
+    for e in &args.entities {
+        match e.parse::<EntitySelection>() {
+            Ok(s) => selections.push(s),
+            Err(err) => problems.push(err.to_string()),
+        }
+    }
+    if !(1..=64).contains(&args.concurrency) {
+        problems.push(format!(
+            "--concurrency {} is out of range: use 1..=64",
+            args.concurrency
+        ));
+    }
+    let settings = SyncSettings::from_source(&ProcessEnv, &mut problems);
+    let http = args
+        .http
+        .settings()
+        .map_err(|e| problems.extend(e.problems));
+    let qbo = config::qbo_app(
+        &ProcessEnv,
+        args.api_base_url.as_deref(),
+        args.token_url.as_deref(),
+    )
+    .map_err(|e| problems.extend(e.problems));
+    let selection = args.realm.selection(&mut problems);
+    let db = database_settings().map_err(|e| problems.push(e.0));
+    let (Ok(http), Ok(qbo), Ok(db)) = (http, qbo, db) else {
+        return Err(ConfigError { problems }.into());
+    };
+    if !problems.is_empty() {
+        return Err(ConfigError { problems }.into());
+    }
+    let entities = if selections.is_empty() {
+        entity::Entity::ALL.to_vec()
+    } else {
+        entity::expand(&selections)
+    };
+    let mut opts = qbo_pipeline::sync::SyncOptions::new(entities);
+    opts.reread_every = settings.reread_every;
+    opts.concurrency = args.concurrency;
+    opts.progress = !args.no_progress;
+    job_command(&db, qbo, http, &selection, &Job::Sync(opts), args.json).await
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {

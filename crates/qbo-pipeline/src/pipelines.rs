@@ -38,6 +38,75 @@ pub struct PipelineError {
     pub problems: Vec<String>,
 }
 
+/// A sync pipeline: `qb_sync` (every entity) or `qb_<entity>_sync`. It takes no variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRun {
+    pub pipeline: &'static str,
+    pub entities: Vec<Entity>,
+}
+
+/// The sync of every entity.
+pub const SYNC_ALL: &str = "qb_sync";
+
+/// A pipeline of either kind, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Backfill(PipelineRun),
+    Sync(SyncRun),
+}
+
+impl Resolved {
+    pub fn pipeline(&self) -> &'static str {
+        match self {
+            Resolved::Backfill(r) => r.pipeline,
+            Resolved::Sync(r) => r.pipeline,
+        }
+    }
+}
+
+/// Validates a pipeline name of either kind (backfill or sync) and its variables for a run now.
+pub fn resolve_pipeline(pipeline: &str, vars: &Variables) -> Result<Resolved, PipelineError> {
+    resolve_pipeline_at(pipeline, vars, chrono::Utc::now())
+}
+
+/// [`resolve_pipeline`] for a run at `at`.
+pub fn resolve_pipeline_at(
+    pipeline: &str,
+    vars: &Variables,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Resolved, PipelineError> {
+    let name = pipeline.trim();
+    let sync = if name == SYNC_ALL {
+        Some(SyncRun {
+            pipeline: SYNC_ALL,
+            entities: Entity::ALL.to_vec(),
+        })
+    } else {
+        Entity::ALL
+            .into_iter()
+            .find(|e| e.spec().sync_pipeline == name)
+            .map(|e| SyncRun {
+                pipeline: e.spec().sync_pipeline,
+                entities: vec![e],
+            })
+    };
+    match sync {
+        Some(run) if vars.is_empty() => Ok(Resolved::Sync(run)),
+        Some(run) => Err(PipelineError {
+            problems: vars
+                .keys()
+                .map(|k| {
+                    format!(
+                        "unknown variable '{k}': the sync pipeline {} takes no variables (it reads what changed since the last sync)",
+                        run.pipeline
+                    )
+                })
+                .collect(),
+        }),
+        None => resolve_at(pipeline, vars, at).map(Resolved::Backfill),
+    }
+}
+
 /// The names of every pipeline, for messages and `--help`.
 pub fn names() -> Vec<&'static str> {
     Entity::ALL.iter().map(|e| e.pipeline_name()).collect()
@@ -51,8 +120,9 @@ pub fn entity_of(pipeline: &str) -> Result<Entity, PipelineError> {
         .find(|e| e.pipeline_name() == name)
         .ok_or_else(|| PipelineError {
             problems: vec![format!(
-                "unknown pipeline '{pipeline}': pipelines are qb_<entity>_backfill for every \
-                 entity `qbo-pipeline entities` lists (e.g. qb_customers_backfill, qb_vendors_backfill)"
+                "unknown pipeline '{pipeline}': pipelines are qb_<entity>_backfill and \
+                 qb_<entity>_sync for every entity `qbo-pipeline entities` lists (e.g. \
+                 qb_customers_backfill, qb_vendors_sync), and qb_sync for every entity"
             )],
         })
 }
@@ -290,6 +360,33 @@ mod tests {
                 .contains("fecha_inicio 2025-01-02 is after fecha_fin"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sync_pipelines_resolve_and_take_no_variables() {
+        let all = resolve_pipeline("qb_sync", &Variables::new()).unwrap();
+        let Resolved::Sync(run) = &all else {
+            panic!("{all:?}")
+        };
+        assert_eq!(run.entities.len(), 40);
+        assert_eq!(
+            resolve_pipeline("qb_invoices_sync", &Variables::new()).unwrap(),
+            Resolved::Sync(SyncRun {
+                pipeline: "qb_invoices_sync",
+                entities: vec![Entity::INVOICE]
+            })
+        );
+        let err = resolve_pipeline("qb_sync", &vars(&[("from", "2014-01-01")])).unwrap_err();
+        assert!(err.to_string().contains("takes no variables"), "{err}");
+        assert!(matches!(
+            resolve_pipeline(
+                "qb_items_backfill",
+                &vars(&[("from", "2014-01-01"), ("to", "2014-12-31")])
+            ),
+            Ok(Resolved::Backfill(_))
+        ));
+        let err = resolve_pipeline("qb_nothing_sync", &Variables::new()).unwrap_err();
+        assert!(err.to_string().contains("qb_<entity>_sync"), "{err}");
     }
 
     #[test]

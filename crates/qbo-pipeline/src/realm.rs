@@ -191,6 +191,11 @@ pub async fn remove(
             .bind(realm.as_str())
             .execute(&mut *tx)
             .await?;
+        // Without its rows, the next sync of the company loads it in full again.
+        sqlx::query("DELETE FROM qbo_pipeline.sync_state WHERE realm_id = $1")
+            .bind(realm.as_str())
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(Some(out))

@@ -11,8 +11,9 @@
 //! commits their checkpoints and ends; the trigger stays due, so the next scheduler (or the
 //! same one restarted) resumes that run from its checkpoints.
 
-use crate::backfill::{BackfillReport, StopSignal};
+use crate::backfill::StopSignal;
 use crate::config::{DbSettings, HttpSettings, QboApp, QboSettings, RealmId};
+use crate::job::{Job, Report, SyncSettings};
 use crate::pipelines;
 use crate::realm::{self, Selection};
 use crate::runtime::Runtime;
@@ -73,6 +74,7 @@ pub struct Scheduler {
     stop: StopSignal,
     progress: bool,
     who: String,
+    sync: SyncSettings,
 }
 
 /// Connections a scheduler's runtime needs: one run's (its chunk concurrency + 4) plus the
@@ -124,7 +126,14 @@ impl Scheduler {
             selection,
             progress: false,
             who: format!("{host}:{}", std::process::id()),
+            sync: SyncSettings::default(),
         }
+    }
+
+    /// The settings of the sync pipelines it runs (`QBO_SYNC_REREAD_DAYS`).
+    pub fn with_sync(mut self, sync: SyncSettings) -> Scheduler {
+        self.sync = sync;
+        self
     }
 
     /// The realms whose triggers this scheduler fires now: the named ones, or the
@@ -190,19 +199,18 @@ impl Scheduler {
             trigger = %row.name, pipeline = %row.pipeline, due = %due, attempt = row.attempts + 1,
             missed_ticks = missed, "trigger fired"
         );
-        let result = match spec
-            .map_err(|e| e.to_string())
-            .and_then(|s| pipelines::resolve(&s.pipeline, &s.variables).map_err(|e| e.to_string()))
-        {
+        let result = match spec.map_err(|e| e.to_string()).and_then(|s| {
+            pipelines::resolve_pipeline(&s.pipeline, &s.variables).map_err(|e| e.to_string())
+        }) {
             Err(error) => FireResult::Invalid {
                 error: format!(
                     "the stored trigger cannot run: {error}; fix it with `qbo-pipeline trigger apply` or delete it"
                 ),
             },
             Ok(run) => {
-                let mut opts = run.backfill_options(Some(&row.name), self.progress);
+                let mut job = Job::from_pipeline(&run, Some(&row.name), self.progress, &self.sync);
                 // The claim holds the realm's lock for this run.
-                opts.realm_lock_held = true;
+                job.hold_realm_lock();
                 // The run is its own task: should anything in it panic, the attempt is
                 // recorded as failed (and counted against max_attempts) instead of the
                 // scheduler dying with the trigger claimed and unrecorded.
@@ -210,7 +218,7 @@ impl Scheduler {
                     (self.runtime.clone(), self.stop.clone(), claim.realm.clone());
                 let task = tokio::spawn(async move {
                     let realm = RealmId::parse(&realm).map_err(anyhow::Error::msg)?;
-                    runtime.engine(&realm)?.backfill(&opts, &stop).await
+                    job.run(&runtime.engine(&realm)?, &stop).await
                 });
                 match task.await {
                     Ok(report) => fire_result(report, &self.stop),
@@ -309,15 +317,15 @@ impl Scheduler {
     }
 }
 
-fn fire_result(report: anyhow::Result<BackfillReport>, stop: &StopSignal) -> FireResult {
+fn fire_result(report: anyhow::Result<Report>, stop: &StopSignal) -> FireResult {
     match report {
-        Ok(r) if r.succeeded() => FireResult::Succeeded { run_id: r.run_id },
+        Ok(r) if r.succeeded() => FireResult::Succeeded { run_id: r.run_id() },
         Ok(r) => match r.error() {
-            None if r.interrupted => FireResult::Interrupted {
-                run_id: Some(r.run_id),
+            None if r.interrupted() => FireResult::Interrupted {
+                run_id: Some(r.run_id()),
             },
             error => FireResult::Failed {
-                run_id: Some(r.run_id),
+                run_id: Some(r.run_id()),
                 error: error.unwrap_or_else(|| "the run did not complete".into()),
             },
         },

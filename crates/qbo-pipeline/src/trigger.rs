@@ -257,7 +257,7 @@ impl TriggerInput {
             Some(Schedule::Once(when)) => (*when).max(chrono::Utc::now()),
             _ => chrono::Utc::now(),
         };
-        if let Err(e) = pipelines::resolve_at(&self.pipeline, &self.variables, first_run) {
+        if let Err(e) = pipelines::resolve_pipeline_at(&self.pipeline, &self.variables, first_run) {
             problems.extend(e.problems.into_iter().map(at));
         }
         match (schedule, tz, status) {

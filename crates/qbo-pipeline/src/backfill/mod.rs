@@ -24,11 +24,11 @@ use crate::entity::Entity;
 use crate::events::{self, EventBus, RunRef};
 use crate::extract::{self, PageError, Record};
 use crate::ledger::{self, EntityStatus};
-use crate::load::{self, Advance, PageTarget, Written};
+use crate::load::{self, Advance, PageTarget, Policy, Written};
 use crate::window::{Chunk, ChunkSize, Window, plan, plan_auto, qbo_literal};
 use qbo_client::{LocatedError, Parsed, QboClient, QboError, QueryError, RequestStats, Site};
 
-mod source;
+pub(crate) mod source;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::future::join_all;
@@ -185,8 +185,8 @@ pub struct Engine {
     pub events: EventBus,
 }
 
-struct EntityRun {
-    entity: Entity,
+pub(crate) struct EntityRun {
+    pub(crate) entity: Entity,
     /// The run, as events name it.
     run: RunRef,
     /// The run's stop request: ends every wait of this entity's requests.
@@ -199,6 +199,43 @@ struct EntityRun {
     sanitised: AtomicU64,
     /// QBO counts at most [`SMALL_ENTITY`] records: its pages share batch requests.
     small: std::sync::atomic::AtomicBool,
+    /// When a page's records replace stored ones.
+    policy: Policy,
+}
+
+impl EntityRun {
+    pub(crate) fn new(entity: Entity, run: RunRef, stop: StopSignal, policy: Policy) -> EntityRun {
+        EntityRun {
+            entity,
+            run,
+            stop,
+            stats: RequestStats::default(),
+            pages: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            verified: AtomicU64::new(0),
+            rows_written: AtomicU64::new(0),
+            sanitised: AtomicU64::new(0),
+            small: std::sync::atomic::AtomicBool::new(false),
+            policy,
+        }
+    }
+
+    /// Shares its page requests with other small queries (batch requests).
+    pub(crate) fn set_small(&self, small: bool) {
+        self.small.store(small, Ordering::Relaxed);
+    }
+
+    pub(crate) fn run_ref(&self) -> &RunRef {
+        &self.run
+    }
+
+    pub(crate) fn stats(&self) -> &RequestStats {
+        &self.stats
+    }
+
+    pub(crate) fn stop(&self) -> &StopSignal {
+        &self.stop
+    }
 }
 
 /// An entity with at most this many records in the window (one page of QBO's largest) is
@@ -207,7 +244,7 @@ struct EntityRun {
 const SMALL_ENTITY: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
-enum ChunkError {
+pub(crate) enum ChunkError {
     #[error(transparent)]
     Qbo(QboError),
     /// QBO's error for a page, said of the entity and page it happened at.
@@ -346,29 +383,8 @@ impl Engine {
             to: opts.window.to,
             entities: opts.entities.clone(),
         });
-        let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-        let runs: Vec<Arc<EntityRun>> = opts
-            .entities
-            .iter()
-            .map(|&entity| {
-                Arc::new(EntityRun {
-                    entity,
-                    run: run_ref.clone(),
-                    stop: stop.clone(),
-                    stats: RequestStats::default(),
-                    pages: AtomicU64::new(0),
-                    records: AtomicU64::new(0),
-                    verified: AtomicU64::new(0),
-                    rows_written: AtomicU64::new(0),
-                    sanitised: AtomicU64::new(0),
-                    small: std::sync::atomic::AtomicBool::new(false),
-                })
-            })
-            .collect();
-        let reports =
-            join_all(runs.iter().map(|run| {
-                self.run_entity(run.clone(), opts, run_id, slots.clone(), stop, &locks)
-            }))
+        let reports = self
+            .load_entities(opts, Policy::Newer, &run_ref, stop, &locks)
             .await;
         drop(locks);
         let report = BackfillReport {
@@ -394,6 +410,30 @@ impl Engine {
             error,
         });
         Ok(report)
+    }
+
+    /// Loads `opts.entities` within the run `run` (already started): each entity's window
+    /// planned (or its job resumed) and paged, its figures recorded. Used by
+    /// [`Engine::backfill`] and by the sync's full loads and re-reads.
+    pub(crate) async fn load_entities(
+        &self,
+        opts: &BackfillOptions,
+        policy: Policy,
+        run: &RunRef,
+        stop: &StopSignal,
+        locks: &Arc<LockSession>,
+    ) -> Vec<EntityReport> {
+        let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        let runs: Vec<Arc<EntityRun>> = opts
+            .entities
+            .iter()
+            .map(|&entity| Arc::new(EntityRun::new(entity, run.clone(), stop.clone(), policy)))
+            .collect();
+        join_all(
+            runs.iter()
+                .map(|r| self.run_entity(r.clone(), opts, run.run_id, slots.clone(), stop, locks)),
+        )
+        .await
     }
 
     async fn run_entity(
@@ -758,7 +798,11 @@ impl Engine {
 
     /// QBO's count for an entity: of the window, or of everything for one read whole.
     /// `None` when the answer has no readable count (it then proves nothing).
-    async fn count(&self, run: &EntityRun, window: Window) -> Result<Option<u64>, ChunkError> {
+    pub(crate) async fn count(
+        &self,
+        run: &EntityRun,
+        window: Window,
+    ) -> Result<Option<u64>, ChunkError> {
         let entity = run.entity;
         let query = if entity.read_whole() {
             extract::whole_count_query(entity)
@@ -784,7 +828,7 @@ impl Engine {
         })
     }
 
-    async fn fetch_query(
+    pub(crate) async fn fetch_query(
         &self,
         run: &EntityRun,
         query: qbo_query::Query,
@@ -868,6 +912,7 @@ impl Engine {
                 job_id,
                 chunk: &chunk,
                 page_number,
+                policy: run.policy,
             };
             // The page being fetched is the one after the page being written (if any).
             let fetch_page = page_number + 1;

@@ -15,7 +15,7 @@ use crate::window::{Chunk, Window};
 use std::collections::HashSet;
 
 /// One page to write, with what it does to the chunk's checkpoint.
-pub(super) struct Page {
+pub(crate) struct Page {
     pub records: Vec<Record>,
     /// The keyset cursor to store with the page (`None`: keep the stored one).
     pub cursor: Option<String>,
@@ -36,7 +36,7 @@ impl Page {
 }
 
 /// Where a chunk's pages come from.
-pub(super) trait PageSource: Send {
+pub(crate) trait PageSource: Send {
     /// The next page to write, fetched as the chunk's page number `page`; `None` when the
     /// chunk has no more.
     fn next_page(
@@ -57,7 +57,7 @@ enum Fetch {
 }
 
 /// Keyset pages of one chunk's time range.
-pub(super) struct Keyset<'a> {
+pub(crate) struct Keyset<'a> {
     engine: &'a Engine,
     run: &'a EntityRun,
     chunk: Chunk,
@@ -268,7 +268,7 @@ impl PageSource for Keyset<'_> {
 /// the distinct records read equal QBO's count; otherwise the entity is counted and read
 /// again, up to [`WHOLE_READ_ATTEMPTS`] times. Re-writing pages read before is a no-op
 /// (newer wins).
-pub(super) struct Whole<'a> {
+pub(crate) struct Whole<'a> {
     engine: &'a Engine,
     run: &'a EntityRun,
     chunk: Chunk,

@@ -263,6 +263,7 @@ async fn an_older_version_never_overwrites_a_newer_one() {
         job_id: job.job_id,
         chunk: &chunks[0],
         page_number: 1,
+        policy: qbo_pipeline::load::Policy::Newer,
     };
     let write = |body: String| {
         let pool = pool.clone();

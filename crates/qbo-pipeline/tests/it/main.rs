@@ -36,3 +36,5 @@ mod entities;
 mod budget;
 // The event bus: a run's events add up to its report and its rows.
 mod events;
+// Incremental sync: CDC, its cap and horizon, deletions, count proofs, re-reads, kill -9.
+mod sync;

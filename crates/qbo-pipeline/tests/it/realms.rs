@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The app's credentials and URLs, without a company: realms come from the registry.
-fn app_only(c: &mut Command, sb: &qbo_sandbox::RunningSandbox, db: &TestDb) {
+pub(crate) fn app_only(c: &mut Command, sb: &qbo_sandbox::RunningSandbox, db: &TestDb) {
     c.env("QBO_API_BASE_URL", sb.base_url())
         .env("QBO_TOKEN_URL", sb.token_url())
         .env("QBO_CLIENT_ID", sb.client_id())
@@ -18,7 +18,7 @@ fn app_only(c: &mut Command, sb: &qbo_sandbox::RunningSandbox, db: &TestDb) {
 }
 
 /// Runs `cmd` with `input` on its standard input.
-fn with_stdin(mut cmd: Command, input: &str) -> Output {
+pub(crate) fn with_stdin(mut cmd: Command, input: &str) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -393,7 +393,7 @@ async fn a_company_is_worked_by_one_process_at_a_time() {
 }
 
 /// Registers every company of a multi-company sandbox with `realm add`.
-fn add_all(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &std::path::Path) {
+pub(crate) fn add_all(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &std::path::Path) {
     for id in sb.realm_ids() {
         let mut c = command(dir);
         app_only(&mut c, sb, db);
