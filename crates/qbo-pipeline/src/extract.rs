@@ -1001,4 +1001,89 @@ mod tests {
             assert!(unavailable(by("ExchangeRate"), &other).is_none(), "{other}");
         }
     }
+
+    #[test]
+    fn a_cdc_answer_splits_into_changes_and_deletions_per_entity() {
+        let body = br#"{"CDCResponse":[{"QueryResponse":[
+            {"Invoice":[
+                {"Id":"5","SyncToken":"2","MetaData":{"LastUpdatedTime":"2026-03-10T04:00:00-08:00"}},
+                {"domain":"QBO","status":"Deleted","Id":"6","MetaData":{"LastUpdatedTime":"2026-03-10T04:00:01-08:00"}}
+             ],"startPosition":1,"maxResults":2},
+            {},
+            {"Customer":[{"domain":"QBO","status":"Deleted","Id":"9"}]}
+        ]}],"time":"2026-03-10T04:00:05.123-08:00"}"#;
+        let a = parse_cdc(body, &[Entity::INVOICE, Entity::ITEM, Entity::CUSTOMER]).unwrap();
+        assert_eq!(a.objects, 3);
+        let time = a.time.unwrap();
+        assert_eq!(time.to_rfc3339(), "2026-03-10T12:00:05.123+00:00");
+        assert_eq!(a.sections.len(), 3);
+        let inv = &a.sections[0];
+        assert_eq!(inv.changed.len(), 1);
+        assert_eq!(
+            (inv.changed[0].id.as_str(), inv.changed[0].sync_token),
+            ("5", 2)
+        );
+        assert_eq!(inv.deleted.len(), 1);
+        assert_eq!(inv.deleted[0].0, "6");
+        assert_eq!(inv.deleted[0].1.to_rfc3339(), "2026-03-10T12:00:01+00:00");
+        assert!(a.sections[1].changed.is_empty() && a.sections[1].deleted.is_empty());
+        // A deletion without MetaData is dated by the answer.
+        assert_eq!(a.sections[2].deleted, vec![("9".to_string(), time)]);
+        // An empty answer.
+        let empty = parse_cdc(
+            br#"{"CDCResponse":[{"QueryResponse":[{}]}],"time":"2019-03-13T10:24:05.179-07:00"}"#,
+            &[Entity::INVOICE],
+        )
+        .unwrap();
+        assert_eq!(empty.objects, 0);
+    }
+
+    #[test]
+    fn a_cdc_answer_that_cannot_be_trusted_is_an_error_never_a_partial_apply() {
+        let e = [Entity::INVOICE];
+        let err = |body: &[u8]| parse_cdc(body, &e).unwrap_err();
+        // Cut short: worth a retry.
+        assert!(matches!(
+            err(br#"{"CDCResponse":[{"QueryResponse":[{"Invoice":[{"Id":"5""#),
+            PageError::Syntax(_)
+        ));
+        for (body, want) in [
+            (&br#"{"time":"2026-01-01T00:00:00Z"}"#[..], "no CDCResponse"),
+            (
+                br#"{"CDCResponse":[{"QueryResponse":[{"Bill":[]}]}]}"#,
+                "'Bill', which was not asked for",
+            ),
+            (
+                br#"{"CDCResponse":[{"Fault":{"Error":[{"Message":"x"}]}}]}"#,
+                "holds a fault",
+            ),
+            (
+                br#"{"CDCResponse":[{"QueryResponse":[{"Invoice":[{"status":"Deleted","Id":""}]}]}],"time":"2026-01-01T00:00:00Z"}"#,
+                "no usable Id",
+            ),
+            (
+                br#"{"CDCResponse":[{"QueryResponse":[{"Invoice":[{"status":"Deleted","Id":"1"}]}]}]}"#,
+                "no LastUpdatedTime and no answer time",
+            ),
+            (
+                br#"{"CDCResponse":[{"QueryResponse":[{"Invoice":[{"Id":"1"}]}]}]}"#,
+                "no MetaData.LastUpdatedTime",
+            ),
+        ] {
+            let text = err(body).to_string();
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn the_answer_time_is_read_when_present_and_readable() {
+        assert_eq!(
+            parse_time(br#"{"QueryResponse":{},"time":"2020-09-29T06:04:50.776-07:00"}"#)
+                .map(|t| t.timestamp_millis()),
+            Some(1_601_384_690_776)
+        );
+        assert_eq!(parse_time(br#"{"QueryResponse":{}}"#), None);
+        assert_eq!(parse_time(br#"{"time":"yesterday"}"#), None);
+        assert_eq!(parse_time(b"not json"), None);
+    }
 }

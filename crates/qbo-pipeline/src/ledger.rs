@@ -327,6 +327,11 @@ pub struct RunEntityRow {
     pub expected: Option<i64>,
     /// Why the entity was skipped, when it was.
     pub note: Option<String>,
+    /// A sync's: how it read the entity (`full`, `cdc`, `query`, `reread`, `+verify`).
+    pub mode: Option<String>,
+    /// A sync's: the changes QBO reported, and the rows marked deleted.
+    pub changes: Option<i64>,
+    pub rows_deleted: Option<i64>,
 }
 
 const RUN_SELECT: &str = "SELECT r.run_id, r.pipeline, r.trigger_name, r.realm_id, r.params, r.status,
@@ -368,7 +373,7 @@ pub async fn show_run(
     let Some(run) = run else { return Ok(None) };
     let entities = sqlx::query_as(
         "SELECT entity, status, chunks_total, chunks_done, chunks_skipped, chunks_verified, pages, records, rows_written,
-                requests, retries, throttled, expected, note
+                requests, retries, throttled, expected, note, mode, changes, rows_deleted
          FROM qbo_pipeline.run_entities WHERE run_id = $1 ORDER BY entity",
     )
     .bind(run_id)

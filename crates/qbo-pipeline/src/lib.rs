@@ -16,13 +16,15 @@
 //! | [`checkpoint`] | backfill jobs, chunk checkpoints, per-entity advisory lock |
 //! | [`ledger`] | the run ledger: runs, per-entity figures, abandoned-run detection |
 //! | [`backfill`] | the engine tying the above together, concurrency; publishes its events |
+//! | [`sync`] | the incremental sync: full loads, CDC and query changes, deletions, count proofs, re-reads |
+//! | [`job`] | a backfill or a sync, and its report: what the commands and the scheduler run |
 //! | [`events`] | typed events (one struct per thing that happens), the event bus, the log sink |
 //! | [`progress`] | progress bars drawn from a run's events |
 //! | [`cli_common`] | flags, signal handling and database target shared by the commands |
 //! | [`app`] | the commands (`migrate`, `backfill`, `demo`, `runs`) over validated input |
 //! | [`validate`] | data checks, reconciliation with QBO's counts, archived evidence |
 //! | [`pgtemp`] | a private throwaway PostgreSQL from the system's binaries (demo) |
-//! | [`pipelines`] | pipeline names (`qb_<entity>_backfill`) and variables → backfill options (pure) |
+//! | [`pipelines`] | pipeline names (`qb_<entity>_backfill`, `qb_<entity>_sync`, `qb_sync`) and variables (pure) |
 //! | [`schedule`] | next fire times of one-time and cron triggers, time zones, DST, catch-up, retries (pure) |
 //! | [`trigger`] | the trigger store: definitions, YAML apply, lifecycle, claiming with `SKIP LOCKED` |
 //! | [`scheduler`] | the scheduler: `try_run_next(now)` step and the long-running loop |

@@ -179,6 +179,10 @@ struct SyncArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Print where each entity's sync stands (mark, last sync and mode, last count proof,
+    /// deleted rows, next re-read) from the database, without syncing; --realm filters.
+    #[arg(long)]
+    status: bool,
     #[command(flatten)]
     realm: RealmArgs,
 }
@@ -445,7 +449,60 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     job_command(&db, qbo, http, &selection, &Job::Backfill(opts), args.json).await
 }
 
+/// `sync --status`: reads the sync state; never writes, never creates the schema.
+async fn sync_status(args: &SyncArgs) -> anyhow::Result<ExitCode> {
+    let db = database_settings()?;
+    let Some(pool) = app::open_existing_database(&db, 2).await? else {
+        println!("no sync has run yet: the database holds no qbo-pipeline schema");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let rows = qbo_pipeline::sync::state::status(&pool, &args.realm.realms).await?;
+    pool.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t = |v: Option<chrono::DateTime<chrono::Utc>>| {
+        v.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+    };
+    let n = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "{:<18} {:<22} {:<12} {:<20} {:<17} {:<14} {:<17} {:>9} {:>9} {:>7} {:<17}",
+        "realm",
+        "entity",
+        "phase",
+        "mark (UTC)",
+        "last sync",
+        "mode",
+        "last proven",
+        "qbo",
+        "live",
+        "deleted",
+        "next re-read"
+    );
+    for r in rows {
+        println!(
+            "{:<18} {:<22} {:<12} {:<20} {:<17} {:<14} {:<17} {:>9} {:>9} {:>7} {:<17}",
+            r.realm_id,
+            r.entity,
+            r.phase,
+            r.mark.format("%Y-%m-%d %H:%M:%S"),
+            t(r.last_sync_at),
+            r.last_mode.as_deref().unwrap_or("-"),
+            t(r.last_proven_at),
+            n(r.qbo_count),
+            n(r.live_rows),
+            n(r.deleted_rows),
+            t(r.next_reread_at)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    if args.status {
+        return sync_status(&args).await;
+    }
     // Validate everything before touching anything.
     let mut problems = Vec::new();
     let mut selections = Vec::new();
@@ -777,6 +834,27 @@ async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     println!("  error     {e}");
                 }
                 for e in entities {
+                    if let Some(mode) = &e.mode {
+                        println!(
+                            "  {:<22} {:<10} mode {mode} changes {} written {} deleted {} qbo_count {} requests {} retries {} 429s {}{}",
+                            e.entity,
+                            e.status,
+                            e.changes.unwrap_or(0),
+                            e.rows_written,
+                            e.rows_deleted.unwrap_or(0),
+                            e.expected
+                                .map(|n| n.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            e.requests,
+                            e.retries,
+                            e.throttled,
+                            e.note
+                                .as_ref()
+                                .map(|n| format!(" ({n})"))
+                                .unwrap_or_default()
+                        );
+                        continue;
+                    }
                     if let Some(note) = &e.note {
                         println!("  {:<22} {:<10} {note}", e.entity, e.status);
                         continue;

@@ -405,7 +405,7 @@ async fn reconcile(
         let q = ctx.sql(
             "rows in the database for a window",
             &format!(
-                "SELECT count(*) FROM {table} WHERE {scope} AND source_last_updated_utc BETWEEN $1 AND $2"
+                "SELECT count(*) FROM {table} WHERE {scope} AND deleted_at_utc IS NULL AND source_last_updated_utc BETWEEN $1 AND $2"
             ),
         );
         let db_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
@@ -428,7 +428,7 @@ async fn reconcile(
             .await?;
             let q = ctx.sql(
                 "ids in the database for a window",
-                &format!("SELECT id FROM {table} WHERE {scope} AND source_last_updated_utc BETWEEN $1 AND $2"),
+                &format!("SELECT id FROM {table} WHERE {scope} AND deleted_at_utc IS NULL AND source_last_updated_utc BETWEEN $1 AND $2"),
             );
             let db_ids: BTreeSet<String> = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q))
                 .bind(chunk.start)

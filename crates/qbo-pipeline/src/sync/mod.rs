@@ -65,6 +65,11 @@ pub const HISTORY_START: NaiveDate = match NaiveDate::from_ymd_opt(2000, 1, 1) {
     Some(d) => d,
     None => panic!("valid date"),
 };
+/// QBO's clock more than this away from ours is not believed (a mark far in the future
+/// would hide every later change).
+pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::days(400);
+/// Most ranges one round of narrowing may split into; past it the ranges are read as they are.
+const MAX_RANGES: usize = 64;
 /// A range whose QBO count is at most this is read (one page) rather than split.
 const LEAF_RECORDS: u64 = 1000;
 /// Ids per `Id IN (...)` lookup.
@@ -279,6 +284,11 @@ fn day_start(d: NaiveDate) -> DateTime<Utc> {
     d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
+/// QBO's time of an answer, when it is plausible (see [`MAX_CLOCK_SKEW`]).
+fn plausible(time: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    time.filter(|t| (*t - Utc::now()).abs() < MAX_CLOCK_SKEW)
+}
+
 /// The Ids of records, as a set.
 fn ids_of(records: &[Record]) -> impl Iterator<Item = String> + '_ {
     records.iter().map(|r| r.id.clone())
@@ -437,7 +447,7 @@ impl Engine {
             .query_small(&q, w.run.stats(), w.run.stop())
             .await
         {
-            Ok(body) => extract::parse_time(&body),
+            Ok(body) => plausible(extract::parse_time(&body)),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read QBO's clock");
                 None
@@ -668,18 +678,40 @@ impl Engine {
             };
             match answer {
                 Ok(answer) if answer.objects >= CDC_CAP => {
-                    if group.len() > 1 {
-                        split(&mut groups, group);
-                    } else {
-                        tracing::info!(entity = %lead.entity, objects = answer.objects,
-                            "CDC answer reached QBO's cap: reading the changes by query");
-                        overflow.extend(group);
+                    // Cut by the cap. An entity holding half of it or more alone is read by
+                    // query (its changes are many); the rest are asked again together, or
+                    // in halves when no entity stands out.
+                    let sizes: Vec<usize> = answer
+                        .sections
+                        .iter()
+                        .map(|s| s.changed.len() + s.deleted.len())
+                        .collect();
+                    let biggest =
+                        (0..group.len()).max_by_key(|&i| sizes.get(i).copied().unwrap_or(0));
+                    match biggest {
+                        _ if group.len() == 1 => {
+                            tracing::info!(entity = %lead.entity, objects = answer.objects,
+                                "CDC answer reached QBO's cap: reading the changes by query");
+                            overflow.extend(group);
+                        }
+                        Some(i) if sizes.get(i).copied().unwrap_or(0) >= CDC_CAP / 2 => {
+                            let mut rest = group;
+                            let big = rest.remove(i);
+                            tracing::info!(entity = %big.entity, objects = sizes[i],
+                                "most of a CDC answer cut by QBO's cap: reading the entity's changes by query");
+                            overflow.push(big);
+                            groups.push(rest);
+                        }
+                        _ => split(&mut groups, group),
                     }
                 }
                 Ok(answer) => {
-                    let Some(time) = answer.time else {
+                    let Some(time) = plausible(answer.time) else {
                         for w in &group {
-                            w.fail("QBO's CDC answer has no time: cannot set the mark", false);
+                            w.fail(
+                                "QBO's CDC answer has no plausible time: cannot set the mark",
+                                false,
+                            );
                         }
                         continue;
                     };
@@ -1037,6 +1069,10 @@ impl Engine {
                         next.push(Chunk { start, end });
                     }
                 }
+            }
+            if next.len() > MAX_RANGES {
+                // Differences everywhere: reading the ranges is cheaper than counting on.
+                leaves.append(&mut next);
             }
             ranges = next;
         }

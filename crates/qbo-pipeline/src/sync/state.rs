@@ -164,8 +164,9 @@ pub async fn mark_unavailable(
     Ok(())
 }
 
-/// Advances an entity's mark inside the transaction that applied the changes it covers
-/// (never backwards).
+/// Sets an entity's mark inside the transaction that applied the changes it covers. A mark
+/// that moves back only makes the next sync read more; it is set as given, so a wrong time
+/// is corrected by the next answer.
 pub async fn advance(
     tx: &mut sqlx::PgConnection,
     realm: &str,
@@ -173,7 +174,7 @@ pub async fn advance(
     mark: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE qbo_pipeline.sync_state SET mark = greatest(mark, $3), updated_at = now()
+        "UPDATE qbo_pipeline.sync_state SET mark = $3, updated_at = now()
          WHERE realm_id = $1 AND entity = $2",
     )
     .bind(realm)
@@ -221,6 +222,54 @@ pub async fn finish(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// One row of `sync --status`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct StatusRow {
+    pub realm_id: String,
+    pub entity: String,
+    pub phase: String,
+    pub mark: DateTime<Utc>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_mode: Option<String>,
+    pub last_run_id: Option<i64>,
+    pub last_proven_at: Option<DateTime<Utc>>,
+    pub qbo_count: Option<i64>,
+    pub live_rows: Option<i64>,
+    pub deleted_rows: Option<i64>,
+    pub last_reread_at: Option<DateTime<Utc>>,
+    pub next_reread_at: Option<DateTime<Utc>>,
+}
+
+/// Where every entity's sync stands, for the realms given (all when empty), with the rows
+/// marked deleted counted from its table.
+pub async fn status(pool: &PgPool, realms: &[String]) -> Result<Vec<StatusRow>, sqlx::Error> {
+    let mut rows: Vec<StatusRow> = sqlx::query_as(
+        "SELECT realm_id, entity, phase, mark, last_sync_at, last_mode, last_run_id,
+                last_proven_at, qbo_count, live_rows, NULL::bigint AS deleted_rows,
+                last_reread_at, next_reread_at
+         FROM qbo_pipeline.sync_state
+         WHERE cardinality($1::text[]) = 0 OR realm_id = ANY($1)
+         ORDER BY realm_id, entity",
+    )
+    .bind(realms)
+    .fetch_all(pool)
+    .await?;
+    for row in &mut rows {
+        if let Some(e) = Entity::lookup(&row.entity) {
+            row.deleted_rows = Some(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM {} WHERE realm_id = $1 AND deleted_at_utc IS NOT NULL",
+                    e.table()
+                )))
+                .bind(&row.realm_id)
+                .fetch_one(pool)
+                .await?,
+            );
+        }
+    }
+    Ok(rows)
 }
 
 /// When an entity loaded at `loaded` is first re-read: `every` after, spread by a fraction
