@@ -71,6 +71,8 @@ pub struct QboClient {
     realm: Arc<str>,
     /// Told of every HTTP request made ([`QboClient::with_observer`]).
     observer: Option<Arc<dyn RequestObserver>>,
+    /// Asked before every API request ([`QboClient::with_gate`]).
+    gate: Option<Arc<dyn crate::observe::RequestGate>>,
     /// Small queries waiting to share a batch request ([`QboClient::query_small`]).
     pending: Mutex<Pending>,
 }
@@ -136,6 +138,14 @@ enum Request<'a> {
 }
 
 impl Request<'_> {
+    fn endpoint(&self) -> Endpoint {
+        match self {
+            Request::Query(_) => Endpoint::Query,
+            Request::Batch(_) => Endpoint::Batch,
+            Request::Cdc { .. } => Endpoint::Cdc,
+        }
+    }
+
     fn log_text(&self) -> String {
         match self {
             Request::Query(q) => (*q).to_string(),
@@ -210,6 +220,7 @@ impl QboClient {
             settings,
             realm: realm.into(),
             observer: None,
+            gate: None,
         })
     }
 
@@ -217,6 +228,12 @@ impl QboClient {
     pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
         self.auth.set_observer(observer.clone());
         self.observer = Some(observer);
+        self
+    }
+
+    /// Asks `gate` before every API request; a refusal fails the request unsent.
+    pub fn with_gate(mut self, gate: Arc<dyn crate::observe::RequestGate>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -472,11 +489,7 @@ impl QboClient {
         };
         observer.request_finished(&RequestRecord {
             realm: &self.realm,
-            endpoint: match request {
-                Request::Query(_) => Endpoint::Query,
-                Request::Batch(_) => Endpoint::Batch,
-                Request::Cdc { .. } => Endpoint::Cdc,
-            },
+            endpoint: request.endpoint(),
             outcome,
             attempt,
             retried: step.is_some_and(|s| s.wait().is_some()),
@@ -510,6 +523,10 @@ impl QboClient {
             permit = self.limits.in_flight.acquire() => permit.map_err(|_| unsent(QboError::Stopped))?,
             _ = stop.stopped() => return Err(unsent(QboError::Stopped)),
         };
+        if let Some(gate) = &self.gate {
+            gate.admit(&self.realm, request.endpoint())
+                .map_err(|why| unsent(QboError::Refused(why)))?;
+        }
         RequestStats::bump(&stats.requests);
         let generation = Some(bearer.generation);
         let sent = |error| Failure {

@@ -44,6 +44,9 @@ pub enum QboError {
     Exhausted { attempts: u32, last: Box<QboError> },
     #[error("stopped by a stop request")]
     Stopped,
+    /// Not sent: the client's [`crate::RequestGate`] refused it (a call budget, say).
+    #[error("not sent: {0}")]
+    Refused(String),
 }
 
 pub(crate) fn fmt_code(code: &Option<String>) -> String {

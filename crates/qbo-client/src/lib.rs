@@ -65,7 +65,7 @@ pub use client::{
 };
 pub use error::{LocatedError, Parsed, QboError, QueryError, Site};
 pub use limits::RealmLimits;
-pub use observe::{Endpoint, Outcome, RequestObserver, RequestRecord};
+pub use observe::{Endpoint, Outcome, RequestGate, RequestObserver, RequestRecord};
 pub use response::{printable, read_body};
 pub use retry::{RetryClass, classify};
 pub use settings::{HttpSettings, redacted_url};

@@ -92,3 +92,11 @@ pub struct RequestRecord<'a> {
 pub trait RequestObserver: Send + Sync {
     fn request_finished(&self, record: &RequestRecord<'_>);
 }
+
+/// Asked before every API request is sent (token refreshes aside): a refusal ends the request
+/// with [`crate::QboError::Refused`], unsent and not retried. The pipeline's monthly call
+/// budget is one.
+pub trait RequestGate: Send + Sync {
+    /// `Err(why)` to refuse sending a request of `endpoint` for `realm`.
+    fn admit(&self, realm: &str, endpoint: Endpoint) -> Result<(), String>;
+}

@@ -44,7 +44,8 @@ pub fn classify(err: &QboError) -> RetryClass {
         QboError::Auth(_)
         | QboError::Exhausted { .. }
         | QboError::TooLarge { .. }
-        | QboError::Stopped => RetryClass::Fatal,
+        | QboError::Stopped
+        | QboError::Refused(_) => RetryClass::Fatal,
     }
 }
 

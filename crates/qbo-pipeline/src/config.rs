@@ -340,6 +340,9 @@ pub struct QboApp {
     pub token_url: Url,
     pub token_key: Option<TokenKey>,
     pub env_realm: Option<EnvRealm>,
+    /// `QBO_MONTHLY_CALL_BUDGET`: most API calls per company and calendar month (UTC); a run
+    /// stops before going past it.
+    pub monthly_budget: Option<u64>,
 }
 
 impl QboApp {
@@ -355,6 +358,7 @@ impl QboApp {
                 realm_id: s.realm_id.clone(),
                 seed: s.seed.clone(),
             }),
+            monthly_budget: None,
         }
     }
 
@@ -611,6 +615,19 @@ pub fn qbo_app(
         Some(k) => TokenKey::parse(&k).map_err(|e| problems.push(e)).ok(),
         None => None,
     };
+    let monthly_budget = match optional("QBO_MONTHLY_CALL_BUDGET") {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=1_000_000_000).contains(&n) => Some(n),
+            _ => {
+                problems.push(format!(
+                    "QBO_MONTHLY_CALL_BUDGET '{}' is not a number of API calls from 1 to 1000000000 (e.g. 500000); unset it for no budget",
+                    qbo_client::printable(&v, 40)
+                ));
+                None
+            }
+        },
+    };
     for (key, url) in [
         ("QBO_API_BASE_URL", &api_base),
         ("QBO_TOKEN_URL", &token_url),
@@ -634,6 +651,7 @@ pub fn qbo_app(
             token_url,
             token_key,
             env_realm,
+            monthly_budget,
         }),
         _ => Err(ConfigError { problems }),
     }

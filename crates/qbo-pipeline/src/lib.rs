@@ -62,6 +62,7 @@ pub mod shutdown;
 pub mod sync;
 pub mod token_store;
 pub mod trigger;
+pub mod usage;
 pub mod validate;
 pub mod window;
 

@@ -73,6 +73,17 @@ enum Command {
     Scheduler(qbo_pipeline::cli_schedule::SchedulerArgs),
     /// Companies (realms): add (refresh token on stdin), list, remove.
     Realm(qbo_pipeline::cli_realm::RealmArgs),
+    /// QBO API usage per company this month: calls, 429s, per endpoint and outcome, budget.
+    Usage(UsageArgs),
+}
+
+#[derive(Args, Debug)]
+struct UsageArgs {
+    /// Only this company (repeatable); every company with usage by default.
+    #[arg(long = "realm", value_name = "REALM_ID")]
+    realms: Vec<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -370,6 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trigger(args) => qbo_pipeline::cli_schedule::trigger(args).await,
         Command::Scheduler(args) => qbo_pipeline::cli_schedule::scheduler(args).await,
         Command::Realm(args) => qbo_pipeline::cli_realm::realm(args).await,
+        Command::Usage(args) => usage(args).await,
     }
 }
 
@@ -447,6 +459,54 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         return Err(ConfigError { problems }.into());
     }
     job_command(&db, qbo, http, &selection, &Job::Backfill(opts), args.json).await
+}
+
+/// `usage`: reads `qbo_pipeline.api_usage`; never writes, never creates the schema.
+async fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
+    let budget = match std::env::var("QBO_MONTHLY_CALL_BUDGET") {
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                return Err(UsageError(format!(
+                    "QBO_MONTHLY_CALL_BUDGET '{}' is not a number of API calls (e.g. 500000); unset it for no budget",
+                    qbo_client::printable(&v, 40)
+                ))
+                .into());
+            }
+        },
+        _ => None,
+    };
+    let db = database_settings()?;
+    let Some(pool) = app::open_existing_database(&db, 2).await? else {
+        println!("no API usage recorded: the database holds no qbo-pipeline schema");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let report = qbo_pipeline::usage::report(&pool, &args.realms, budget).await?;
+    pool.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if report.is_empty() {
+        println!("no API usage recorded this month");
+    }
+    for u in report {
+        println!(
+            "realm {}: {} API calls this month, {} today, {} throttled (429){}",
+            u.realm_id,
+            u.calls_this_month,
+            u.calls_today,
+            u.throttled_this_month,
+            match (u.monthly_budget, u.budget_left) {
+                (Some(b), Some(left)) => format!("; budget {b}, {left} left"),
+                _ => String::new(),
+            }
+        );
+        for e in u.by_endpoint {
+            println!("  {:<8} {:<10} {:>10}", e.endpoint, e.outcome, e.requests);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `sync --status`: reads the sync state; never writes, never creates the schema.

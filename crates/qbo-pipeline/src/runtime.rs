@@ -9,8 +9,9 @@
 use crate::app::{UsageError, open_database};
 use crate::backfill::{Engine, StopSignal};
 use crate::config::{DbSettings, HttpSettings, QboApp, RealmId};
-use crate::events::{BusObserver, EventBus};
+use crate::events::{Attached, BusObserver, EventBus};
 use crate::realm::{self, Selection};
+use crate::usage::{MonthlyBudget, UsageMeter};
 use anyhow::Context;
 use qbo_client::{QboClient, http_client, token_http_client};
 use sqlx::PgPool;
@@ -28,7 +29,16 @@ pub struct Runtime {
     clients: Mutex<HashMap<RealmId, Arc<QboClient>>>,
     events: EventBus,
     stop: StopSignal,
+    /// API usage counted from the bus, added to `qbo_pipeline.api_usage` every few seconds
+    /// by `flusher` and once more at [`Runtime::close`].
+    meter: Arc<UsageMeter>,
+    _metering: Attached,
+    flusher: tokio::task::JoinHandle<()>,
+    budget: Option<Arc<MonthlyBudget>>,
 }
+
+/// How often API usage is added to the table (and the budget sees other processes' calls).
+const USAGE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +62,25 @@ impl Runtime {
         let token_client = token_http_client(&http).context("building the HTTP client")?;
         let pool = open_database(db, max_connections).await?;
         realm::register_env(&pool, app.env_realm.as_ref()).await?;
+        let events = EventBus::default();
+        let meter = Arc::new(UsageMeter::default());
+        let metering = events.attach(meter.clone());
+        let budget = match app.monthly_budget {
+            Some(limit) => Some(Arc::new(MonthlyBudget::new(
+                limit,
+                crate::usage::month_calls(&pool).await?,
+            ))),
+            None => None,
+        };
+        let flusher = tokio::spawn({
+            let (pool, meter, budget) = (pool.clone(), meter.clone(), budget.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(USAGE_FLUSH).await;
+                    flush_usage(&pool, &meter, budget.as_deref()).await;
+                }
+            }
+        });
         Ok(Runtime {
             pool,
             db: db.clone(),
@@ -60,8 +89,12 @@ impl Runtime {
             api_client,
             token_client,
             clients: Mutex::new(HashMap::new()),
-            events: EventBus::default(),
+            events,
             stop,
+            meter,
+            _metering: metering,
+            flusher,
+            budget,
         })
     }
 
@@ -112,17 +145,19 @@ impl Runtime {
             &settings,
             self.pool.clone(),
         ));
-        let client = Arc::new(
-            QboClient::new(
-                self.api_client.clone(),
-                &settings.api_base,
-                realm.as_str(),
-                auth,
-                self.http.clone(),
-            )
-            .context("building the QBO API URL")?
-            .with_observer(Arc::new(BusObserver(self.events.clone()))),
-        );
+        let mut client = QboClient::new(
+            self.api_client.clone(),
+            &settings.api_base,
+            realm.as_str(),
+            auth,
+            self.http.clone(),
+        )
+        .context("building the QBO API URL")?
+        .with_observer(Arc::new(BusObserver(self.events.clone())));
+        if let Some(budget) = &self.budget {
+            client = client.with_gate(budget.clone());
+        }
+        let client = Arc::new(client);
         clients.insert(realm.clone(), client.clone());
         Ok(client)
     }
@@ -137,8 +172,25 @@ impl Runtime {
         })
     }
 
+    /// Adds what is left of the API usage to the table, then closes the pool.
     pub async fn close(self) {
+        self.flusher.abort();
+        flush_usage(&self.pool, &self.meter, self.budget.as_deref()).await;
         self.pool.close().await;
+    }
+}
+
+async fn flush_usage(pool: &PgPool, meter: &UsageMeter, budget: Option<&MonthlyBudget>) {
+    match meter.flush(pool).await {
+        Ok(flushed) => {
+            if let Some(budget) = budget {
+                match crate::usage::month_calls(pool).await {
+                    Ok(stored) => budget.refresh(stored, &flushed),
+                    Err(e) => tracing::warn!(error = %e, "could not read this month's API calls"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not record API usage; kept for the next try"),
     }
 }
 

@@ -38,3 +38,5 @@ mod budget;
 mod events;
 // Incremental sync: CDC, its cap and horizon, deletions, count proofs, re-reads, kill -9.
 mod sync;
+// API usage per realm, endpoint and outcome; the monthly call budget.
+mod usage;

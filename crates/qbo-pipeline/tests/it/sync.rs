@@ -767,3 +767,72 @@ async fn the_count_proof_repairs_missing_extra_and_wrongly_deleted_rows() {
     .unwrap();
     assert!(proven.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_cdc_is_retried_and_a_cdc_that_never_answers_fails_without_moving_marks() {
+    use qbo_sandbox::config::{Endpoint, FaultAction};
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let (engine, pool) = engine(&sb, &db).await;
+    let entities = [Entity::INVOICE, Entity::CUSTOMER];
+    sync(&engine, &entities).await;
+    sb.state().delete("Invoice", "15").unwrap();
+    // A 503, a 429 and a dropped connection on CDC: retried, then applied.
+    sb.state()
+        .script_fault(Endpoint::Cdc, 1, FaultAction::Status(503));
+    sb.state()
+        .script_fault(Endpoint::Cdc, 1, FaultAction::Status(429));
+    sb.state().script_fault(Endpoint::Cdc, 1, FaultAction::Drop);
+    let report = sync(&engine, &entities).await;
+    assert_eq!(
+        of(&report, Entity::INVOICE).rows_deleted,
+        1,
+        "{}",
+        report.table()
+    );
+    assert!(
+        of(&report, Entity::INVOICE).retries >= 3,
+        "{}",
+        report.table()
+    );
+    for e in entities {
+        assert_synced(&pool, sb.state().default_realm(), e).await;
+    }
+    // A CDC failing every time: the run fails, the marks stay, nothing is lost for later.
+    let marks = || async {
+        sqlx::query_as::<_, (String, chrono::DateTime<Utc>)>(
+            "SELECT entity, mark FROM qbo_pipeline.sync_state ORDER BY entity",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let before = marks().await;
+    sb.state().delete("Invoice", "16").unwrap();
+    sb.state()
+        .script_fault(Endpoint::Cdc, 1000, FaultAction::Status(500));
+    let failed = engine
+        .sync(&SyncOptions::new(entities.to_vec()), &StopSignal::default())
+        .await
+        .unwrap();
+    assert!(!failed.succeeded(), "{}", failed.table());
+    assert!(
+        failed.error().unwrap().contains("CDC since"),
+        "{}",
+        failed.table()
+    );
+    assert_eq!(marks().await, before, "no mark moved");
+    let mut f = sb.state().faults();
+    f.scripted.clear();
+    sb.state().set_faults(f);
+    let report = sync(&engine, &entities).await;
+    assert_eq!(
+        of(&report, Entity::INVOICE).rows_deleted,
+        1,
+        "{}",
+        report.table()
+    );
+    for e in entities {
+        assert_synced(&pool, sb.state().default_realm(), e).await;
+    }
+}
