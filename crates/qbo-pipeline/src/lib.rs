@@ -45,6 +45,7 @@ pub mod cli_realm;
 pub mod cli_schedule;
 pub mod config;
 pub mod db;
+pub mod dry_run;
 pub mod entity;
 pub mod events;
 pub mod extract;

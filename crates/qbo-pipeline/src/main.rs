@@ -163,6 +163,10 @@ struct BackfillArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Count what the backfill would read (QBO's counts per entity) and estimate its pages,
+    /// requests and time at the configured limits; write no rows, runs or checkpoints.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     realm: RealmArgs,
 }
@@ -458,7 +462,44 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Err(ConfigError { problems }.into());
     }
+    if args.dry_run {
+        return dry_run(&db, qbo, http, &selection, &opts, args.json).await;
+    }
     job_command(&db, qbo, http, &selection, &Job::Backfill(opts), args.json).await
+}
+
+async fn dry_run(
+    db: &DbSettings,
+    qbo: config::QboApp,
+    http: config::HttpSettings,
+    selection: &qbo_pipeline::realm::Selection,
+    opts: &BackfillOptions,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let stop = StopSignal::default();
+    install_signal_handlers(stop.clone());
+    let rpm = http.requests_per_minute;
+    let runtime = Runtime::open(db, qbo, http, 4, stop).await?;
+    let result = async {
+        let mut reports = Vec::new();
+        for realm in runtime.realms(selection).await? {
+            let report = runtime
+                .engine(&realm)?
+                .dry_run(opts, rpm, runtime.stop())
+                .await?;
+            if !json {
+                println!("{}", report.table());
+            }
+            reports.push(report);
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        }
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    }
+    .await;
+    runtime.close().await;
+    result
 }
 
 /// `usage`: reads `qbo_pipeline.api_usage`; never writes, never creates the schema.

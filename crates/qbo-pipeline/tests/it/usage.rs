@@ -145,3 +145,78 @@ async fn a_monthly_budget_stops_the_run_before_it_is_exceeded() {
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_counts_and_estimates_and_writes_no_rows_runs_or_checkpoints() {
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = command(dir.path());
+    with_sandbox(&mut c, &sb, &db);
+    let out = c
+        .args([
+            "backfill",
+            "--entity",
+            "all",
+            "--from",
+            "2014-01-01",
+            "--to",
+            "2025-12-31",
+            "--page-size",
+            "100",
+            "--dry-run",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &reports[0];
+    let entities = report["entities"].as_array().unwrap();
+    assert_eq!(entities.len(), 40);
+    let invoices = entities.iter().find(|e| e["entity"] == "invoices").unwrap();
+    assert_eq!(invoices["records"], 900);
+    assert!(invoices["pages"].as_u64().unwrap() >= 9, "{invoices}");
+    let customers = entities
+        .iter()
+        .find(|e| e["entity"] == "customers")
+        .unwrap();
+    assert_eq!(
+        customers["records"].as_u64().unwrap(),
+        sb.state().all_records("Customer").len() as u64,
+        "inactive customers counted"
+    );
+    let skipped = entities
+        .iter()
+        .find(|e| e["entity"] == "journal_codes")
+        .unwrap();
+    assert!(
+        skipped["records"].is_null() && skipped["note"].is_string(),
+        "{skipped}"
+    );
+    assert!(report["requests"].as_u64().unwrap() > 40);
+    assert!(report["estimated_seconds"].as_f64().unwrap() > 0.0);
+    let pool = db.pool().await;
+    for table in [
+        "qbo_pipeline.runs",
+        "qbo_pipeline.checkpoints",
+        "qbo_pipeline.backfill_jobs",
+    ] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+    for e in qbo_pipeline::entity::Entity::all() {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            e.table()
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(n, 0, "{e}");
+    }
+}
