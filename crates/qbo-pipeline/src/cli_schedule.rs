@@ -165,7 +165,7 @@ pub struct QboFlags {
 }
 
 impl QboFlags {
-    fn settings(&self, problems: &mut Vec<String>) -> Option<(QboApp, HttpSettings)> {
+    pub(crate) fn settings(&self, problems: &mut Vec<String>) -> Option<(QboApp, HttpSettings)> {
         let before = problems.len();
         let http = self
             .http
@@ -186,7 +186,7 @@ impl QboFlags {
     }
 }
 
-fn database_settings(problems: &mut Vec<String>) -> Option<DbSettings> {
+pub(crate) fn database_settings(problems: &mut Vec<String>) -> Option<DbSettings> {
     match DbSettings::from_source(&ProcessEnv) {
         Ok(Some(db)) => Some(db),
         Ok(None) => {

@@ -342,6 +342,61 @@ const RUN_SELECT: &str = "SELECT r.run_id, r.pipeline, r.trigger_name, r.realm_i
     LEFT JOIN LATERAL (SELECT passed, evidence_dir FROM qbo_pipeline.validations x
                        WHERE x.run_id = r.run_id ORDER BY validation_id DESC LIMIT 1) v ON true";
 
+/// Whether the process that started a `running` run still holds its liveness lock.
+async fn alive(pool: &PgPool, run_id: i64) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let free: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_try_advisory_lock({})",
+        liveness_key_sql()
+    )))
+    .bind(run_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if free {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_advisory_unlock({})",
+            liveness_key_sql()
+        )))
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(!free)
+}
+
+/// The newest `limit` runs, filtered, without writing anything (for the web API): a
+/// `running` run whose process is gone is shown `abandoned` (as `runs list` would record
+/// it).
+pub async fn list_runs_filtered(
+    pool: &PgPool,
+    limit: i64,
+    realms: &[String],
+    pipeline: Option<&str>,
+    status: Option<&str>,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    let mut rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{RUN_SELECT} WHERE (cardinality($2::text[]) = 0 OR r.realm_id = ANY($2))
+           AND ($3::text IS NULL OR r.pipeline = $3)
+           AND ($4::text IS NULL OR r.status = $4 OR ($4 = 'abandoned' AND r.status = 'running'))
+         GROUP BY r.run_id, v.passed, v.evidence_dir ORDER BY r.run_id DESC LIMIT $1"
+    )))
+    .bind(limit)
+    .bind(realms)
+    .bind(pipeline)
+    .bind(status)
+    .fetch_all(pool)
+    .await?;
+    for row in &mut rows {
+        if row.status == "running" && !alive(pool, row.run_id).await? {
+            row.status = "abandoned".into();
+        }
+    }
+    if let Some(status) = status {
+        rows.retain(|r| r.status == status);
+    }
+    Ok(rows)
+}
+
 /// The newest `limit` runs, of the given realms only when `realms` is not empty.
 pub async fn list_runs(
     pool: &PgPool,

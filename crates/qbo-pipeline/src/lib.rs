@@ -43,6 +43,7 @@ pub mod checkpoint;
 pub mod cli_common;
 pub mod cli_realm;
 pub mod cli_schedule;
+pub mod cli_serve;
 pub mod config;
 pub mod db;
 pub mod dry_run;
@@ -65,6 +66,7 @@ pub mod token_store;
 pub mod trigger;
 pub mod usage;
 pub mod validate;
+pub mod web;
 pub mod window;
 
 pub use qbo_client::install_crypto_provider;

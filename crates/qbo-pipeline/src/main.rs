@@ -75,6 +75,9 @@ enum Command {
     Realm(qbo_pipeline::cli_realm::RealmArgs),
     /// QBO API usage per company this month: calls, 429s, per endpoint and outcome, budget.
     Usage(UsageArgs),
+    /// The HTTP server: /healthz, Prometheus /metrics, the JSON API (/api/runs); runs the
+    /// scheduler too unless --no-scheduler. Prints QBO_WEB_URL= once listening.
+    Serve(qbo_pipeline::cli_serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -386,6 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scheduler(args) => qbo_pipeline::cli_schedule::scheduler(args).await,
         Command::Realm(args) => qbo_pipeline::cli_realm::realm(args).await,
         Command::Usage(args) => usage(args).await,
+        Command::Serve(args) => qbo_pipeline::cli_serve::serve(args).await,
     }
 }
 

@@ -40,3 +40,5 @@ mod events;
 mod sync;
 // API usage per realm, endpoint and outcome; the monthly call budget.
 mod usage;
+// The web server: health, Prometheus metrics, the runs API, its token.
+mod web;

@@ -1,0 +1,133 @@
+//! `qbo-pipeline serve`: the web server ([`crate::web`]) over one runtime, with the scheduler
+//! running in the same process unless `--no-scheduler` (a one-process deployment).
+
+use crate::backfill::StopSignal;
+use crate::cli_common::{RealmArgs, install_signal_handlers};
+use crate::cli_schedule::{QboFlags, database_settings};
+use crate::config::ProcessEnv;
+use crate::job::SyncSettings;
+use crate::runtime::{Runtime, usage};
+use crate::scheduler::{LoopOptions, Scheduler};
+use crate::web::{WebState, router};
+use clap::Args;
+use secrecy::SecretString;
+use std::future::IntoFuture;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one. An address that is not loopback needs
+    /// QBO_WEB_TOKEN.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// The scheduler's longest sleep between looks at the triggers (seconds).
+    #[arg(long, default_value_t = 30)]
+    pub poll_secs: u64,
+    #[command(flatten)]
+    pub qbo: QboFlags,
+    #[command(flatten)]
+    pub realm: RealmArgs,
+}
+
+/// Shortest `QBO_WEB_TOKEN` accepted.
+const MIN_TOKEN: usize = 16;
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    let listen: Option<SocketAddr> = args
+        .listen
+        .parse()
+        .map_err(|_| {
+            problems.push(format!(
+                "--listen '{}' is not an address and port, e.g. 127.0.0.1:8080 (port 0 picks a free one)",
+                qbo_client::printable(&args.listen, 80)
+            ))
+        })
+        .ok();
+    let token = match std::env::var("QBO_WEB_TOKEN") {
+        Ok(t) if t.trim().is_empty() => None,
+        Ok(t) if t.trim().len() < MIN_TOKEN => {
+            problems.push(format!(
+                "QBO_WEB_TOKEN is too short: use at least {MIN_TOKEN} random characters (e.g. `openssl rand -hex 24`)"
+            ));
+            None
+        }
+        Ok(t) => Some(SecretString::from(t.trim().to_string())),
+        Err(_) => None,
+    };
+    if let Some(addr) = listen
+        && !addr.ip().is_loopback()
+        && token.is_none()
+    {
+        problems.push(format!(
+            "refusing to serve on {addr}, which other machines can reach, without QBO_WEB_TOKEN: set it (at least {MIN_TOKEN} random characters) or listen on 127.0.0.1"
+        ));
+    }
+    if !(1..=3600).contains(&args.poll_secs) {
+        problems.push(format!(
+            "--poll-secs {} is out of range: use 1..=3600",
+            args.poll_secs
+        ));
+    }
+    let settings = args.qbo.settings(&mut problems);
+    let db = database_settings(&mut problems);
+    let sync = SyncSettings::from_source(&ProcessEnv, &mut problems);
+    let selection = args.realm.selection(&mut problems);
+    let (Some(listen), Some((app, http)), Some(db)) = (listen, settings, db) else {
+        return Err(usage(problems));
+    };
+    if !problems.is_empty() {
+        return Err(usage(problems));
+    }
+    let stop = StopSignal::default();
+    install_signal_handlers(stop.clone());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| usage(vec![format!("cannot listen on {listen}: {e}")]))?;
+    let runtime = Arc::new(Runtime::open(&db, app, http, 12, stop.clone()).await?);
+    let alive = Arc::new(AtomicBool::new(!args.no_scheduler));
+    let scheduler =
+        (!args.no_scheduler).then(|| Scheduler::over(runtime.clone(), selection).with_sync(sync));
+    let state = Arc::new(WebState {
+        runtime: runtime.clone(),
+        token,
+        scheduler: (!args.no_scheduler).then(|| alive.clone()),
+    });
+    let addr = listener.local_addr()?;
+    println!("QBO_WEB_URL=http://{addr}");
+    std::io::stdout().flush().ok();
+    tracing::info!(%addr, scheduler = !args.no_scheduler, "serving");
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+        let stop = stop.clone();
+        async move { stop.stopped().await }
+    });
+    // The scheduler runs beside the server in this task; both end on the stop signal.
+    let scheduling = async {
+        if let Some(s) = &scheduler {
+            let opts = LoopOptions {
+                poll: Duration::from_secs(args.poll_secs),
+                exit_when_idle: false,
+            };
+            let outcome = s.run(&opts).await;
+            alive.store(false, Ordering::Relaxed);
+            if let Err(e) = outcome {
+                tracing::error!(error = %format!("{e:#}"), "the scheduler stopped");
+            }
+        }
+    };
+    let (served, ()) = tokio::join!(server.into_future(), scheduling);
+    drop(scheduler);
+    if let Ok(runtime) = Arc::try_unwrap(runtime) {
+        runtime.close().await;
+    }
+    served?;
+    Ok(ExitCode::SUCCESS)
+}

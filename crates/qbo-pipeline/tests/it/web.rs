@@ -1,0 +1,261 @@
+//! `serve` over real HTTP: `/healthz`, `/metrics` (Prometheus text from the ledger, moving
+//! when a sync runs), `/api/runs`; the bearer token, bad input, a non-loopback address
+//! without a token, security headers, no secret in any answer.
+
+use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-web-token-0123456789abcdef";
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &std::path::Path) -> Server {
+    let mut c = command(dir);
+    with_sandbox(&mut c, sb, db);
+    let mut child = c
+        .env("QBO_WEB_TOKEN", TOKEN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    let url = loop {
+        let line = lines.next().expect("serve prints its URL").unwrap();
+        if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
+            break url.to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+    };
+    Server { child, url }
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, reqwest::header::HeaderMap, String) {
+    let client = qbo_client::http_client(&fast_http()).expect("an HTTP client");
+    let mut r = client.get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let a = r.send().await.unwrap();
+    let status = a.status().as_u16();
+    let headers = a.headers().clone();
+    (status, headers, a.text().await.unwrap())
+}
+
+/// `name{labels} value` lines of Prometheus text, by sample name.
+fn samples(text: &str) -> Vec<(String, String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (head, value) = line.rsplit_once(' ').expect("sample has a value");
+        let value: f64 = value.parse().expect("sample value is a number");
+        let (name, labels) = match head.split_once('{') {
+            Some((n, l)) => (n.to_string(), l.trim_end_matches('}').to_string()),
+            None => (head.to_string(), String::new()),
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "metric name {name}"
+        );
+        out.push((name, labels, value));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_health_metrics_and_runs_behind_its_token() {
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sync = |dir: &std::path::Path| {
+        let mut c = command(dir);
+        with_sandbox(&mut c, &sb, &db);
+        let out = c
+            .args(["sync", "--entity", "customers,invoices", "--no-progress"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    };
+    sync(dir.path());
+    let server = serve(&sb, &db, dir.path());
+    let base = server.url.clone();
+    let mut bodies = Vec::new();
+
+    let (status, headers, body) = get(&format!("{base}/healthz"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["database"], "reachable");
+    assert_eq!(health["scheduler"], "off");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    bodies.push(body);
+
+    // No token, a wrong token: 401 on the API and the metrics.
+    for path in ["/metrics", "/api/runs"] {
+        for token in [None, Some("wrong-token-wrong-token-wrong")] {
+            let (status, _, body) = get(&format!("{base}{path}"), token).await;
+            assert_eq!(status, 401, "{path} {token:?}: {body}");
+            bodies.push(body);
+        }
+    }
+
+    let (status, _, metrics) = get(&format!("{base}/metrics"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{metrics}");
+    let parsed = samples(&metrics);
+    for family in [
+        "qbo_records_written_total",
+        "qbo_records_deleted_total",
+        "qbo_api_requests_total",
+        "qbo_runs_total",
+        "qbo_sync_lag_seconds",
+        "qbo_refresh_token_expiry_seconds",
+    ] {
+        assert!(
+            parsed.iter().any(|(n, ..)| n == family),
+            "{family} in\n{metrics}"
+        );
+    }
+    let value = |name: &str, labels: &[&str]| -> f64 {
+        parsed
+            .iter()
+            .filter(|(n, l, _)| n == name && labels.iter().all(|x| l.contains(x)))
+            .map(|(.., v)| v)
+            .sum()
+    };
+    assert_eq!(
+        value("qbo_records_written_total", &["entity=\"invoices\""]),
+        900.0
+    );
+    assert_eq!(
+        value("qbo_records_deleted_total", &["entity=\"invoices\""]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            "qbo_runs_total",
+            &["pipeline=\"qb_sync\"", "outcome=\"succeeded\""]
+        ),
+        1.0
+    );
+    let requests_before = value("qbo_api_requests_total", &[]);
+    assert!(requests_before > 0.0);
+    bodies.push(metrics);
+
+    // A sync with a deletion moves the figures (metrics come from the ledger, so another
+    // process's work shows).
+    sb.state().delete("Invoice", "8").unwrap();
+    sync(dir.path());
+    let (_, _, metrics) = get(&format!("{base}/metrics"), Some(TOKEN)).await;
+    let parsed = samples(&metrics);
+    let value = |name: &str, labels: &[&str]| -> f64 {
+        parsed
+            .iter()
+            .filter(|(n, l, _)| n == name && labels.iter().all(|x| l.contains(x)))
+            .map(|(.., v)| v)
+            .sum()
+    };
+    assert_eq!(
+        value("qbo_records_deleted_total", &["entity=\"invoices\""]),
+        1.0
+    );
+    assert_eq!(value("qbo_runs_total", &["pipeline=\"qb_sync\""]), 2.0);
+    assert!(value("qbo_api_requests_total", &[]) > requests_before);
+    bodies.push(metrics);
+
+    let (status, _, body) = get(&format!("{base}/api/runs?limit=1"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    for key in [
+        "id",
+        "pipeline",
+        "realm_id",
+        "status",
+        "started_at",
+        "finished_at",
+    ] {
+        assert!(runs[0].get(key).is_some(), "{key} in {body}");
+    }
+    assert_eq!(runs[0]["pipeline"], "qb_sync");
+    bodies.push(body);
+    let (_, _, body) = get(&format!("{base}/api/runs?status=failed"), Some(TOKEN)).await;
+    assert_eq!(body, "[]");
+
+    // Bad input: a clear 4xx.
+    for (path, want) in [
+        ("/api/runs?limit=0", "limit must be"),
+        ("/api/runs?limit=abc", "limit must be"),
+        ("/api/runs?status=weird", "status must be one of"),
+    ] {
+        let (status, _, body) = get(&format!("{base}{path}"), Some(TOKEN)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(want), "{path}: {body}");
+        bodies.push(body);
+    }
+    let (status, _, body) = get(&format!("{base}/nothing/here"), Some(TOKEN)).await;
+    assert_eq!(status, 404, "{body}");
+
+    // No secret in any answer.
+    for body in &bodies {
+        for secret in [sb.client_secret(), sb.refresh_token(), TOKEN] {
+            assert!(!body.contains(secret), "a secret in an answer: {body}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_reachable_address_without_a_token_and_bad_settings() {
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut c = command(dir.path());
+        with_sandbox(&mut c, &sb, &db);
+        if let Some(t) = token {
+            c.env("QBO_WEB_TOKEN", t);
+        }
+        c.arg("serve").args(args).output().unwrap()
+    };
+    let out = run(&["--listen", "0.0.0.0:0"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("without QBO_WEB_TOKEN"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["--listen", "127.0.0.1:0"], Some("short"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("QBO_WEB_TOKEN is too short"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["--listen", "localhost"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--listen 'localhost'"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        schemas(&db).await.iter().all(|s| s != "qbo_pipeline"),
+        "nothing written"
+    );
+}
