@@ -126,10 +126,27 @@ async fn add(
         return Err(crate::runtime::usage(problems));
     }
     let token = read_token(&realm).map_err(UsageError)?;
-
     let stop = StopSignal::default();
     install_signal_handlers(stop.clone());
-    let pool = app::open_database(&db, 3).await?;
+    prove_and_store(&app, &http, &db, &realm, token, &stop, json).await
+}
+
+/// Proves `token` for `realm` (a refresh, then the company's `CompanyInfo` read) and keeps
+/// it in the token store, the realm registered; a token that does not prove leaves the store
+/// as it was (a usage error naming why). Prints what it did. Used by `realm add` and
+/// `connect`.
+pub(crate) async fn prove_and_store(
+    app: &config::QboApp,
+    http: &config::HttpSettings,
+    db: &config::DbSettings,
+    realm: &RealmId,
+    token: String,
+    stop: &StopSignal,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (realm, stop) = (realm.clone(), stop.clone());
+    let http = http.clone();
+    let pool = app::open_database(db, 3).await?;
     let mut settings = app.realm(&realm);
     settings.seed = Some(SecretString::from(token));
     // What the token store held for this realm, to put back should the token not prove.

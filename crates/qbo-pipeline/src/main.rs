@@ -78,6 +78,9 @@ enum Command {
     /// The HTTP server: /healthz, Prometheus /metrics, the JSON API (/api/runs); runs the
     /// scheduler too unless --no-scheduler. Prints QBO_WEB_URL= once listening.
     Serve(qbo_pipeline::cli_serve::ServeArgs),
+    /// Connect a company through Intuit's consent page (OAuth authorization code): prints
+    /// QBO_CONSENT_URL=, waits for the browser, registers the company with its token.
+    Connect(qbo_pipeline::cli_connect::ConnectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -390,6 +393,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Realm(args) => qbo_pipeline::cli_realm::realm(args).await,
         Command::Usage(args) => usage(args).await,
         Command::Serve(args) => qbo_pipeline::cli_serve::serve(args).await,
+        Command::Connect(args) => qbo_pipeline::cli_connect::connect(args).await,
     }
 }
 

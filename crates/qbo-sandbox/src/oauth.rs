@@ -311,7 +311,19 @@ pub async fn token_endpoint(
     body: String,
 ) -> Response {
     let form: HashMap<String, String> = url_form(&body);
-    let realm = token_request_realm(&state, &form);
+    // The authorization-code grant: the code names the company (used once).
+    let code_realm = (form.get("grant_type").map(String::as_str) == Some("authorization_code"))
+        .then(|| {
+            take_code(
+                &state,
+                form.get("code").map(String::as_str).unwrap_or(""),
+                form.get("redirect_uri").map(String::as_str).unwrap_or(""),
+            )
+        });
+    let realm = match &code_realm {
+        Some(Some(id)) => state.realm(id).unwrap_or_else(|| state.default_realm()),
+        _ => token_request_realm(&state, &form),
+    };
     let Some((id, secret)) = client_credentials(&headers, &form) else {
         realm.note_token_failure();
         return oauth_error(StatusCode::UNAUTHORIZED, r#"{"error":"invalid_client"}"#);
@@ -324,10 +336,16 @@ pub async fn token_endpoint(
         if !auth.client_ok(&id, &secret) {
             return Err(GrantError::InvalidClient);
         }
-        match form.get("grant_type").map(String::as_str) {
-            Some("refresh_token") => {}
-            Some(_) => return Err(GrantError::UnsupportedGrantType),
-            None => return Err(GrantError::InvalidRequest),
+        match (form.get("grant_type").map(String::as_str), &code_realm) {
+            (Some("refresh_token"), _) => {}
+            // A valid code: the company's chain issues its current refresh token.
+            (Some("authorization_code"), Some(Some(_))) => {
+                let current = auth.current_refresh_token().to_string();
+                return auth.refresh(&current, Instant::now());
+            }
+            (Some("authorization_code"), _) => return Err(GrantError::InvalidGrant),
+            (Some(_), _) => return Err(GrantError::UnsupportedGrantType),
+            (None, _) => return Err(GrantError::InvalidRequest),
         }
         let token = form
             .get("refresh_token")
@@ -383,6 +401,104 @@ pub async fn token_endpoint(
             }
         }
     }
+}
+
+/// The path of Intuit's consent page (`https://appcenter.intuit.com/connect/oauth2`).
+pub const AUTHORIZE_PATH: &str = "/connect/oauth2";
+
+/// How long an authorization code may be exchanged (Intuit: a few minutes).
+const CODE_TTL: Duration = Duration::from_secs(300);
+
+/// An authorization code the consent endpoint issued.
+#[derive(Debug, Clone)]
+pub struct IssuedCode {
+    realm_id: String,
+    redirect_uri: String,
+    issued: Instant,
+}
+
+fn consent_error(detail: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("The authorization request is invalid: {detail}\n"),
+    )
+        .into_response()
+}
+
+/// `GET /connect/oauth2?client_id=&response_type=code&scope=&redirect_uri=&state=`: Intuit's
+/// consent page, consenting at once. Redirects (302) to `redirect_uri` with `code`, `state`
+/// and `realmId`, like Intuit after the user picks a company; the sandbox takes the company
+/// from `realm=` (an extension; default its first). An unknown client, a missing parameter
+/// or a scope without `com.intuit.quickbooks.accounting` is a 400 (Intuit shows an error
+/// page and does not redirect).
+pub async fn authorize(
+    State(state): State<std::sync::Arc<SandboxState>>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    if get("client_id") != Some(state.config.client_id.as_str()) {
+        return consent_error("unknown client_id");
+    }
+    if get("response_type") != Some("code") {
+        return consent_error("response_type must be code");
+    }
+    if !get("scope").is_some_and(|s| {
+        s.split(' ')
+            .any(|x| x == "com.intuit.quickbooks.accounting")
+    }) {
+        return consent_error("scope must include com.intuit.quickbooks.accounting");
+    }
+    let Some(redirect) = get("redirect_uri").and_then(|u| url::Url::parse(u).ok()) else {
+        return consent_error("redirect_uri is missing or not a URL");
+    };
+    if !matches!(redirect.scheme(), "http" | "https") {
+        return consent_error("redirect_uri must be http or https");
+    }
+    let Some(state_param) = get("state") else {
+        return consent_error("state is required");
+    };
+    let realm = match get("realm") {
+        Some(id) => match state.realm(id) {
+            Some(r) => r,
+            None => return consent_error("unknown realm"),
+        },
+        None => state.default_realm(),
+    };
+    let code = random_token("AB11code", 40);
+    {
+        let mut codes = state.codes.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        codes.retain(|_, c| now.saturating_duration_since(c.issued) < CODE_TTL);
+        codes.insert(
+            code.clone(),
+            IssuedCode {
+                realm_id: realm.id().to_string(),
+                redirect_uri: redirect.as_str().to_string(),
+                issued: now,
+            },
+        );
+    }
+    let mut target = redirect;
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", state_param)
+        .append_pair("realmId", realm.id());
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, target.as_str().to_string())],
+    )
+        .into_response()
+}
+
+/// Takes a code for `redirect_uri` (once): the company it was issued for.
+fn take_code(state: &SandboxState, code: &str, redirect_uri: &str) -> Option<String> {
+    let mut codes = state.codes.lock().unwrap_or_else(|e| e.into_inner());
+    let issued = codes.remove(code)?;
+    (Instant::now().saturating_duration_since(issued.issued) < CODE_TTL
+        && issued.redirect_uri == redirect_uri)
+        .then_some(issued.realm_id)
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body.

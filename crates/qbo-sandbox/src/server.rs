@@ -26,6 +26,7 @@ pub const TOKEN_PATH: &str = "/oauth2/v1/tokens/bearer";
 pub fn app(state: Arc<SandboxState>) -> Router {
     Router::new()
         .route(TOKEN_PATH, post(oauth::token_endpoint))
+        .route(oauth::AUTHORIZE_PATH, get(oauth::authorize))
         .route(
             "/v3/company/{realm}/query",
             get(api::query_get)

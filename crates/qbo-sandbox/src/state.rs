@@ -68,6 +68,8 @@ pub struct SandboxState {
     pub(crate) config: SandboxConfig,
     realms: Vec<Arc<Realm>>,
     by_id: HashMap<String, usize>,
+    /// Authorization codes issued by the consent endpoint, not yet exchanged.
+    pub(crate) codes: std::sync::Mutex<HashMap<String, crate::oauth::IssuedCode>>,
 }
 
 impl std::fmt::Debug for SandboxState {
@@ -140,6 +142,7 @@ impl SandboxState {
             config,
             realms,
             by_id,
+            codes: Default::default(),
         }
     }
 

@@ -42,3 +42,5 @@ mod sync;
 mod usage;
 // The web server: health, Prometheus metrics, the runs API, its token.
 mod web;
+// Connecting a company through the consent page (authorization code).
+mod connect;
