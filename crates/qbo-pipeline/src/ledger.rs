@@ -397,35 +397,31 @@ pub async fn list_runs_filtered(
     Ok(rows)
 }
 
-/// The newest `limit` runs, of the given realms only when `realms` is not empty.
+/// The newest `limit` runs, of the given realms only when `realms` is not empty. Reads
+/// only: a `running` run whose process is gone is shown `abandoned` (the next run that
+/// starts records it so).
 pub async fn list_runs(
     pool: &PgPool,
     limit: i64,
     realms: &[String],
 ) -> Result<Vec<RunRow>, sqlx::Error> {
-    mark_abandoned(pool).await?;
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{RUN_SELECT} WHERE cardinality($2::text[]) = 0 OR r.realm_id = ANY($2)
-         GROUP BY r.run_id, v.passed, v.evidence_dir ORDER BY r.run_id DESC LIMIT $1"
-    )))
-    .bind(limit)
-    .bind(realms)
-    .fetch_all(pool)
-    .await
+    list_runs_filtered(pool, limit, realms, None, None).await
 }
 
 pub async fn show_run(
     pool: &PgPool,
     run_id: i64,
 ) -> Result<Option<(RunRow, Vec<RunEntityRow>)>, sqlx::Error> {
-    mark_abandoned(pool).await?;
     let run: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{RUN_SELECT} WHERE r.run_id = $1 GROUP BY r.run_id, v.passed, v.evidence_dir"
     )))
     .bind(run_id)
     .fetch_optional(pool)
     .await?;
-    let Some(run) = run else { return Ok(None) };
+    let Some(mut run) = run else { return Ok(None) };
+    if run.status == "running" && !alive(pool, run.run_id).await? {
+        run.status = "abandoned".into();
+    }
     let entities = sqlx::query_as(
         "SELECT entity, status, chunks_total, chunks_done, chunks_skipped, chunks_verified, pages, records, rows_written,
                 requests, retries, throttled, expected, note, mode, changes, rows_deleted

@@ -259,3 +259,47 @@ async fn serve_refuses_a_reachable_address_without_a_token_and_bad_settings() {
         "nothing written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_ledger_never_writes_it() {
+    let sb = sandbox(small_company()).await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = qbo_pipeline::app::open_database(&db.settings(), 2)
+        .await
+        .unwrap();
+    // A run whose process died without recording an outcome (no liveness lock held).
+    let run_id: i64 = sqlx::query_scalar(
+        "INSERT INTO qbo_pipeline.runs (pipeline, realm_id, params, status)
+         VALUES ('qb_sync', $1, '{}', 'running') RETURNING run_id",
+    )
+    .bind(sb.realm_id())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let status = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM qbo_pipeline.runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    for args in [
+        vec!["runs", "list", "--json"],
+        vec!["runs", "show", &run_id.to_string(), "--json"],
+    ] {
+        let mut c = command(dir.path());
+        with_sandbox(&mut c, &sb, &db);
+        let out = c.args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("\"abandoned\""),
+            "{args:?} shows the dead run abandoned: {}",
+            text(&out)
+        );
+    }
+    let server = serve(&sb, &db, dir.path());
+    let (_, _, body) = get(&format!("{}/api/runs", server.url), Some(TOKEN)).await;
+    assert!(body.contains("\"abandoned\""), "{body}");
+    assert_eq!(status().await, "running", "nothing was written by reading");
+}
