@@ -165,7 +165,7 @@ pub struct QboFlags {
 }
 
 impl QboFlags {
-    pub(crate) fn settings(&self, problems: &mut Vec<String>) -> Option<(QboApp, HttpSettings)> {
+    pub fn settings(&self, problems: &mut Vec<String>) -> Option<(QboApp, HttpSettings)> {
         let before = problems.len();
         let http = self
             .http

@@ -163,22 +163,7 @@ pub async fn mark_abandoned(pool: &PgPool) -> Result<u64, sqlx::Error> {
             .await?;
     let mut marked = 0;
     for run_id in running {
-        let mut conn = pool.acquire().await?;
-        let free: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT pg_try_advisory_lock({})",
-            liveness_key_sql()
-        )))
-        .bind(run_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if free {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT pg_advisory_unlock({})",
-                liveness_key_sql()
-            )))
-            .bind(run_id)
-            .execute(&mut *conn)
-            .await?;
+        if !alive(pool, run_id).await? {
             let updated = sqlx::query(
                 "UPDATE qbo_pipeline.runs SET status = 'abandoned', finished_at = now(),
                      error = coalesce(error, 'the process ended without recording an outcome (killed?); run the same command again to resume')

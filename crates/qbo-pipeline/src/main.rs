@@ -187,13 +187,7 @@ struct SyncArgs {
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
     #[command(flatten)]
-    http: HttpArgs,
-    /// Overrides QBO_API_BASE_URL.
-    #[arg(long)]
-    api_base_url: Option<String>,
-    /// Overrides QBO_TOKEN_URL.
-    #[arg(long)]
-    token_url: Option<String>,
+    qbo: qbo_pipeline::cli_schedule::QboFlags,
     /// Never draw progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -628,19 +622,10 @@ async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let settings = SyncSettings::from_source(&ProcessEnv, &mut problems);
-    let http = args
-        .http
-        .settings()
-        .map_err(|e| problems.extend(e.problems));
-    let qbo = config::qbo_app(
-        &ProcessEnv,
-        args.api_base_url.as_deref(),
-        args.token_url.as_deref(),
-    )
-    .map_err(|e| problems.extend(e.problems));
+    let qbo_http = args.qbo.settings(&mut problems);
     let selection = args.realm.selection(&mut problems);
     let db = database_settings().map_err(|e| problems.push(e.0));
-    let (Ok(http), Ok(qbo), Ok(db)) = (http, qbo, db) else {
+    let (Some((qbo, http)), Ok(db)) = (qbo_http, db) else {
         return Err(ConfigError { problems }.into());
     };
     if !problems.is_empty() {

@@ -322,6 +322,32 @@ pub fn verifiable(chunk: &Chunk, completed_at: DateTime<Utc>) -> bool {
 }
 
 impl Engine {
+    /// Starts a run of this engine's company: its lock (unless the caller holds it) in a lock
+    /// session that will also hold the entity locks (one connection for all of them), then
+    /// the run in the ledger. One process works a company at a time.
+    pub(crate) async fn open_run(
+        &self,
+        pipeline: &str,
+        trigger: Option<&str>,
+        params: &serde_json::Value,
+        realm_lock_held: bool,
+        stop: &StopSignal,
+    ) -> anyhow::Result<(Arc<LockSession>, ledger::RunGuard, RunRef)> {
+        let locks = LockSession::open(&self.pool).await?;
+        if !realm_lock_held && !locks.acquire_realm(&self.realm, stop).await? {
+            anyhow::bail!(
+                "stopped while waiting for another process to finish with realm {}",
+                self.realm
+            );
+        }
+        let guard = ledger::start_run(&self.pool, pipeline, trigger, &self.realm, params).await?;
+        let run = RunRef {
+            run_id: guard.run_id,
+            realm: self.realm.as_str().into(),
+        };
+        Ok((locks, guard, run))
+    }
+
     /// Runs a backfill and records it in the ledger. Errors of individual entities are in
     /// the report; `Err` means the ledger itself could not be written.
     pub async fn backfill(
@@ -347,28 +373,16 @@ impl Engine {
             "page_size": opts.page_size,
             "restart": opts.restart,
         });
-        // One process works a company at a time; its lock is held by the run's lock
-        // session, which also holds the entity locks (one connection for all of them).
-        let locks = LockSession::open(&self.pool).await?;
-        if !opts.realm_lock_held && !locks.acquire_realm(&self.realm, stop).await? {
-            anyhow::bail!(
-                "stopped while waiting for another process to finish with realm {}",
-                self.realm
-            );
-        }
-        let guard = ledger::start_run(
-            &self.pool,
-            &pipeline,
-            opts.trigger.as_deref(),
-            &self.realm,
-            &params,
-        )
-        .await?;
+        let (locks, guard, run_ref) = self
+            .open_run(
+                &pipeline,
+                opts.trigger.as_deref(),
+                &params,
+                opts.realm_lock_held,
+                stop,
+            )
+            .await?;
         let run_id = guard.run_id;
-        let run_ref = RunRef {
-            run_id,
-            realm: self.realm.as_str().into(),
-        };
         // Bars for this run, drawn from its events, for as long as it runs.
         let _bars = opts
             .progress

@@ -321,26 +321,16 @@ impl Engine {
             "reread_every_hours": opts.reread_every.num_hours(),
             "overlap_seconds": opts.overlap.num_seconds(),
         });
-        let locks = LockSession::open(&self.pool).await?;
-        if !opts.realm_lock_held && !locks.acquire_realm(&self.realm, stop).await? {
-            anyhow::bail!(
-                "stopped while waiting for another process to finish with realm {}",
-                self.realm
-            );
-        }
-        let guard = ledger::start_run(
-            &self.pool,
-            &pipeline,
-            opts.trigger.as_deref(),
-            &self.realm,
-            &params,
-        )
-        .await?;
+        let (locks, guard, run) = self
+            .open_run(
+                &pipeline,
+                opts.trigger.as_deref(),
+                &params,
+                opts.realm_lock_held,
+                stop,
+            )
+            .await?;
         let run_id = guard.run_id;
-        let run = RunRef {
-            run_id,
-            realm: self.realm.as_str().into(),
-        };
         self.events.emit(events::SyncStarted {
             run: run.clone(),
             pipeline: pipeline.clone(),
@@ -1141,18 +1131,10 @@ impl Engine {
     /// Live rows (not marked deleted) of the entity, in `range` (by `LastUpdatedTime`, both
     /// ends' seconds included) when given.
     async fn live_count(&self, entity: Entity, range: Option<&Chunk>) -> Result<u64, ChunkError> {
-        let table = entity.table();
-        let (start, end) = bounds(range);
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {table} WHERE realm_id = $1 AND deleted_at_utc IS NULL
-               AND ($2::timestamptz IS NULL OR source_last_updated_utc >= $2)
-               AND ($3::timestamptz IS NULL OR source_last_updated_utc < $3)"
-        )))
-        .bind(&self.realm)
-        .bind(start)
-        .bind(end)
-        .fetch_one(&self.pool)
-        .await?;
+        let n: i64 = self
+            .live_query("count(*)", entity, range)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n.max(0) as u64)
     }
 
@@ -1161,18 +1143,32 @@ impl Engine {
         entity: Entity,
         range: Option<&Chunk>,
     ) -> Result<Vec<String>, ChunkError> {
-        let table = entity.table();
+        Ok(self
+            .live_query("id", entity, range)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// `SELECT {what}` over the entity's live rows of this realm, in `range` when given.
+    fn live_query<'a, T>(
+        &'a self,
+        what: &str,
+        entity: Entity,
+        range: Option<&Chunk>,
+    ) -> sqlx::query::QueryScalar<'a, sqlx::Postgres, T, sqlx::postgres::PgArguments>
+    where
+        (T,): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
         let (start, end) = bounds(range);
-        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT id FROM {table} WHERE realm_id = $1 AND deleted_at_utc IS NULL
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {what} FROM {} WHERE realm_id = $1 AND deleted_at_utc IS NULL
                AND ($2::timestamptz IS NULL OR source_last_updated_utc >= $2)
-               AND ($3::timestamptz IS NULL OR source_last_updated_utc < $3)"
+               AND ($3::timestamptz IS NULL OR source_last_updated_utc < $3)",
+            entity.table()
         )))
         .bind(&self.realm)
         .bind(start)
         .bind(end)
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Records the entity's outcome: its sync state, the run ledger, an event.
