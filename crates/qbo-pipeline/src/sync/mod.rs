@@ -260,12 +260,13 @@ impl Work {
             o.mode = format!("{}+{mode}", o.mode);
         }
     }
-    /// Adds what a write did; `changes`: its records are changes QBO reported (not the
-    /// records a proof or re-read read to compare).
-    fn add(&self, written: load::Written, deleted: u64, changes: bool) {
+    /// Adds what a write did; `count`: what of it are changes QBO reported.
+    fn add(&self, written: load::Written, deleted: u64, count: Count) {
         let mut o = self.out();
-        if changes {
-            o.changes += written.received;
+        match count {
+            Count::Read => o.changes += written.received,
+            Count::Written => o.changes += written.rows_written,
+            Count::Nothing => {}
         }
         o.rows_written += written.rows_written;
         o.rows_deleted += deleted;
@@ -282,6 +283,17 @@ impl Work {
 
 fn day_start(d: NaiveDate) -> DateTime<Utc> {
     d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// What a write adds to an entity's `changes`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// Every record read: QBO reported it changed since the mark (CDC, keyset changes).
+    Read,
+    /// Only the rows written: a whole read, where QBO reports no change set.
+    Written,
+    /// Nothing: records read to prove or repair, not reported as changes.
+    Nothing,
 }
 
 /// QBO's time of an answer, when it is plausible (see [`MAX_CLOCK_SKEW`]).
@@ -790,7 +802,7 @@ impl Engine {
                 ..written
             },
             deleted,
-            true,
+            Count::Read,
         );
         Ok(())
     }
@@ -823,21 +835,19 @@ impl Engine {
         run_id: i64,
     ) {
         w.set_mode("query");
-        let small = w
-            .state
-            .as_ref()
-            .and_then(|s| s.qbo_count)
-            .is_some_and(|n| n <= LEAF_RECORDS as i64);
-        w.run.set_small(small);
+        // A page of changes holds at most 1000 records whatever the entity's size: it shares
+        // batch requests (at most six pages each) with the other entities' pages and counts.
+        w.run.set_small(true);
         let result = if w.entity.read_whole() {
-            self.read_whole_and_mark(w, clock, run_id, true).await
+            self.read_whole_and_mark(w, clock, run_id, Count::Written)
+                .await
         } else {
             let chunk = Chunk {
                 start: w.since(opts.overlap),
                 end: clock + TimeDelta::days(1),
             };
             let source = Keyset::new(self, &w.run, chunk, 1000, qbo_literal(chunk.start));
-            self.write_pages(w, source, &chunk, run_id, true)
+            self.write_pages(w, source, &chunk, run_id, Count::Read)
                 .await
                 .map(|_| ())
         };
@@ -863,7 +873,7 @@ impl Engine {
         w: &Work,
         clock: DateTime<Utc>,
         run_id: i64,
-        changes: bool,
+        changes: Count,
     ) -> Result<(), ChunkError> {
         let window = Window::new_at(HISTORY_START, clock.date_naive(), clock)
             .map_err(|e| ChunkError::Page(extract::PageError::Shape(e.to_string())))?;
@@ -888,7 +898,7 @@ impl Engine {
             let mut tx = self.pool.begin().await?;
             let deleted = load::mark_deleted(&mut tx, &self.realm, w.entity, run_id, &gone).await?;
             tx.commit().await?;
-            w.add(load::Written::default(), deleted, false);
+            w.add(load::Written::default(), deleted, Count::Nothing);
         }
         Ok(())
     }
@@ -901,7 +911,7 @@ impl Engine {
         mut source: impl PageSource,
         chunk: &Chunk,
         run_id: i64,
-        changes: bool,
+        changes: Count,
     ) -> Result<(HashSet<String>, bool), ChunkError> {
         let mut ids = HashSet::new();
         let mut page_number = 0;
@@ -993,7 +1003,7 @@ impl Engine {
             tracing::info!(entity = %w.entity, qbo, live, "QBO's count differs from the live rows: finding the difference");
             w.set_mode("verify");
             if w.entity.read_whole() {
-                self.read_whole_and_mark(w, clock, run_id, false).await?;
+                self.read_whole_and_mark(w, clock, run_id, Count::Nothing).await?;
             } else {
                 self.narrow(w, clock, run_id).await?;
             }
@@ -1066,8 +1076,17 @@ impl Engine {
             }
             ranges = next;
         }
-        for leaf in leaves {
-            self.repair_range(w, leaf, clock, run_id).await?;
+        // Each leaf is a page at most (or a range given up on): read together, their pages
+        // and Id lookups share batch requests.
+        w.run.set_small(true);
+        for r in join_all(
+            leaves
+                .into_iter()
+                .map(|leaf| self.repair_range(w, leaf, clock, run_id)),
+        )
+        .await
+        {
+            r?;
         }
         Ok(())
     }
@@ -1083,7 +1102,9 @@ impl Engine {
         run_id: i64,
     ) -> Result<(), ChunkError> {
         let source = Keyset::new(self, &w.run, range, 1000, qbo_literal(range.start));
-        let (in_qbo, _) = self.write_pages(w, source, &range, run_id, false).await?;
+        let (in_qbo, _) = self
+            .write_pages(w, source, &range, run_id, Count::Nothing)
+            .await?;
         let missing: Vec<String> = self
             .live_ids(w.entity, Some(&range))
             .await?
@@ -1109,7 +1130,7 @@ impl Engine {
             .await?;
             let deleted = load::mark_deleted(&mut tx, &self.realm, w.entity, run_id, &gone).await?;
             tx.commit().await?;
-            w.add(written, deleted, false);
+            w.add(written, deleted, Count::Nothing);
         }
         Ok(())
     }
