@@ -919,6 +919,9 @@ impl Engine {
         while let Some(Page { records, done, .. }) = source.next_page(page_number + 1).await? {
             page_number += 1;
             complete = done;
+            // A keyset page starts at the previous page's last second again: a record read
+            // twice is one change.
+            let repeated = records.iter().filter(|r| ids.contains(&r.id)).count() as u64;
             ids.extend(ids_of(&records));
             let mut tx = self.pool.begin().await?;
             let target = RowTarget {
@@ -927,7 +930,11 @@ impl Engine {
             };
             let written = load::upsert(&mut tx, &target, records).await?;
             tx.commit().await?;
-            w.add(written, 0, changes);
+            let fresh = load::Written {
+                received: written.received.saturating_sub(repeated),
+                ..written
+            };
+            w.add(fresh, 0, changes);
         }
         Ok((ids, complete))
     }
