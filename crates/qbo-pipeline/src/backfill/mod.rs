@@ -407,23 +407,43 @@ impl Engine {
             seconds: started.elapsed().as_secs_f64(),
             interrupted: stop.is_stopped(),
         };
-        let error = report.error().or_else(|| {
-            report.interrupted.then(|| {
-                "interrupted by a stop request; run the same command again to resume".to_string()
-            })
-        });
+        self.close_run(
+            guard,
+            run_ref,
+            report.error(),
+            report.interrupted,
+            report.seconds,
+            "run the same command again to resume",
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// Records a run's outcome in the ledger and tells the bus: failed with `error`, or
+    /// with a stop request when `interrupted` (`resume` says how to go on), else succeeded.
+    pub(crate) async fn close_run(
+        &self,
+        guard: ledger::RunGuard,
+        run: RunRef,
+        error: Option<String>,
+        interrupted: bool,
+        seconds: f64,
+        resume: &str,
+    ) -> anyhow::Result<()> {
+        let error = error
+            .or_else(|| interrupted.then(|| format!("interrupted by a stop request; {resume}")));
         ledger::finish_run(&self.pool, guard, error.as_deref()).await?;
         self.events.emit(events::RunFinished {
-            run: run_ref,
+            run,
             status: match error {
                 None => ledger::RunStatus::Succeeded,
                 Some(_) => ledger::RunStatus::Failed,
             },
-            interrupted: report.interrupted,
-            seconds: report.seconds,
+            interrupted,
+            seconds,
             error,
         });
-        Ok(report)
+        Ok(())
     }
 
     /// Loads `opts.entities` within the run `run` (already started): each entity's window

@@ -421,22 +421,15 @@ impl Engine {
             seconds: started.elapsed().as_secs_f64(),
             interrupted: stop.is_stopped(),
         };
-        let error = report.error().or_else(|| {
-            report
-                .interrupted
-                .then(|| "interrupted by a stop request; run the sync again to resume".to_string())
-        });
-        ledger::finish_run(&self.pool, guard, error.as_deref()).await?;
-        self.events.emit(events::RunFinished {
+        self.close_run(
+            guard,
             run,
-            status: match error {
-                None => ledger::RunStatus::Succeeded,
-                Some(_) => ledger::RunStatus::Failed,
-            },
-            interrupted: report.interrupted,
-            seconds: report.seconds,
-            error,
-        });
+            report.error(),
+            report.interrupted,
+            report.seconds,
+            "run the sync again to resume",
+        )
+        .await?;
         Ok(report)
     }
 
