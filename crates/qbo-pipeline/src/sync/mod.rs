@@ -397,7 +397,6 @@ impl Engine {
             .cloned()
             .collect();
         self.rereads(&due, opts, &run, stop, &locks).await;
-        drop(locks);
         let clock = match clock {
             Some(c) => Some(c),
             None if works.iter().any(|w| w.pending()) => self.clock(&works).await,
@@ -414,6 +413,8 @@ impl Engine {
         for w in &works {
             entities.push(self.finish_entity(w, run_id, stop).await);
         }
+        // The company's lock is held until every write of the run (repairs included) is done.
+        drop(locks);
         let report = SyncReport {
             run_id,
             realm: self.realm.clone(),
