@@ -51,23 +51,12 @@ pub struct SyncStarted {
     pub entities: Vec<Entity>,
 }
 
-/// What a sync did to one entity.
+/// What a sync did to one entity: its figures as the sync's report gives them.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncEntityFinished {
     pub run: RunRef,
-    pub entity: Entity,
-    pub status: EntityStatus,
-    /// How its changes were read: `full`, `cdc`, `query`, `reread`; `+verify` when the count
-    /// proof found a difference and repaired it.
-    pub mode: String,
-    pub changes: u64,
-    pub rows_written: u64,
-    pub rows_deleted: u64,
-    pub requests: u64,
-    pub qbo_count: Option<u64>,
-    pub live_rows: Option<u64>,
-    pub note: Option<String>,
-    pub error: Option<String>,
+    #[serde(flatten)]
+    pub entity: crate::sync::EntitySync,
 }
 
 /// An entity's work is planned: QBO's count and the chunks (some may be done already).
@@ -440,16 +429,19 @@ impl Sink for LogSink {
                 realm = %e.run.realm, from = %e.from, to = %e.to, "backfill started"),
             Event::SyncStarted(e) => tracing::info!(run_id = e.run.run_id, pipeline = %e.pipeline,
                 realm = %e.run.realm, entities = e.entities.len(), "sync started"),
-            Event::SyncEntityFinished(e) => match e.status {
-                EntityStatus::Failed => tracing::error!(entity = %e.entity, mode = %e.mode,
+            Event::SyncEntityFinished(f) => {
+                let e = &f.entity;
+                match e.status {
+                    EntityStatus::Failed => tracing::error!(entity = %e.entity, mode = %e.mode,
                     error = e.error.as_deref().unwrap_or(""), "entity sync failed"),
-                EntityStatus::Skipped => tracing::info!(entity = %e.entity,
+                    EntityStatus::Skipped => tracing::info!(entity = %e.entity,
                     reason = e.note.as_deref().unwrap_or(""), "entity not synced: the company does not offer it"),
-                _ => tracing::info!(entity = %e.entity, mode = %e.mode, changes = e.changes,
+                    _ => tracing::info!(entity = %e.entity, mode = %e.mode, changes = e.changes,
                     rows_written = e.rows_written, rows_deleted = e.rows_deleted,
                     requests = e.requests, qbo_count = ?e.qbo_count, live_rows = ?e.live_rows,
                     "entity synced"),
-            },
+                }
+            }
             Event::EntityPlanned(e) => {
                 if e.resumed {
                     tracing::info!(entity = %e.entity, chunks_done = e.chunks_done, chunks = e.chunks,

@@ -1246,17 +1246,7 @@ impl Engine {
         }
         self.events.emit(events::SyncEntityFinished {
             run: w.run.run_ref().clone(),
-            entity: w.entity,
-            status,
-            mode: report.mode.clone(),
-            changes: report.changes,
-            rows_written: report.rows_written,
-            rows_deleted: report.rows_deleted,
-            requests: report.requests,
-            qbo_count: report.qbo_count,
-            live_rows: report.live_rows,
-            note: report.note.clone(),
-            error: report.error.clone(),
+            entity: report.clone(),
         });
         report
     }
