@@ -44,3 +44,5 @@ mod usage;
 mod web;
 // Connecting a company through the consent page (authorization code).
 mod connect;
+// The web dashboard in a real headless Chromium (chromedriver): log in, pages, live parts.
+mod browser;
