@@ -279,6 +279,35 @@ impl Browser {
         self.js("return window.__qboMark === 'kept';").await == serde_json::Value::Bool(true)
     }
 
+    /// From now on records every text the element `css` shows, in `sessionStorage` (which a
+    /// reload keeps): [`Browser::watched`] then proves a change made by the page's script,
+    /// even when the page reloads itself afterwards.
+    async fn watch_text(&self, css: &str) {
+        let script = format!(
+            "const el = document.querySelector({css}); const key = 'qboWatch:' + {css};
+             sessionStorage.setItem(key, JSON.stringify([el.textContent.trim()]));
+             new MutationObserver(() => {{
+                 const seen = JSON.parse(sessionStorage.getItem(key));
+                 seen.push(el.textContent.trim());
+                 sessionStorage.setItem(key, JSON.stringify(seen));
+             }}).observe(el, {{ childList: true, characterData: true, subtree: true }});
+             return true;",
+            css = q(css)
+        );
+        self.js(&script).await;
+    }
+
+    /// The texts [`Browser::watch_text`] recorded, first the one it started with.
+    async fn watched(&self, css: &str) -> Vec<String> {
+        let v = self
+            .js(&format!(
+                "return JSON.parse(sessionStorage.getItem('qboWatch:' + {}) || '[]');",
+                q(css)
+            ))
+            .await;
+        serde_json::from_value(v).unwrap()
+    }
+
     /// Saves the page as `target/screenshots/<test>-<view>.png`.
     async fn shot(&self, view: &str) {
         let png = self
@@ -374,6 +403,22 @@ fn run(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &Path, args: &[&str])
     let out = c.args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A trigger's status as `trigger list --json` tells it.
+fn trigger_status(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &Path, name: &str) -> String {
+    let list = run(sb, db, dir, &["trigger", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let t = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {list}"));
+    t["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status in {t}"))
+        .to_string()
 }
 
 /// The harness itself against what `serve` has answered since before the dashboard: JSON
@@ -767,12 +812,18 @@ async fn dashboard_disables_enables_and_runs_a_trigger_now_watching_it_live() {
     b.click(&format!("{row} button.disable")).await;
     b.find(&format!("{row}[data-status=disabled] button.enable"))
         .await;
-    let list = run(&sb, &db, dir.path(), &["trigger", "list", "--json"]);
-    assert!(list.contains("browser_nightly"), "{list}");
+    assert_eq!(
+        trigger_status(&sb, &db, dir.path(), "browser_nightly"),
+        "inactive"
+    );
     b.shot("triggers-disabled").await;
     b.click(&format!("{row} button.enable")).await;
     b.find(&format!("{row}[data-status=enabled] button.disable"))
         .await;
+    assert_eq!(
+        trigger_status(&sb, &db, dir.path(), "browser_nightly"),
+        "active"
+    );
 
     // Run now, the first full sync made slow: the run's page shows it running, then
     // succeeded, without a reload.
@@ -791,23 +842,36 @@ async fn dashboard_disables_enables_and_runs_a_trigger_now_watching_it_live() {
         .path()
         .trim_start_matches("/runs/")
         .to_string();
-    b.mark_document().await;
+    b.find("#run-status").await;
+    b.watch_text("#run-status").await;
     assert_eq!(
-        b.text("#run-status").await.trim(),
-        "running",
+        b.watched("#run-status").await,
+        ["running"],
         "{}",
         server.log()
     );
     b.shot("run-running").await;
+    // The script turns the status to succeeded in place (then reloads the finished page).
     b.until(
-        "the run's status turns succeeded",
+        "the script shows the run succeeded",
+        "return JSON.parse(sessionStorage.getItem('qboWatch:#run-status')).includes('succeeded');",
+    )
+    .await;
+    let seen = b.watched("#run-status").await;
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("running"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|s| s == "running" || s == "succeeded"),
+        "{seen:?}"
+    );
+    b.until(
+        "the finished page says succeeded",
         "return document.querySelector('#run-status').textContent.trim() === 'succeeded';",
     )
     .await;
-    assert!(
-        b.same_document().await,
-        "the status changed without a reload"
-    );
     b.find("table#run-entities tr[data-entity=customers]").await;
     b.shot("run-finished").await;
 
