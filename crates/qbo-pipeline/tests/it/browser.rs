@@ -716,6 +716,17 @@ async fn dashboard_logs_in_and_shows_two_companies_their_runs_usage_and_validati
         ] {
             b.find(&format!("{row} td.{cell}")).await;
         }
+        // The company's sync made requests this month.
+        let month: String = b
+            .text(&format!("{row} td.month"))
+            .await
+            .chars()
+            .filter(|c| c.is_ascii_digit())
+            .collect();
+        assert!(
+            month.parse::<u64>().is_ok_and(|n| n > 0),
+            "{row} td.month: {month}"
+        );
     }
     b.shot("usage").await;
 
