@@ -580,7 +580,8 @@ fn chart(id: &str, values: &[(f64, &str)]) -> String {
     if values.is_empty() || max <= 0.0 {
         svg.push_str(r#"<text x="8" y="20" font-size="12">no data</text>"#);
     } else {
-        let bw = w / values.len() as f64;
+        // Few runs make narrow bars, not a wall of colour.
+        let bw = w / values.len().max(40) as f64;
         for (i, (v, status)) in values.iter().enumerate() {
             let bh = (v / max * (h - 14.0)).max(1.0);
             let class = match *status {
