@@ -264,7 +264,10 @@ async fn security_headers(request: axum::extract::Request, next: Next) -> Respon
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: under it browsers send `Origin: null` with a form POST, which the
+        // same-site check refuses, so no form of the dashboard would work in a browser.
+        // `same-origin` sends nothing to other sites and the real Origin to this one.
+        (header::REFERRER_POLICY, "same-origin"),
         (
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'",
