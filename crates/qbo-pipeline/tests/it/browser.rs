@@ -557,6 +557,26 @@ async fn dashboard_logs_in_and_shows_two_companies_their_runs_usage_and_validati
             "--no-progress",
         ],
     );
+    // A nightly sync of the first company: its entities show it as their next trigger.
+    run(
+        &sb,
+        &db,
+        dir.path(),
+        &[
+            "trigger",
+            "create",
+            "--name",
+            "nightly_sync",
+            "--pipeline",
+            "qb_sync",
+            "--cron",
+            "0 3 * * *",
+            "--timezone",
+            "UTC",
+            "--realm",
+            &ids[0],
+        ],
+    );
     let server = serve(
         &sb,
         &db,
@@ -639,9 +659,15 @@ async fn dashboard_logs_in_and_shows_two_companies_their_runs_usage_and_validati
                     .is_empty(),
                 "{row} td.last-sync"
             );
-            for cell in ["deleted", "age", "next-trigger", "proof"] {
+            for cell in ["deleted", "age", "proof"] {
                 b.find(&format!("{row} td.{cell}")).await;
             }
+            let next = b.text(&format!("{row} td.next-trigger")).await;
+            assert_eq!(
+                next.contains("nightly_sync"),
+                id == &ids[0],
+                "{row}: {next}"
+            );
         }
     }
     b.find("section#live").await;
