@@ -53,7 +53,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn start() -> Driver {
+    /// `scratch` becomes chromedriver's and Chromium's `TMPDIR` (Chromium leaves
+    /// `org.chromium.*` directories in it), removed with the test's directory.
+    fn start(scratch: &Path) -> Driver {
         let (driver, chromium) = (chromedriver_path(), chromium_path());
         for (what, path, package) in [
             ("chromedriver", &driver, "chromium-driver"),
@@ -75,6 +77,7 @@ impl Driver {
             let mut child = Command::new(&driver)
                 .arg(format!("--port={port}"))
                 .arg("--allowed-ips=127.0.0.1")
+                .env("TMPDIR", scratch)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -131,15 +134,17 @@ fn screenshot_dir() -> PathBuf {
 struct Browser {
     client: Client,
     test: &'static str,
-    // Dropped after the client's session: kills chromedriver and Chromium.
+    // Dropped after the client's session: kills chromedriver and Chromium, then removes
+    // their profile and temporary files.
     _driver: Driver,
-    _profile: tempfile::TempDir,
+    _scratch: tempfile::TempDir,
 }
 
 impl Browser {
     async fn start(test: &'static str) -> Browser {
-        let driver = Driver::start();
-        let profile = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let profile = scratch.path().join("profile");
+        let driver = Driver::start(scratch.path());
         let capabilities = serde_json::json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -152,7 +157,7 @@ impl Browser {
                     "--window-size=1280,900",
                     "--no-first-run",
                     "--no-default-browser-check",
-                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--user-data-dir={}", profile.display()),
                 ],
             },
         });
@@ -169,7 +174,7 @@ impl Browser {
             client,
             test,
             _driver: driver,
-            _profile: profile,
+            _scratch: scratch,
         }
     }
 
@@ -178,7 +183,7 @@ impl Browser {
         let Browser {
             client,
             _driver,
-            _profile,
+            _scratch,
             ..
         } = self;
         let _ = client.close().await;
