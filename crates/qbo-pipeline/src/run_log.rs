@@ -263,7 +263,9 @@ impl Sink for RunLog {
                         _ => String::new(),
                     }
                 );
-                let level = if r.retried { "warn" } else { "error" };
+                // A request's failure is the run's error only through what it did to an entity
+                // (an entity the company does not offer answers 400, and is skipped): warn.
+                let level = "warn";
                 for run in runs {
                     state.push(run, level, message.clone());
                 }

@@ -6,6 +6,13 @@ function text(el, value) {
   if (el && el.textContent !== String(value)) el.textContent = String(value);
 }
 function rate(v) { return v.toFixed(1) + "/s"; }
+// "2026-12-04T03:00:00Z" as the server writes it: "2026-12-04 03:00:00 UTC".
+function when(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  if (isNaN(d)) return iso;
+  return d.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+}
 function eta(v) {
   if (v === null || v === undefined) return "—";
   if (v < 90) return Math.round(v) + " s";
@@ -70,9 +77,31 @@ function liveRun(status) {
     const detail = await getJson(status.dataset.live);
     text(status, detail.run.status);
     status.className = "status " + detail.run.status;
+    const tbody = document.querySelector("#run-entities tbody");
     for (const e of detail.entities) {
-      const row = document.querySelector('#run-entities tr[data-entity="' + e.entity + '"]');
-      if (row) { text(row.querySelector("td.pages"), e.pages); text(row.querySelector("td.records"), e.records); }
+      let row = tbody.querySelector('tr[data-entity="' + CSS.escape(e.entity) + '"]');
+      if (!row) {
+        // An entity the run started since the page was drawn: a row with the same cells.
+        row = document.createElement("tr");
+        row.dataset.entity = e.entity;
+        const cells = ["entity", "status", "mode", "pages num", "records num", "expected num", "rows-written num",
+          "deleted num", "changes num", "requests num", "retries num", "throttled num", "chunks num", "note"];
+        for (const c of cells) { const td = document.createElement("td"); td.className = c; row.appendChild(td); }
+        text(row.querySelector("td.entity"), e.entity);
+        tbody.appendChild(row);
+      }
+      row.dataset.status = e.status;
+      text(row.querySelector("td.pages"), e.pages);
+      text(row.querySelector("td.records"), e.records);
+      const expected = row.children[5];
+      if (expected && e.expected !== null) text(expected, e.expected);
+      const cell = row.children[1];
+      if (cell) {
+        let badge = cell.querySelector(".status");
+        if (!badge) { badge = document.createElement("span"); cell.appendChild(badge); }
+        text(badge, e.status);
+        badge.className = "status " + e.status;
+      }
     }
     if (detail.run.status !== "running") { clearInterval(timer); setTimeout(() => location.reload(), 300); }
   });
@@ -84,7 +113,7 @@ function liveTriggers(table) {
     for (const t of await getJson(table.dataset.live)) {
       const row = table.querySelector('tr[data-trigger="' + CSS.escape(t.name) + '"]');
       if (!row) continue;
-      text(row.querySelector("td.next-fire"), t.next_fire_at || "—");
+      text(row.querySelector("td.next-fire"), when(t.next_fire_at));
       const outcome = row.querySelector("td.last-outcome .status");
       text(outcome, t.last_outcome || "");
       outcome.className = "status " + (t.last_outcome || "");

@@ -1,13 +1,16 @@
 //! Who may use the dashboard, and proof that a form was sent by one of its own pages.
 //!
 //! - With `QBO_WEB_TOKEN` set, a page needs the session cookie the login form sets
-//!   (`qbo_session`: HttpOnly, SameSite=Strict, 12 hours) and answers a redirect to `/login`
+//!   (`qbo_session`: HttpOnly, SameSite=Lax, 12 hours) and answers a redirect to `/login`
 //!   without it; `/api/...` and `/metrics` take the cookie or `Authorization: Bearer TOKEN`
 //!   and answer 401 without either. Without the token (loopback only) everyone on this
 //!   machine is let in.
 //! - The cookie is stateless: the time it was issued and an HMAC of that time under a key
 //!   derived from the token, so every `serve` process sharing the token accepts it, and
 //!   changing the token signs everyone out. It never holds the token itself.
+//! - SameSite=Lax, not Strict: the way back from Intuit's consent page is a top-level GET
+//!   from another site, which must arrive signed in; every POST (the only requests that
+//!   change anything) is guarded by the CSRF token and the same-site check instead.
 //! - Every POST carries a CSRF token (a hidden `csrf` field; an HMAC of the session under the
 //!   same key, a random per-process key without `QBO_WEB_TOKEN`), and a POST whose `Origin`
 //!   is another site is refused whatever it carries.
@@ -98,14 +101,14 @@ impl Auth {
     /// The `Set-Cookie` header of a new session.
     pub fn session_cookie(&self, now: i64) -> String {
         format!(
-            "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECS}",
+            "{COOKIE}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={SESSION_SECS}",
             self.session_value(now)
         )
     }
 
     /// The `Set-Cookie` header that ends a session.
     pub fn logout_cookie() -> String {
-        format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+        format!("{COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0")
     }
 
     /// A cookie value's issue time, when it is valid at `now`.

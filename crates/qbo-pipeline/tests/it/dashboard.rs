@@ -237,7 +237,7 @@ async fn dashboard_end_to_end_behind_its_login() {
         .form(&[("token", TOKEN), ("csrf", login_csrf.as_str())]);
     assert_eq!(b.send(r).await.status, 403);
 
-    // The right token: a 12-hour HttpOnly, SameSite cookie that is not the token.
+    // The right token: a 12-hour HttpOnly, SameSite=Lax cookie that is not the token.
     let a = b
         .post(
             "/login",
@@ -247,7 +247,7 @@ async fn dashboard_end_to_end_behind_its_login() {
     assert_eq!(a.status, 303, "{}", a.body);
     assert_eq!(a.location(), "/runs");
     let cookie = a.headers[SET_COOKIE].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
     assert!(!cookie.contains(TOKEN));
     b.cookie = Some(cookie.split(';').next().unwrap().to_string());
     // An open redirect is not possible.
