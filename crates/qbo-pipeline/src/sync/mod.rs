@@ -399,7 +399,7 @@ impl Engine {
         self.rereads(&due, opts, &run, stop, &locks).await;
         let clock = match clock {
             Some(c) => Some(c),
-            None if works.iter().any(|w| w.pending()) => self.clock(&works).await,
+            None if works.iter().any(|w| w.pending()) => self.clock(&works).await.ok(),
             None => None,
         };
         join_all(
@@ -435,18 +435,22 @@ impl Engine {
     }
 
     /// QBO's clock now: the `time` of a one-record answer (shared with other small queries).
-    async fn clock(&self, works: &[Arc<Work>]) -> Option<DateTime<Utc>> {
-        let w = works.first()?;
-        let q = extract::whole_query(Entity::from_qbo_name("CompanyInfo")?, 1, 1).to_string();
+    async fn clock(&self, works: &[Arc<Work>]) -> Result<DateTime<Utc>, String> {
+        let w = works.first().ok_or("no entity to read QBO's clock for")?;
+        let company =
+            Entity::from_qbo_name("CompanyInfo").ok_or("CompanyInfo is not in the catalogue")?;
+        let q = extract::whole_query(company, 1, 1).to_string();
         match self
             .client
             .query_small(&q, w.run.stats(), w.run.stop())
             .await
         {
-            Ok(body) => plausible(extract::parse_time(&body)),
+            Ok(body) => plausible(extract::parse_time(&body))
+                .ok_or_else(|| "QBO's answer carries no plausible time".to_string()),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read QBO's clock");
-                None
+                // QBO's error as the client gives it (fault code, intuit_tid) for the run's page.
+                Err(e.to_string())
             }
         }
     }
@@ -480,14 +484,17 @@ impl Engine {
         };
         if !fresh.is_empty() {
             let owned: Vec<Arc<Work>> = fresh.iter().map(|w| (*w).clone()).collect();
-            let Some(t0) = self.clock(&owned).await else {
-                for w in &fresh {
-                    w.fail(
-                        "could not read QBO's clock to start the full load",
-                        stop.is_stopped(),
-                    );
+            let t0 = match self.clock(&owned).await {
+                Ok(t0) => t0,
+                Err(e) => {
+                    for w in &fresh {
+                        w.fail(
+                            format!("could not read QBO's clock to start the full load: {e}"),
+                            stop.is_stopped(),
+                        );
+                    }
+                    return;
                 }
-                return;
             };
             let to = t0.max(Utc::now()).date_naive() + TimeDelta::days(1);
             for w in fresh {
@@ -606,10 +613,13 @@ impl Engine {
         let clock = match clock {
             Some(c) => c,
             None => match self.clock(&by_query).await {
-                Some(c) => c,
-                None => {
+                Ok(c) => c,
+                Err(e) => {
                     for w in &by_query {
-                        w.fail("could not read QBO's clock", w.run.stop().is_stopped());
+                        w.fail(
+                            format!("could not read QBO's clock: {e}"),
+                            w.run.stop().is_stopped(),
+                        );
                     }
                     return None;
                 }

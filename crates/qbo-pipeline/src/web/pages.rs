@@ -748,16 +748,25 @@ pub async fn run(
         Err(e) => return internal(&state, &caller, "run", &e),
     };
     let r = &detail.run;
+    // The run's error, each failed entity's, then error lines of the log that say more.
     let mut errors: Vec<String> = r.error.iter().cloned().collect();
+    let mut notes: Vec<&str> = Vec::new();
     for e in &detail.entities {
         if e.status == "failed"
             && let Some(n) = &e.note
         {
-            errors.push(format!("{}: {n}", e.entity));
+            notes.push(n);
+            let line = format!("{}: {n}", e.entity);
+            if !errors.iter().any(|x| x.contains(n.as_str())) {
+                errors.push(line);
+            }
         }
     }
     for l in &detail.log {
-        if l.level == "error" && !errors.iter().any(|e| l.message.contains(e.as_str())) {
+        if l.level == "error"
+            && !errors.iter().any(|e| l.message.contains(e.as_str()))
+            && !notes.iter().any(|n| l.message.contains(n))
+        {
             errors.push(l.message.clone());
         }
     }

@@ -674,3 +674,59 @@ mod router {
         assert_eq!(triggers, "[]");
     }
 }
+
+/// A run QBO refused: its page names QBO's fault and the `intuit_tid` to quote to Intuit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_shows_qbos_fault_and_intuit_tid() {
+    let mut config = small_company();
+    config.faults.scripted = vec![qbo_sandbox::ScriptedFault {
+        endpoint: qbo_sandbox::Endpoint::Query,
+        count: 1000,
+        action: qbo_sandbox::FaultAction::Status(403),
+    }];
+    let sb = sandbox(config).await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = command(dir.path());
+    with_sandbox(&mut c, &sb, &db);
+    let out = c
+        .args(["sync", "--entity", "customers", "--no-progress"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let mut c = command(dir.path());
+    with_sandbox(&mut c, &sb, &db);
+    let mut child = c
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve prints its URL").unwrap();
+        if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
+            break url.to_string();
+        }
+    };
+    let server = Server { child, url };
+    let mut b = Browser::new(&server.url);
+    let runs = b.json("/api/runs").await;
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
+    let id = runs[0]["id"].as_i64().unwrap();
+    let page = b.get(&format!("/runs/{id}")).await;
+    assert_eq!(page.status, 200);
+    let errors = &page.body[page.body.find(r#"id="run-errors""#).unwrap()..];
+    let errors = &errors[..errors.find("</section>").unwrap()];
+    assert!(errors.contains("403"), "{errors}");
+    assert!(errors.contains("intuit_tid 1-"), "{errors}");
+    let overview = b.json("/api/overview").await;
+    let cell = overview["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["entity"] == "customers")
+        .unwrap()
+        .clone();
+    assert_eq!(cell["state"], "failed", "{cell}");
+}
