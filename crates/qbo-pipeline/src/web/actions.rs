@@ -18,6 +18,63 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
+// Forms
+
+type FormResult<T> = Result<axum::Form<T>, axum::extract::rejection::FormRejection>;
+
+/// A POSTed form, read and CSRF-checked: the form, or the answer refusing it (400 when it
+/// cannot be read, 403 without this page's token).
+fn checked_form<T: HasCsrf>(
+    state: &WebState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    form: FormResult<T>,
+    what: &str,
+    back: &str,
+) -> Result<T, Box<Response>> {
+    let Ok(axum::Form(form)) = form else {
+        return Err(Box::new(message(
+            state,
+            caller,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            &format!("the {what} form could not be read"),
+            back,
+        )));
+    };
+    if !state.auth.post_allowed(caller, headers, form.csrf()) {
+        return Err(Box::new(forbidden(state, caller)));
+    }
+    Ok(form)
+}
+
+/// Forms carrying the page's CSRF token.
+pub trait HasCsrf {
+    fn csrf(&self) -> Option<&str>;
+}
+
+impl HasCsrf for TriggerForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+impl HasCsrf for ValidateForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+/// A redirect to `path` showing `text` as the page's flash (`?done=`).
+fn done(path: &str, text: &str) -> Response {
+    Redirect::to(&format!(
+        "{path}?done={}",
+        url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+    ))
+    .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Triggers
 
 struct TriggerView {
@@ -156,24 +213,12 @@ pub async fn create_trigger(
     state: AppState,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    form: Result<axum::Form<TriggerForm>, axum::extract::rejection::FormRejection>,
+    form: FormResult<TriggerForm>,
 ) -> Response {
-    let Ok(axum::Form(form)) = form else {
-        return message(
-            &state,
-            &caller,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "the trigger form could not be read",
-            "/triggers",
-        );
+    let form = match checked_form(&state, &caller, &headers, form, "trigger", "/triggers") {
+        Ok(f) => f,
+        Err(refused) => return *refused,
     };
-    if !state
-        .auth
-        .post_allowed(&caller, &headers, form.csrf.as_deref())
-    {
-        return forbidden(&state, &caller);
-    }
     let trim = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
     let mut variables = crate::pipelines::Variables::new();
     if let Some(f) = trim(&form.start) {
@@ -257,14 +302,10 @@ pub async fn create_trigger(
     match trigger::create(pool, &spec, Utc::now()).await {
         Ok(row) => {
             state.wake_scheduler();
-            Redirect::to(&format!(
-                "/triggers?done={}",
-                url::form_urlencoded::byte_serialize(
-                    format!("Trigger {} created: {}", row.name, row.schedule_text()).as_bytes()
-                )
-                .collect::<String>()
-            ))
-            .into_response()
+            done(
+                "/triggers",
+                &format!("Trigger {} created: {}", row.name, row.schedule_text()),
+            )
         }
         Err(e) => {
             let text = format!("{e:#}");
@@ -289,12 +330,10 @@ pub async fn trigger_action(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
-    form: Result<axum::Form<pages::CsrfForm>, axum::extract::rejection::FormRejection>,
+    form: FormResult<pages::CsrfForm>,
 ) -> Response {
-    let form = form.ok();
-    let csrf = form.as_ref().and_then(|f| f.csrf.as_deref());
-    if !state.auth.post_allowed(&caller, &headers, csrf) {
-        return forbidden(&state, &caller);
+    if let Some(refused) = super::csrf_refusal(&state, &caller, &headers, &form) {
+        return refused;
     }
     if let Err(e) = trigger::validate_name(&name) {
         return message(
@@ -307,13 +346,7 @@ pub async fn trigger_action(
         );
     }
     let pool = state.runtime.pool();
-    let done = |text: String| {
-        Redirect::to(&format!(
-            "/triggers?done={}",
-            url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
-        ))
-        .into_response()
-    };
+    let done = |text: String| done("/triggers", &text);
     let failed = |e: anyhow::Error| {
         let usage = e.downcast_ref::<crate::app::UsageError>().is_some();
         message(
@@ -414,22 +447,17 @@ async fn run_now(state: &WebState, caller: &Caller, name: &str) -> Response {
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    Redirect::to(&format!(
-        "/triggers?done={}",
-        url::form_urlencoded::byte_serialize(
-            format!(
-                "Trigger {name} is due now: {}",
-                if state.scheduler.is_some() {
-                    "the scheduler starts it as soon as it is free"
-                } else {
-                    "this server runs no scheduler (--no-scheduler); a scheduler sharing the database will fire it"
-                }
-            )
-            .as_bytes()
-        )
-        .collect::<String>()
-    ))
-    .into_response()
+    done(
+        "/triggers",
+        &format!(
+            "Trigger {name} is due now: {}",
+            if state.scheduler.is_some() {
+                "the scheduler starts it as soon as it is free"
+            } else {
+                "this server runs no scheduler (--no-scheduler); a scheduler sharing the database will fire it"
+            }
+        ),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -607,25 +635,12 @@ pub async fn validate(
     state: AppState,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    form: Result<axum::Form<ValidateForm>, axum::extract::rejection::FormRejection>,
+    form: FormResult<ValidateForm>,
 ) -> Response {
-    let form = form.ok();
-    let Some(axum::Form(form)) = form else {
-        return message(
-            &state,
-            &caller,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "the validation form could not be read",
-            "/validation",
-        );
+    let form = match checked_form(&state, &caller, &headers, form, "validation", "/validation") {
+        Ok(f) => f,
+        Err(refused) => return *refused,
     };
-    if !state
-        .auth
-        .post_allowed(&caller, &headers, form.csrf.as_deref())
-    {
-        return forbidden(&state, &caller);
-    }
     let realm = match form.realm.as_deref().map(RealmId::parse) {
         Some(Ok(r)) => r,
         Some(Err(e)) => {
@@ -810,12 +825,10 @@ pub async fn connect(
     state: AppState,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    form: Result<axum::Form<pages::CsrfForm>, axum::extract::rejection::FormRejection>,
+    form: FormResult<pages::CsrfForm>,
 ) -> Response {
-    let form = form.ok();
-    let csrf = form.as_ref().and_then(|f| f.csrf.as_deref());
-    if !state.auth.post_allowed(&caller, &headers, csrf) {
-        return forbidden(&state, &caller);
+    if let Some(refused) = super::csrf_refusal(&state, &caller, &headers, &form) {
+        return refused;
     }
     let Some(base) = base_url(&state, &headers) else {
         return message(

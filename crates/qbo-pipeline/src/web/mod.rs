@@ -205,6 +205,18 @@ async fn api_gate(State(state): AppState, request: axum::extract::Request, next:
     next.run(request).await
 }
 
+/// A POST whose only field is the CSRF token (a bearer script may send no body at all): the
+/// answer refusing it, if it is refused.
+fn csrf_refusal(
+    state: &WebState,
+    caller: &Caller,
+    headers: &axum::http::HeaderMap,
+    form: &Result<axum::Form<pages::CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Option<Response> {
+    let csrf = form.as_ref().ok().and_then(|f| f.csrf.as_deref());
+    (!state.auth.post_allowed(caller, headers, csrf)).then(|| forbidden(state, caller))
+}
+
 /// A POST without this page's CSRF token, or from another site.
 fn forbidden(state: &WebState, caller: &Caller) -> Response {
     tracing::warn!(

@@ -239,10 +239,8 @@ pub async fn logout(
     headers: HeaderMap,
     form: Result<axum::Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let form = form.ok();
-    let csrf = form.as_ref().and_then(|f| f.csrf.as_deref());
-    if !state.auth.post_allowed(&caller, &headers, csrf) {
-        return super::forbidden(&state, &caller);
+    if let Some(refused) = super::csrf_refusal(&state, &caller, &headers, &form) {
+        return refused;
     }
     (
         StatusCode::SEE_OTHER,

@@ -336,24 +336,7 @@ impl Browser {
 }
 
 /// `qbo-pipeline serve` on 127.0.0.1:0; its log goes to `serve.log` in the test's directory.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Server = WebServer;
 
 struct ServeOptions<'a> {
     token: Option<&'a str>,
@@ -377,28 +360,7 @@ fn serve(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &Path, o: ServeOpti
     if !o.scheduler {
         c.arg("--no-scheduler");
     }
-    let log = dir.join("serve.log");
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
-                    break url.to_string();
-                }
-            }
-            _ => panic!(
-                "serve ended before printing its URL:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ),
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, url, log }
+    start_serve(c, dir)
 }
 
 /// Runs the binary to completion with the registry's companies; asserts exit 0.

@@ -7,47 +7,19 @@
 use crate::realms::{app_only, with_stdin};
 use crate::support::*;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "dashboard-token-0123456789abcdef";
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &std::path::Path) -> Server {
+fn serve(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &std::path::Path) -> WebServer {
     let mut c = command(dir);
     app_only(&mut c, sb, db);
-    let mut child = c
-        .env("QBO_WEB_TOKEN", TOKEN)
+    c.env("QBO_WEB_TOKEN", TOKEN)
         .env("QBO_AUTH_URL", format!("{}/connect/oauth2", sb.base_url()))
         .args(["serve", "--listen", "127.0.0.1:0", "--poll-secs", "30"])
         .arg("--evidence-dir")
-        .arg(dir.join("evidence"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let started = Instant::now();
-    let url = loop {
-        let line = lines.next().expect("serve prints its URL").unwrap();
-        if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
-            break url.to_string();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30));
-    };
-    Server { child, url }
+        .arg(dir.join("evidence"));
+    start_serve(c, dir)
 }
 
 /// A browser-like client: no redirects followed, the session cookie sent when given.
@@ -696,20 +668,8 @@ async fn a_failed_run_shows_qbos_fault_and_intuit_tid() {
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     let mut c = command(dir.path());
     with_sandbox(&mut c, &sb, &db);
-    let mut child = c
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve prints its URL").unwrap();
-        if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
-            break url.to_string();
-        }
-    };
-    let server = Server { child, url };
+    c.args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"]);
+    let server = start_serve(c, dir.path());
     let mut b = Browser::new(&server.url);
     let runs = b.json("/api/runs").await;
     assert_eq!(runs[0]["status"], "failed", "{runs}");

@@ -352,3 +352,51 @@ pub fn run_measured(mut cmd: Command, timeout: Duration) -> (Output, u64) {
     done.store(true, Ordering::Relaxed);
     (output, sampler.join().unwrap())
 }
+
+/// A running `qbo-pipeline serve`, killed on drop; its log (stderr) is `serve.log` in the
+/// test's directory.
+pub struct WebServer {
+    pub child: std::process::Child,
+    pub url: String,
+    pub log: std::path::PathBuf,
+}
+
+impl WebServer {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `c` (a `serve` command line) and waits for its `QBO_WEB_URL=` line.
+pub fn start_serve(mut c: Command, dir: &std::path::Path) -> WebServer {
+    use std::io::{BufRead, BufReader};
+    let log = dir.join("serve.log");
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
+                    break url.to_string();
+                }
+            }
+            _ => panic!(
+                "serve ended before printing its URL:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    WebServer { child, url, log }
+}

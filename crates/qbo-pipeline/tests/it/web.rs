@@ -3,44 +3,15 @@
 //! without a token, security headers, no secret in any answer.
 
 use crate::support::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-web-token-0123456789abcdef";
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &std::path::Path) -> Server {
+fn serve(sb: &qbo_sandbox::RunningSandbox, db: &TestDb, dir: &std::path::Path) -> WebServer {
     let mut c = command(dir);
     with_sandbox(&mut c, sb, db);
-    let mut child = c
-        .env("QBO_WEB_TOKEN", TOKEN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let started = Instant::now();
-    let url = loop {
-        let line = lines.next().expect("serve prints its URL").unwrap();
-        if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
-            break url.to_string();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30));
-    };
-    Server { child, url }
+    c.env("QBO_WEB_TOKEN", TOKEN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-scheduler"]);
+    start_serve(c, dir)
 }
 
 async fn get(url: &str, token: Option<&str>) -> (u16, reqwest::header::HeaderMap, String) {
