@@ -303,3 +303,157 @@ async fn reading_the_ledger_never_writes_it() {
     assert!(body.contains("\"abandoned\""), "{body}");
     assert_eq!(status().await, "running", "nothing was written by reading");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_keeps_the_dashboard_up_on_two_synced_companies() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .env("QBO_WEB_TOKEN", TOKEN)
+        .args([
+            "demo",
+            "--serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-progress",
+            "--customers",
+            "4",
+            "--invoices",
+            "12",
+            "--items",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    // Reads every line (the pipe never fills), handing them over.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(180))
+            .expect("demo --serve prints its URL");
+        if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
+            break url.to_string();
+        }
+        printed.push(line);
+    };
+    let server = Server { child, url };
+    let printed = printed.join("\n");
+    assert!(
+        printed.contains("== second sync: what changed"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("invoices 5 written, 3 deleted"),
+        "the second sync names what changed: {printed}"
+    );
+
+    let (status, _, body) = get(&format!("{}/healthz", server.url), None).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["scheduler"], "running", "{body}");
+    let (status, _, body) = get(&format!("{}/api/runs", server.url), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let realms: std::collections::BTreeSet<&str> = runs
+        .iter()
+        .map(|r| r["realm_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(realms.len(), 2, "two companies: {body}");
+    assert_eq!(
+        runs.len(),
+        4,
+        "a full sync and a second sync of each: {body}"
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r["pipeline"] == "qb_sync" && r["status"] == "succeeded"),
+        "{body}"
+    );
+
+    let pool = db.pool().await;
+    // The second syncs (the newest run of each company) marked the deletions.
+    let deleted: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT r.realm_id, sum(e.rows_deleted)::bigint FROM qbo_pipeline.runs r
+           JOIN qbo_pipeline.run_entities e USING (run_id)
+          WHERE r.run_id IN (SELECT max(run_id) FROM qbo_pipeline.runs GROUP BY realm_id)
+          GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        deleted.iter().map(|d| d.1).collect::<Vec<_>>(),
+        vec![3, 2],
+        "{deleted:?}"
+    );
+    let marked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM raw.qb_invoices WHERE deleted_at_utc IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(marked, 5);
+    let triggers: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT realm_id, cron, status FROM qbo_pipeline.triggers WHERE pipeline = 'qb_sync' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(triggers.len(), 2, "{triggers:?}");
+    assert!(
+        triggers
+            .iter()
+            .all(|t| t.1 == "*/15 * * * *" && t.2 == "active"),
+        "{triggers:?}"
+    );
+    assert_eq!(
+        triggers.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        realms.iter().copied().collect::<Vec<_>>()
+    );
+    pool.close().await;
+
+    let mut server = server;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo --serve did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_listen_needs_serve_and_a_reachable_address_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--serve"), "{}", text(&out));
+    let out = command(dir.path())
+        .args(["demo", "--serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("QBO_WEB_TOKEN"), "{}", text(&out));
+}
