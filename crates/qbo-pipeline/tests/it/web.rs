@@ -457,3 +457,111 @@ async fn demo_listen_needs_serve_and_a_reachable_address_needs_the_token() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("QBO_WEB_TOKEN"), "{}", text(&out));
 }
+
+/// (company, entity) pairs whose `entity_totals` differ from the sums of `run_entities`.
+async fn totals_off_the_ledger(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT r.realm_id, e.entity, sum(coalesce(e.rows_written, 0))::bigint AS w,
+                    sum(coalesce(e.rows_deleted, 0))::bigint AS d
+               FROM qbo_pipeline.run_entities e JOIN qbo_pipeline.runs r USING (run_id) GROUP BY 1, 2
+         ) a FULL JOIN qbo_pipeline.entity_totals t USING (realm_id, entity)
+         WHERE a.w IS DISTINCT FROM t.rows_written OR a.d IS DISTINCT FROM t.rows_deleted",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Migration 0011 sums the ledger it finds, then its trigger follows every insert and update
+/// of `run_entities`, zero rows included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_totals_start_from_the_ledger_and_follow_it() {
+    use std::borrow::Cow;
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let full = &qbo_pipeline::db::MIGRATOR;
+    let before = sqlx::migrate::Migrator {
+        migrations: Cow::Owned(
+            full.migrations
+                .iter()
+                .filter(|m| m.version < 11)
+                .cloned()
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+        table_name: full.table_name.clone(),
+        create_schemas: full.create_schemas.clone(),
+    };
+    before.run(&pool).await.unwrap();
+    let run = |realm: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO qbo_pipeline.runs (pipeline, realm_id, params, status)
+                 VALUES ('qb_sync', $1, '{}', 'succeeded') RETURNING run_id",
+            )
+            .bind(realm)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (a, b) = (run("1111111111").await, run("2222222222").await);
+    sqlx::query(
+        "INSERT INTO qbo_pipeline.run_entities (run_id, entity, rows_written, rows_deleted)
+         VALUES ($1, 'invoices', 10, 1), ($1, 'customers', 3, NULL), ($2, 'invoices', 7, 0)",
+    )
+    .bind(a)
+    .bind(b)
+    .execute(&pool)
+    .await
+    .unwrap();
+    full.run(&pool).await.unwrap();
+    assert_eq!(totals_off_the_ledger(&pool).await, 0);
+
+    // New runs, page by page (updates), a zero row, a status-only update.
+    let c = run("1111111111").await;
+    sqlx::query(
+        "INSERT INTO qbo_pipeline.run_entities (run_id, entity) VALUES ($1, 'invoices'), ($1, 'items')",
+    )
+    .bind(c)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        sqlx::query(
+            "UPDATE qbo_pipeline.run_entities SET rows_written = rows_written + 100,
+                    rows_deleted = coalesce(rows_deleted, 0) + 2
+              WHERE run_id = $1 AND entity = 'invoices'",
+        )
+        .bind(c)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE qbo_pipeline.run_entities SET status = 'succeeded' WHERE run_id = $1")
+        .bind(c)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(totals_off_the_ledger(&pool).await, 0);
+    let invoices: (i64, i64) = sqlx::query_as(
+        "SELECT rows_written, rows_deleted FROM qbo_pipeline.entity_totals
+          WHERE realm_id = '1111111111' AND entity = 'invoices'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(invoices, (310, 7));
+    let items: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM qbo_pipeline.entity_totals WHERE entity = 'items'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(items, 1, "a zero row has its series");
+    pool.close().await;
+}
