@@ -246,6 +246,15 @@ impl QboClient {
         &self.auth
     }
 
+    /// Requests of this realm in flight now (in this process), and the cap.
+    pub fn in_flight(&self) -> (usize, usize) {
+        let cap = self.settings.max_in_flight.max(1) as usize;
+        (
+            cap.saturating_sub(self.limits.in_flight.available_permits()),
+            cap,
+        )
+    }
+
     /// Runs one query with limits and retries; returns the response body of a 200. Every wait
     /// (limits, back-off, throttling, token refresh) ends early with [`QboError::Stopped`]
     /// when `stop` is requested.

@@ -285,7 +285,7 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Exchanges an authorization code for the company's first refresh token.
-async fn exchange(
+pub(crate) async fn exchange(
     app: &crate::config::QboApp,
     http: &crate::config::HttpSettings,
     code: &str,

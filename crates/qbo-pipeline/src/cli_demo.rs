@@ -182,12 +182,16 @@ async fn run(
     if stop.is_stopped() {
         return Ok(());
     }
-    let scheduler = Scheduler::over(runtime.clone(), Selection::All);
+    let mut web = crate::web::WebOptions::new();
+    web.token = token;
+    // "Connect a company" on the dashboard goes to the sandbox's consent page.
+    web.auth_url = url::Url::parse(&format!("{}/connect/oauth2", sandbox.base_url()))?;
+    let scheduler = Scheduler::over(runtime.clone(), Selection::All).with_wake(web.wake.clone());
     println!("serving the dashboard over the demo's data; Ctrl-C or SIGTERM stops it");
     crate::cli_serve::run_server(
         runtime,
         listener,
-        token,
+        web,
         Some(scheduler),
         Duration::from_secs(30),
     )

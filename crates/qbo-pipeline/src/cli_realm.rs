@@ -144,6 +144,57 @@ pub(crate) async fn prove_and_store(
     stop: &StopSignal,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let stored = prove_and_store_quiet(app, http, db, realm, token, stop).await?;
+    let Stored {
+        company,
+        registered: new,
+        encrypted,
+        ..
+    } = &stored;
+    let (company, new, encrypted) = (company.clone(), *new, *encrypted);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "realm_id": realm.as_str(),
+                "company_name": company,
+                "registered": new,
+                "token_encrypted": encrypted,
+            }))?
+        );
+    } else {
+        println!(
+            "realm {realm}{} {}; its refresh token is stored{} in qbo_pipeline.oauth_tokens",
+            company.map(|c| format!(" ({c})")).unwrap_or_default(),
+            if new {
+                "registered"
+            } else {
+                "was registered already: its token is replaced"
+            },
+            if encrypted { " encrypted" } else { "" },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What [`prove_and_store_quiet`] stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub company: Option<String>,
+    /// The realm was not registered before.
+    pub registered: bool,
+    pub encrypted: bool,
+}
+
+/// [`prove_and_store`] without printing (the dashboard's connect).
+pub(crate) async fn prove_and_store_quiet(
+    app: &config::QboApp,
+    http: &config::HttpSettings,
+    db: &config::DbSettings,
+    realm: &RealmId,
+    token: String,
+    stop: &StopSignal,
+) -> anyhow::Result<Stored> {
     let (realm, stop) = (realm.clone(), stop.clone());
     let http = http.clone();
     let pool = app::open_database(db, 3).await?;
@@ -198,30 +249,11 @@ pub(crate) async fn prove_and_store(
     };
     let new = realm::register(&pool, &realm, RealmSource::Added).await?;
     pool.close().await;
-    let encrypted = app.token_key.is_some();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "realm_id": realm.as_str(),
-                "company_name": company,
-                "registered": new,
-                "token_encrypted": encrypted,
-            }))?
-        );
-    } else {
-        println!(
-            "realm {realm}{} {}; its refresh token is stored{} in qbo_pipeline.oauth_tokens",
-            company.map(|c| format!(" ({c})")).unwrap_or_default(),
-            if new {
-                "registered"
-            } else {
-                "was registered already: its token is replaced"
-            },
-            if encrypted { " encrypted" } else { "" },
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Stored {
+        company,
+        registered: new,
+        encrypted: app.token_key.is_some(),
+    })
 }
 
 /// A realm's row of the token store, as it was before `realm add`.

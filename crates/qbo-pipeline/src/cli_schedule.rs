@@ -94,7 +94,8 @@ pub struct CreateArgs {
     /// The company (QBO realm id) it runs against (default: QBO_REALM_ID).
     #[arg(long, value_name = "REALM_ID")]
     pub realm: Option<String>,
-    /// qb_customers_backfill, qb_invoices_backfill or qb_items_backfill.
+    /// qb_<entity>_backfill (e.g. qb_invoices_backfill), qb_<entity>_sync or qb_sync
+    /// (`qbo-pipeline entities` lists the entities).
     #[arg(long)]
     pub pipeline: String,
     /// Fire once at this instant (RFC 3339, e.g. 2026-02-02T00:02:00Z); a past instant fires at once.

@@ -4,11 +4,11 @@
 use crate::backfill::StopSignal;
 use crate::cli_common::{RealmArgs, install_signal_handlers};
 use crate::cli_schedule::{QboFlags, database_settings};
-use crate::config::ProcessEnv;
+use crate::config::{ProcessEnv, Source};
 use crate::job::SyncSettings;
 use crate::runtime::{Runtime, usage};
 use crate::scheduler::{LoopOptions, Scheduler};
-use crate::web::{WebState, router};
+use crate::web::{WebOptions, WebState, router};
 use clap::Args;
 use secrecy::SecretString;
 use std::future::IntoFuture;
@@ -31,6 +31,17 @@ pub struct ServeArgs {
     /// The scheduler's longest sleep between looks at the triggers (seconds).
     #[arg(long, default_value_t = 30)]
     pub poll_secs: u64,
+    /// Where validations started from the dashboard archive their evidence.
+    #[arg(long, default_value = "evidence", value_name = "DIR")]
+    pub evidence_dir: std::path::PathBuf,
+    /// This server's URL as browsers reach it (behind a proxy), e.g. https://qbo.example.com:
+    /// the consent flow's redirect URI is <URL>/connect/callback. By default the request's
+    /// Host.
+    #[arg(long, env = "QBO_WEB_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// An entity with no successful sync for this many hours is shown late.
+    #[arg(long, default_value_t = 24)]
+    pub late_after_hours: u32,
     #[command(flatten)]
     pub qbo: QboFlags,
     #[command(flatten)]
@@ -46,12 +57,13 @@ pub fn web_settings(
     listen: &str,
     problems: &mut Vec<String>,
 ) -> (Option<SocketAddr>, Option<SecretString>) {
-    let listen: Option<SocketAddr> = listen
+    let listen_text = listen;
+    let listen: Option<SocketAddr> = listen_text
         .parse()
         .map_err(|_| {
             problems.push(format!(
                 "--listen '{}' is not an address and port, e.g. 127.0.0.1:8080 (port 0 picks a free one)",
-                qbo_client::printable(listen, 80)
+                qbo_client::printable(listen_text, 80)
             ))
         })
         .ok();
@@ -86,11 +98,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.poll_secs
         ));
     }
+    if !(1..=24 * 366).contains(&args.late_after_hours) {
+        problems.push(format!(
+            "--late-after-hours {} is out of range: use 1..=8784",
+            args.late_after_hours
+        ));
+    }
+    let public_url = args
+        .public_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .and_then(|u| match url::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            _ => {
+                problems.push(format!(
+                    "--public-url '{}' is not an http(s) URL, e.g. https://qbo.example.com",
+                    qbo_client::printable(u, 80)
+                ));
+                None
+            }
+        });
+    let auth_text = ProcessEnv
+        .get("QBO_AUTH_URL")
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| crate::cli_connect::INTUIT_AUTH_URL.to_string());
+    let auth_url = url::Url::parse(auth_text.trim())
+        .map_err(|e| problems.push(format!("QBO_AUTH_URL is not a URL ({e})")))
+        .ok();
     let settings = args.qbo.settings(&mut problems);
     let db = database_settings(&mut problems);
     let sync = SyncSettings::from_source(&ProcessEnv, &mut problems);
     let selection = args.realm.selection(&mut problems);
-    let (Some(listen), Some((app, http)), Some(db)) = (listen, settings, db) else {
+    let (Some(listen), Some((app, http)), Some(db), Some(auth_url)) =
+        (listen, settings, db, auth_url)
+    else {
         return Err(usage(problems));
     };
     if !problems.is_empty() {
@@ -100,12 +144,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     install_signal_handlers(stop.clone());
     let listener = bind(listen).await?;
     let runtime = Arc::new(Runtime::open(&db, app, http, 12, stop.clone()).await?);
-    let scheduler =
-        (!args.no_scheduler).then(|| Scheduler::over(runtime.clone(), selection).with_sync(sync));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let scheduler = (!args.no_scheduler).then(|| {
+        Scheduler::over(runtime.clone(), selection)
+            .with_sync(sync)
+            .with_wake(wake.clone())
+    });
+    let opts = WebOptions {
+        token,
+        scheduler: None,
+        wake,
+        evidence_dir: args.evidence_dir.clone(),
+        auth_url,
+        public_url,
+        late_after: chrono::Duration::hours(i64::from(args.late_after_hours)),
+    };
     run_server(
         runtime,
         listener,
-        token,
+        opts,
         scheduler,
         Duration::from_secs(args.poll_secs),
     )
@@ -120,24 +177,21 @@ pub(crate) async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpLi
         .map_err(|e| usage(vec![format!("cannot listen on {listen}: {e}")]))
 }
 
-/// Serves [`router`] on `listener` over `runtime`, with `scheduler` (when given) running
-/// beside it, until the runtime's stop signal; prints `QBO_WEB_URL=http://ADDR` on stdout
-/// once it accepts connections. Closes the runtime at the end. Used by `serve` and
-/// `demo --serve`.
+/// Serves [`router`] on `listener` over `runtime`, with `scheduler` (when given, built with
+/// `opts.wake`) running beside it, until the runtime's stop signal; prints
+/// `QBO_WEB_URL=http://ADDR` on stdout once it accepts connections. `opts.scheduler` is set
+/// here. Closes the runtime at the end. Used by `serve` and `demo --serve`.
 pub(crate) async fn run_server(
     runtime: Arc<Runtime>,
     listener: tokio::net::TcpListener,
-    token: Option<SecretString>,
+    mut opts: WebOptions,
     scheduler: Option<Scheduler>,
     poll: Duration,
 ) -> anyhow::Result<()> {
     let stop = runtime.stop().clone();
     let alive = Arc::new(AtomicBool::new(scheduler.is_some()));
-    let state = Arc::new(WebState {
-        runtime: runtime.clone(),
-        token,
-        scheduler: scheduler.is_some().then(|| alive.clone()),
-    });
+    opts.scheduler = scheduler.is_some().then(|| alive.clone());
+    let state = Arc::new(WebState::new(runtime.clone(), opts));
     let addr = listener.local_addr()?;
     println!("QBO_WEB_URL=http://{addr}");
     std::io::stdout().flush().ok();

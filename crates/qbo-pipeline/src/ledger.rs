@@ -319,11 +319,16 @@ pub struct RunEntityRow {
     pub rows_deleted: Option<i64>,
 }
 
-const RUN_SELECT: &str = "SELECT r.run_id, r.pipeline, r.trigger_name, r.realm_id, r.params, r.status,
+/// A run with its figures summed per run (a lateral sum, so `ORDER BY run_id DESC LIMIT n`
+/// reads n runs from the primary key instead of aggregating the whole ledger first).
+const RUN_SELECT: &str =
+    "SELECT r.run_id, r.pipeline, r.trigger_name, r.realm_id, r.params, r.status,
         r.started_at, r.finished_at, r.error,
-        coalesce(sum(e.records), 0)::bigint AS records, coalesce(sum(e.requests), 0)::bigint AS requests,
+        coalesce(s.records, 0)::bigint AS records, coalesce(s.requests, 0)::bigint AS requests,
         v.passed AS validation_passed, v.evidence_dir AS validation_evidence
-    FROM qbo_pipeline.runs r LEFT JOIN qbo_pipeline.run_entities e USING (run_id)
+    FROM qbo_pipeline.runs r
+    LEFT JOIN LATERAL (SELECT sum(e.records) AS records, sum(e.requests) AS requests
+                       FROM qbo_pipeline.run_entities e WHERE e.run_id = r.run_id) s ON true
     LEFT JOIN LATERAL (SELECT passed, evidence_dir FROM qbo_pipeline.validations x
                        WHERE x.run_id = r.run_id ORDER BY validation_id DESC LIMIT 1) v ON true";
 
@@ -349,26 +354,38 @@ async fn alive(pool: &PgPool, run_id: i64) -> Result<bool, sqlx::Error> {
     Ok(!free)
 }
 
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter<'a> {
+    /// Only these realms (all when empty).
+    pub realms: &'a [String],
+    pub pipeline: Option<&'a str>,
+    pub status: Option<&'a str>,
+    /// Started at or after.
+    pub since: Option<DateTime<Utc>>,
+}
+
 /// The newest `limit` runs, filtered, without writing anything (for the web API): a
 /// `running` run whose process is gone is shown `abandoned` (as `runs list` would record
 /// it).
 pub async fn list_runs_filtered(
     pool: &PgPool,
     limit: i64,
-    realms: &[String],
-    pipeline: Option<&str>,
-    status: Option<&str>,
+    filter: &RunFilter<'_>,
 ) -> Result<Vec<RunRow>, sqlx::Error> {
+    let status = filter.status;
     let mut rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{RUN_SELECT} WHERE (cardinality($2::text[]) = 0 OR r.realm_id = ANY($2))
            AND ($3::text IS NULL OR r.pipeline = $3)
            AND ($4::text IS NULL OR r.status = $4 OR ($4 = 'abandoned' AND r.status = 'running'))
-         GROUP BY r.run_id, v.passed, v.evidence_dir ORDER BY r.run_id DESC LIMIT $1"
+           AND ($5::timestamptz IS NULL OR r.started_at >= $5)
+         ORDER BY r.run_id DESC LIMIT $1"
     )))
     .bind(limit)
-    .bind(realms)
-    .bind(pipeline)
+    .bind(filter.realms)
+    .bind(filter.pipeline)
     .bind(status)
+    .bind(filter.since)
     .fetch_all(pool)
     .await?;
     for row in &mut rows {
@@ -390,7 +407,15 @@ pub async fn list_runs(
     limit: i64,
     realms: &[String],
 ) -> Result<Vec<RunRow>, sqlx::Error> {
-    list_runs_filtered(pool, limit, realms, None, None).await
+    list_runs_filtered(
+        pool,
+        limit,
+        &RunFilter {
+            realms,
+            ..RunFilter::default()
+        },
+    )
+    .await
 }
 
 pub async fn show_run(
@@ -398,7 +423,7 @@ pub async fn show_run(
     run_id: i64,
 ) -> Result<Option<(RunRow, Vec<RunEntityRow>)>, sqlx::Error> {
     let run: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{RUN_SELECT} WHERE r.run_id = $1 GROUP BY r.run_id, v.passed, v.evidence_dir"
+        "{RUN_SELECT} WHERE r.run_id = $1"
     )))
     .bind(run_id)
     .fetch_optional(pool)

@@ -33,6 +33,9 @@
 //! | [`realm`] | companies as data: the realm registry and `--realm`/`--all-realms` selection |
 //! | [`runtime`] | what a process builds once: pool, realm registry, one authorised client per realm |
 //! | [`cli_realm`] | the `realm add`, `realm list`, `realm remove` commands |
+//! | [`run_log`] | a run's log lines from its events, batched into `qbo_pipeline.run_log` |
+//! | [`usage`] | API calls counted per realm, endpoint and outcome; the monthly budget |
+//! | [`web`] | `serve`: dashboard pages, JSON API, `/metrics`, login and CSRF |
 //!
 //! The HTTP side (client, token refresh, limits, retries) is the `qbo-client` crate, the
 //! simulated QBO the `qbo-sandbox` crate, the query language `qbo-query`.
@@ -59,6 +62,7 @@ pub mod pgtemp;
 pub mod pipelines;
 pub mod progress;
 pub mod realm;
+pub mod run_log;
 pub mod runtime;
 pub mod schedule;
 pub mod scheduler;

@@ -11,6 +11,7 @@ use crate::backfill::{Engine, StopSignal};
 use crate::config::{DbSettings, HttpSettings, QboApp, RealmId};
 use crate::events::{Attached, BusObserver, EventBus};
 use crate::realm::{self, Selection};
+use crate::run_log::RunLog;
 use crate::usage::{MonthlyBudget, UsageMeter};
 use anyhow::Context;
 use qbo_client::{QboClient, http_client, token_http_client};
@@ -33,12 +34,18 @@ pub struct Runtime {
     /// by `flusher` and once more at [`Runtime::close`].
     meter: Arc<UsageMeter>,
     _metering: Attached,
+    /// The runs' log lines, flushed to `qbo_pipeline.run_log` every second (migration 0011).
+    run_log: Arc<RunLog>,
+    _logging: Attached,
     flusher: tokio::task::JoinHandle<()>,
     budget: Option<Arc<MonthlyBudget>>,
 }
 
-/// How often API usage is added to the table (and the budget sees other processes' calls).
-const USAGE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often run log lines are written.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often (in log flushes: every 5 s) API usage is added to the table (and the budget
+/// sees other processes' calls).
+const USAGE_FLUSH_TICKS: u64 = 5;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,6 +72,8 @@ impl Runtime {
         let events = EventBus::default();
         let meter = Arc::new(UsageMeter::default());
         let metering = events.attach(meter.clone());
+        let run_log = Arc::new(RunLog::default());
+        let logging = events.attach(run_log.clone());
         let budget = match app.monthly_budget {
             Some(limit) => Some(Arc::new(MonthlyBudget::new(
                 limit,
@@ -74,10 +83,18 @@ impl Runtime {
         };
         let flusher = tokio::spawn({
             let (pool, meter, budget) = (pool.clone(), meter.clone(), budget.clone());
+            let run_log = run_log.clone();
             async move {
+                let mut ticks = 0u64;
                 loop {
-                    tokio::time::sleep(USAGE_FLUSH).await;
-                    flush_usage(&pool, &meter, budget.as_deref()).await;
+                    tokio::time::sleep(LOG_FLUSH).await;
+                    if let Err(e) = run_log.flush(&pool).await {
+                        tracing::warn!(error = %e, "could not record run log lines; kept for the next try");
+                    }
+                    ticks += 1;
+                    if ticks.is_multiple_of(USAGE_FLUSH_TICKS) {
+                        flush_usage(&pool, &meter, budget.as_deref()).await;
+                    }
                 }
             }
         });
@@ -93,6 +110,8 @@ impl Runtime {
             stop,
             meter,
             _metering: metering,
+            run_log,
+            _logging: logging,
             flusher,
             budget,
         })
@@ -162,6 +181,15 @@ impl Runtime {
         Ok(client)
     }
 
+    /// The clients made so far (the realms this process has talked to).
+    pub fn clients(&self) -> Vec<(RealmId, Arc<QboClient>)> {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .iter()
+            .map(|(r, c)| (r.clone(), c.clone()))
+            .collect()
+    }
+
     /// The engine for one realm.
     pub fn engine(&self, realm: &RealmId) -> anyhow::Result<Engine> {
         Ok(Engine {
@@ -176,6 +204,9 @@ impl Runtime {
     pub async fn close(self) {
         self.flusher.abort();
         flush_usage(&self.pool, &self.meter, self.budget.as_deref()).await;
+        if let Err(e) = self.run_log.flush(&self.pool).await {
+            tracing::warn!(error = %e, "could not record the last run log lines");
+        }
         self.pool.close().await;
     }
 }

@@ -75,6 +75,8 @@ pub struct Scheduler {
     progress: bool,
     who: String,
     sync: SyncSettings,
+    /// Ends a sleep early (the dashboard made a trigger due).
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Connections a scheduler's runtime needs: one run's (its chunk concurrency + 4) plus the
@@ -127,7 +129,14 @@ impl Scheduler {
             progress: false,
             who: format!("{host}:{}", std::process::id()),
             sync: SyncSettings::default(),
+            wake: None,
         }
+    }
+
+    /// Wakes from a sleep between looks at the triggers when `wake` is notified.
+    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Scheduler {
+        self.wake = Some(wake);
+        self
     }
 
     /// The settings of the sync pipelines it runs (`QBO_SYNC_REREAD_DAYS`).
@@ -303,9 +312,20 @@ impl Scheduler {
 
     /// Sleeps until `deadline` or a stop request, whichever is first.
     async fn sleep_until(&self, deadline: Instant) {
-        self.stop
-            .sleep(deadline.saturating_duration_since(Instant::now()))
-            .await;
+        let sleep = self
+            .stop
+            .sleep(deadline.saturating_duration_since(Instant::now()));
+        match &self.wake {
+            None => {
+                sleep.await;
+            }
+            Some(wake) => {
+                tokio::select! {
+                    _ = sleep => {}
+                    _ = wake.notified() => {}
+                }
+            }
+        }
     }
 
     pub async fn close(self) {

@@ -65,7 +65,7 @@ pub async fn render(pool: &PgPool) -> Result<String, sqlx::Error> {
     let written = Counters::<RealmEntity>::default();
     let deleted = Counters::<RealmEntity>::default();
     let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        // The sums over every run's entities, kept by a trigger (migration 0011): reading
+        // The sums over every run's entities, kept by a trigger (migration 0012): reading
         // them is 40 rows a company, however long the ledger.
         "SELECT realm_id, entity, rows_written, rows_deleted FROM qbo_pipeline.entity_totals",
     )

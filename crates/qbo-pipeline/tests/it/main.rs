@@ -44,3 +44,6 @@ mod usage;
 mod web;
 // Connecting a company through the consent page (authorization code).
 mod connect;
+// The dashboard: login and cookie, pages and their JSON, CSRF, triggers, validation,
+// connecting a company, bad input, no secret in any answer; the router without a socket.
+mod dashboard;

@@ -473,7 +473,7 @@ async fn totals_off_the_ledger(pool: &sqlx::PgPool) -> i64 {
     .unwrap()
 }
 
-/// Migration 0011 sums the ledger it finds, then its trigger follows every insert and update
+/// Migration 0012 sums the ledger it finds, then its trigger follows every insert and update
 /// of `run_entities`, zero rows included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entity_totals_start_from_the_ledger_and_follow_it() {
@@ -485,7 +485,7 @@ async fn entity_totals_start_from_the_ledger_and_follow_it() {
         migrations: Cow::Owned(
             full.migrations
                 .iter()
-                .filter(|m| m.version < 11)
+                .filter(|m| m.version < 12)
                 .cloned()
                 .collect(),
         ),
