@@ -1,7 +1,10 @@
 # qbo-pipeline: build the binary with the Rust toolchain, run it on a slim Debian.
 #
 #   docker build -t qbo-pipeline .
-#   docker run --rm --env-file .env qbo-pipeline            # the scheduler (default command)
+#   docker run --rm --env-file .env -p 127.0.0.1:8080:8080 qbo-pipeline
+#       # default command: `serve --listen 0.0.0.0:8080` (dashboard + /metrics + the
+#       # scheduler in one process; QBO_WEB_TOKEN must be set in .env)
+#   docker run --rm --env-file .env qbo-pipeline scheduler --no-progress   # scheduler only
 #   docker run --rm --env-file .env qbo-pipeline run qb_items_backfill \
 #       --var fecha_inicio=2014-01-01 --var fecha_fin=2025-12-31
 #
@@ -32,5 +35,8 @@ USER qbo
 WORKDIR /app
 # Exec form: the binary is PID 1 and receives SIGTERM from `docker stop` directly; it finishes
 # the page in flight, commits its checkpoint and exits 0 (give it time: stop_grace_period).
+# `serve` listens on every interface of the container, so it refuses to start without
+# QBO_WEB_TOKEN; publish the port on the host's loopback (or behind a TLS reverse proxy).
+EXPOSE 8080
 ENTRYPOINT ["qbo-pipeline"]
-CMD ["scheduler", "--no-progress"]
+CMD ["serve", "--listen", "0.0.0.0:8080"]

@@ -315,7 +315,7 @@ pub async fn inspect_demo_target(pool: &PgPool) -> anyhow::Result<DemoTarget> {
 /// Connects to `db` and decides whether the demo may load into it, before anything is
 /// written: a [`UsageError`] (exit 2) saying what to do when it may not and `yes` is false.
 /// Returns what the database holds.
-async fn check_demo_target(db: &DbSettings, yes: bool) -> anyhow::Result<DemoTarget> {
+pub(crate) async fn check_demo_target(db: &DbSettings, yes: bool) -> anyhow::Result<DemoTarget> {
     let pool = db::connect(db, 1)
         .await
         .map_err(|e| UsageError(e.to_string()))?;
@@ -345,7 +345,7 @@ async fn check_demo_target(db: &DbSettings, yes: bool) -> anyhow::Result<DemoTar
 }
 
 /// Puts [`DEMO_MARKER`] on the `qbo_pipeline` schema (after migrations created it).
-async fn mark_demo_database(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn mark_demo_database(pool: &PgPool) -> anyhow::Result<()> {
     let sql = format!(
         "COMMENT ON SCHEMA qbo_pipeline IS '{}'",
         DEMO_MARKER.replace('\'', "''")
@@ -357,23 +357,21 @@ async fn mark_demo_database(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `demo`: the whole job on the built-in sandbox. Uses `db` when given (creating the
-/// database if missing), else a private throwaway PostgreSQL. A given database must be empty
-/// or a demo database ([`DemoTarget`]) unless `opts.yes`; it is checked before anything is
-/// written.
-pub async fn demo(
+/// The demo's database: `db` when given (created if missing), else a private throwaway
+/// PostgreSQL (returned, to be stopped at the end) and how to name it.
+pub(crate) async fn demo_database(
     db: Option<DbSettings>,
-    opts: &DemoOptions,
-    stop: &StopSignal,
-) -> anyhow::Result<DemoReport> {
-    let mut private = None;
-    let mut database = None;
-    let db = match db {
+) -> anyhow::Result<(
+    DbSettings,
+    Option<crate::pgtemp::PrivatePostgres>,
+    Option<String>,
+)> {
+    Ok(match db {
         Some(db) => {
             db::ensure_database(&db)
                 .await
                 .map_err(|e| UsageError(e.to_string()))?;
-            db
+            (db, None, None)
         }
         None => {
             eprintln!(
@@ -384,14 +382,25 @@ pub async fn demo(
                 .map_err(|e| UsageError(e.to_string()))?;
             let settings = DbSettings::from_url(&pg.url()).map_err(UsageError)?;
             // The URL's host is a placeholder; the socket directory says where the server is.
-            database = Some(format!(
+            let database = format!(
                 "the private PostgreSQL (socket {})",
                 pg.socket_path().display()
-            ));
-            private = Some(pg);
-            settings
+            );
+            (settings, Some(pg), Some(database))
         }
-    };
+    })
+}
+
+/// `demo`: the whole job on the built-in sandbox. Uses `db` when given (creating the
+/// database if missing), else a private throwaway PostgreSQL. A given database must be empty
+/// or a demo database ([`DemoTarget`]) unless `opts.yes`; it is checked before anything is
+/// written.
+pub async fn demo(
+    db: Option<DbSettings>,
+    opts: &DemoOptions,
+    stop: &StopSignal,
+) -> anyhow::Result<DemoReport> {
+    let (db, private, database) = demo_database(db).await?;
     let target = check_demo_target(&db, opts.yes).await?;
     let config = qbo_sandbox::SandboxConfig {
         seed: opts.seed,

@@ -51,15 +51,19 @@ pub struct ServeArgs {
 /// Shortest `QBO_WEB_TOKEN` accepted.
 const MIN_TOKEN: usize = 16;
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut problems = Vec::new();
-    let listen: Option<SocketAddr> = args
-        .listen
+/// `--listen` and `QBO_WEB_TOKEN`, checked the same way for `serve` and `demo --serve`:
+/// every problem goes to `problems`.
+pub fn web_settings(
+    listen: &str,
+    problems: &mut Vec<String>,
+) -> (Option<SocketAddr>, Option<SecretString>) {
+    let listen_text = listen;
+    let listen: Option<SocketAddr> = listen_text
         .parse()
         .map_err(|_| {
             problems.push(format!(
                 "--listen '{}' is not an address and port, e.g. 127.0.0.1:8080 (port 0 picks a free one)",
-                qbo_client::printable(&args.listen, 80)
+                qbo_client::printable(listen_text, 80)
             ))
         })
         .ok();
@@ -82,6 +86,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "refusing to serve on {addr}, which other machines can reach, without QBO_WEB_TOKEN: set it (at least {MIN_TOKEN} random characters) or listen on 127.0.0.1"
         ));
     }
+    (listen, token)
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    let (listen, token) = web_settings(&args.listen, &mut problems);
     if !(1..=3600).contains(&args.poll_secs) {
         problems.push(format!(
             "--poll-secs {} is out of range: use 1..=3600",
@@ -132,33 +142,60 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let stop = StopSignal::default();
     install_signal_handlers(stop.clone());
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| usage(vec![format!("cannot listen on {listen}: {e}")]))?;
+    let listener = bind(listen).await?;
     let runtime = Arc::new(Runtime::open(&db, app, http, 12, stop.clone()).await?);
-    let alive = Arc::new(AtomicBool::new(!args.no_scheduler));
     let wake = Arc::new(tokio::sync::Notify::new());
     let scheduler = (!args.no_scheduler).then(|| {
         Scheduler::over(runtime.clone(), selection)
             .with_sync(sync)
             .with_wake(wake.clone())
     });
-    let state = Arc::new(WebState::new(
-        runtime.clone(),
-        WebOptions {
-            token,
-            scheduler: (!args.no_scheduler).then(|| alive.clone()),
-            wake,
-            evidence_dir: args.evidence_dir.clone(),
-            auth_url,
-            public_url,
-            late_after: chrono::Duration::hours(i64::from(args.late_after_hours)),
-        },
-    ));
+    let opts = WebOptions {
+        token,
+        scheduler: None,
+        wake,
+        evidence_dir: args.evidence_dir.clone(),
+        auth_url,
+        public_url,
+        late_after: chrono::Duration::hours(i64::from(args.late_after_hours)),
+    };
+    run_server(
+        runtime,
+        listener,
+        opts,
+        scheduler,
+        Duration::from_secs(args.poll_secs),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds `listen`; failing to is a usage error (exit 2).
+pub(crate) async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| usage(vec![format!("cannot listen on {listen}: {e}")]))
+}
+
+/// Serves [`router`] on `listener` over `runtime`, with `scheduler` (when given, built with
+/// `opts.wake`) running beside it, until the runtime's stop signal; prints
+/// `QBO_WEB_URL=http://ADDR` on stdout once it accepts connections. `opts.scheduler` is set
+/// here. Closes the runtime at the end. Used by `serve` and `demo --serve`.
+pub(crate) async fn run_server(
+    runtime: Arc<Runtime>,
+    listener: tokio::net::TcpListener,
+    mut opts: WebOptions,
+    scheduler: Option<Scheduler>,
+    poll: Duration,
+) -> anyhow::Result<()> {
+    let stop = runtime.stop().clone();
+    let alive = Arc::new(AtomicBool::new(scheduler.is_some()));
+    opts.scheduler = scheduler.is_some().then(|| alive.clone());
+    let state = Arc::new(WebState::new(runtime.clone(), opts));
     let addr = listener.local_addr()?;
     println!("QBO_WEB_URL=http://{addr}");
     std::io::stdout().flush().ok();
-    tracing::info!(%addr, scheduler = !args.no_scheduler, "serving");
+    tracing::info!(%addr, scheduler = scheduler.is_some(), "serving");
     let server = axum::serve(listener, router(state)).with_graceful_shutdown({
         let stop = stop.clone();
         async move { stop.stopped().await }
@@ -167,7 +204,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheduling = async {
         if let Some(s) = &scheduler {
             let opts = LoopOptions {
-                poll: Duration::from_secs(args.poll_secs),
+                poll,
                 exit_when_idle: false,
             };
             let outcome = s.run(&opts).await;
@@ -183,5 +220,5 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         runtime.close().await;
     }
     served?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -45,6 +45,7 @@ pub mod backfill;
 pub mod checkpoint;
 pub mod cli_common;
 pub mod cli_connect;
+pub mod cli_demo;
 pub mod cli_realm;
 pub mod cli_schedule;
 pub mod cli_serve;

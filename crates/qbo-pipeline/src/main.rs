@@ -218,6 +218,15 @@ struct DemoArgs {
     /// the demo only loads into an empty database or one an earlier demo loaded).
     #[arg(long)]
     yes: bool,
+    /// Two companies, a full sync of both, edits and deletions, a second sync, a cron trigger
+    /// per company; then keep the dashboard (`serve`, with the scheduler) up on that data and
+    /// print its URL, until Ctrl-C/SIGTERM.
+    #[arg(long)]
+    serve: bool,
+    /// With --serve: the address to listen on; port 0 picks a free one. An address that is
+    /// not loopback needs QBO_WEB_TOKEN.
+    #[arg(long, requires = "serve", default_value = "127.0.0.1:8080")]
+    listen: String,
 }
 
 #[derive(Args, Debug)]
@@ -654,6 +663,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         yes: args.yes,
         ..DemoOptions::default()
     };
+    if args.serve {
+        let mut problems = Vec::new();
+        let (listen, token) = qbo_pipeline::cli_serve::web_settings(&args.listen, &mut problems);
+        let Some(listen) = listen.filter(|_| problems.is_empty()) else {
+            return Err(qbo_pipeline::runtime::usage(problems));
+        };
+        let stop = StopSignal::default();
+        install_signal_handlers(stop.clone());
+        qbo_pipeline::cli_demo::demo_serve(db, &opts, listen, token, &stop).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let stop = StopSignal::default();
     install_signal_handlers(stop.clone());
     let demo = app::demo(db, &opts, &stop).await?;

@@ -274,3 +274,265 @@ async fn reading_the_ledger_never_writes_it() {
     assert!(body.contains("\"abandoned\""), "{body}");
     assert_eq!(status().await, "running", "nothing was written by reading");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_keeps_the_dashboard_up_on_two_synced_companies() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .env("QBO_WEB_TOKEN", TOKEN)
+        .args([
+            "demo",
+            "--serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-progress",
+            "--customers",
+            "4",
+            "--invoices",
+            "12",
+            "--items",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    // Reads every line (the pipe never fills), handing them over.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(180))
+            .expect("demo --serve prints its URL");
+        if let Some(url) = line.strip_prefix("QBO_WEB_URL=") {
+            break url.to_string();
+        }
+        printed.push(line);
+    };
+    let server = Server { child, url };
+    let printed = printed.join("\n");
+    assert!(
+        printed.contains("== second sync: what changed"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("invoices 5 written, 3 deleted"),
+        "the second sync names what changed: {printed}"
+    );
+
+    let (status, _, body) = get(&format!("{}/healthz", server.url), None).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["scheduler"], "running", "{body}");
+    let (status, _, body) = get(&format!("{}/api/runs", server.url), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let realms: std::collections::BTreeSet<&str> = runs
+        .iter()
+        .map(|r| r["realm_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(realms.len(), 2, "two companies: {body}");
+    assert_eq!(
+        runs.len(),
+        4,
+        "a full sync and a second sync of each: {body}"
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r["pipeline"] == "qb_sync" && r["status"] == "succeeded"),
+        "{body}"
+    );
+
+    let pool = db.pool().await;
+    // The second syncs (the newest run of each company) marked the deletions.
+    let deleted: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT r.realm_id, sum(e.rows_deleted)::bigint FROM qbo_pipeline.runs r
+           JOIN qbo_pipeline.run_entities e USING (run_id)
+          WHERE r.run_id IN (SELECT max(run_id) FROM qbo_pipeline.runs GROUP BY realm_id)
+          GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        deleted.iter().map(|d| d.1).collect::<Vec<_>>(),
+        vec![3, 2],
+        "{deleted:?}"
+    );
+    let marked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM raw.qb_invoices WHERE deleted_at_utc IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(marked, 5);
+    let triggers: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT realm_id, cron, status FROM qbo_pipeline.triggers WHERE pipeline = 'qb_sync' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(triggers.len(), 2, "{triggers:?}");
+    assert!(
+        triggers
+            .iter()
+            .all(|t| t.1 == "*/15 * * * *" && t.2 == "active"),
+        "{triggers:?}"
+    );
+    assert_eq!(
+        triggers.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        realms.iter().copied().collect::<Vec<_>>()
+    );
+    pool.close().await;
+
+    let mut server = server;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo --serve did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_listen_needs_serve_and_a_reachable_address_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--serve"), "{}", text(&out));
+    let out = command(dir.path())
+        .args(["demo", "--serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("QBO_WEB_TOKEN"), "{}", text(&out));
+}
+
+/// (company, entity) pairs whose `entity_totals` differ from the sums of `run_entities`.
+async fn totals_off_the_ledger(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT r.realm_id, e.entity, sum(coalesce(e.rows_written, 0))::bigint AS w,
+                    sum(coalesce(e.rows_deleted, 0))::bigint AS d
+               FROM qbo_pipeline.run_entities e JOIN qbo_pipeline.runs r USING (run_id) GROUP BY 1, 2
+         ) a FULL JOIN qbo_pipeline.entity_totals t USING (realm_id, entity)
+         WHERE a.w IS DISTINCT FROM t.rows_written OR a.d IS DISTINCT FROM t.rows_deleted",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Migration 0012 sums the ledger it finds, then its trigger follows every insert and update
+/// of `run_entities`, zero rows included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_totals_start_from_the_ledger_and_follow_it() {
+    use std::borrow::Cow;
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let full = &qbo_pipeline::db::MIGRATOR;
+    let before = sqlx::migrate::Migrator {
+        migrations: Cow::Owned(
+            full.migrations
+                .iter()
+                .filter(|m| m.version < 12)
+                .cloned()
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+        table_name: full.table_name.clone(),
+        create_schemas: full.create_schemas.clone(),
+    };
+    before.run(&pool).await.unwrap();
+    let run = |realm: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO qbo_pipeline.runs (pipeline, realm_id, params, status)
+                 VALUES ('qb_sync', $1, '{}', 'succeeded') RETURNING run_id",
+            )
+            .bind(realm)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (a, b) = (run("1111111111").await, run("2222222222").await);
+    sqlx::query(
+        "INSERT INTO qbo_pipeline.run_entities (run_id, entity, rows_written, rows_deleted)
+         VALUES ($1, 'invoices', 10, 1), ($1, 'customers', 3, NULL), ($2, 'invoices', 7, 0)",
+    )
+    .bind(a)
+    .bind(b)
+    .execute(&pool)
+    .await
+    .unwrap();
+    full.run(&pool).await.unwrap();
+    assert_eq!(totals_off_the_ledger(&pool).await, 0);
+
+    // New runs, page by page (updates), a zero row, a status-only update.
+    let c = run("1111111111").await;
+    sqlx::query(
+        "INSERT INTO qbo_pipeline.run_entities (run_id, entity) VALUES ($1, 'invoices'), ($1, 'items')",
+    )
+    .bind(c)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        sqlx::query(
+            "UPDATE qbo_pipeline.run_entities SET rows_written = rows_written + 100,
+                    rows_deleted = coalesce(rows_deleted, 0) + 2
+              WHERE run_id = $1 AND entity = 'invoices'",
+        )
+        .bind(c)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE qbo_pipeline.run_entities SET status = 'succeeded' WHERE run_id = $1")
+        .bind(c)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(totals_off_the_ledger(&pool).await, 0);
+    let invoices: (i64, i64) = sqlx::query_as(
+        "SELECT rows_written, rows_deleted FROM qbo_pipeline.entity_totals
+          WHERE realm_id = '1111111111' AND entity = 'invoices'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(invoices, (310, 7));
+    let items: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM qbo_pipeline.entity_totals WHERE entity = 'items'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(items, 1, "a zero row has its series");
+    pool.close().await;
+}
