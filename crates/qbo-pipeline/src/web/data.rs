@@ -13,8 +13,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Rows per company and entity are counted at most this often (counting a million-row table
-/// on every page view would cost the runs writing to it).
+/// on every page view would cost the runs writing to it)...
 pub const COUNTS_TTL: Duration = Duration::from_secs(15);
+/// ...and, while a run is in flight (the tables are being written, and a count scans what the
+/// run wrote), at most this often: an open dashboard costs a backfill one count every two
+/// minutes. The overview says how old the counts are.
+pub const COUNTS_TTL_BUSY: Duration = Duration::from_secs(120);
 
 /// One company × entity of the overview.
 #[derive(Debug, Clone, Serialize)]

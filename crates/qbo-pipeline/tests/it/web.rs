@@ -3,6 +3,9 @@
 //! without a token, security headers, no secret in any answer.
 
 use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-web-token-0123456789abcdef";
 
@@ -317,7 +320,11 @@ async fn demo_serve_keeps_the_dashboard_up_on_two_synced_companies() {
         }
         printed.push(line);
     };
-    let server = Server { child, url };
+    let server = WebServer {
+        child,
+        url,
+        log: dir.path().join("no-log"),
+    };
     let printed = printed.join("\n");
     assert!(
         printed.contains("== second sync: what changed"),
