@@ -390,6 +390,16 @@ async fn dashboard_end_to_end_behind_its_login() {
         .post("/triggers/every-15/explode", &[("csrf", &token)])
         .await;
     assert_eq!(a.status, 404);
+    let a = b
+        .post("/triggers/every-15/delete", &[("csrf", &token)])
+        .await;
+    assert_eq!(a.status, 303);
+    assert!(b.json("/api/triggers").await.as_array().unwrap().is_empty());
+    let a = b
+        .post("/triggers/every-15/delete", &[("csrf", &token)])
+        .await;
+    assert_eq!(a.status, 400, "deleting it again: {}", a.body);
+    assert!(a.body.contains("every-15"), "{}", a.body);
 
     // Validation of a company, its report and archived evidence.
     let page = b.get("/validation").await;
