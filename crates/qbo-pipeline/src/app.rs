@@ -86,6 +86,9 @@ pub fn engine(pool: PgPool, qbo: &QboSettings, http: &HttpSettings) -> anyhow::R
     )
     .context("building the QBO API URL")?;
     let events = crate::events::EventBus::default();
+    events
+        .attach(Arc::new(crate::table_stats::TableStats::new(pool.clone())))
+        .keep();
     let qbo_client = qbo_client.with_observer(Arc::new(crate::events::BusObserver(events.clone())));
     Ok(Engine {
         pool,

@@ -33,6 +33,7 @@
 //! | [`realm`] | companies as data: the realm registry and `--realm`/`--all-realms` selection |
 //! | [`runtime`] | what a process builds once: pool, realm registry, one authorised client per realm |
 //! | [`cli_realm`] | the `realm add`, `realm list`, `realm remove` commands |
+//! | [`table_stats`] | `ANALYZE` of a raw table after a process's first 20,000 rows in it (and every 500,000 more) |
 //! | [`run_log`] | a run's log lines from its events, batched into `qbo_pipeline.run_log` |
 //! | [`usage`] | API calls counted per realm, endpoint and outcome; the monthly budget |
 //! | [`web`] | `serve`: dashboard pages, JSON API, `/metrics`, login and CSRF |
@@ -68,6 +69,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod shutdown;
 pub mod sync;
+pub mod table_stats;
 pub mod token_store;
 pub mod trigger;
 pub mod usage;

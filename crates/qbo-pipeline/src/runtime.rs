@@ -37,6 +37,8 @@ pub struct Runtime {
     /// The runs' log lines, flushed to `qbo_pipeline.run_log` every second (migration 0011).
     run_log: Arc<RunLog>,
     _logging: Attached,
+    /// Refreshes the planner's statistics of the tables a run fills.
+    _stats: Attached,
     flusher: tokio::task::JoinHandle<()>,
     budget: Option<Arc<MonthlyBudget>>,
 }
@@ -74,6 +76,7 @@ impl Runtime {
         let metering = events.attach(meter.clone());
         let run_log = Arc::new(RunLog::default());
         let logging = events.attach(run_log.clone());
+        let stats = events.attach(Arc::new(crate::table_stats::TableStats::new(pool.clone())));
         let budget = match app.monthly_budget {
             Some(limit) => Some(Arc::new(MonthlyBudget::new(
                 limit,
@@ -112,6 +115,7 @@ impl Runtime {
             _metering: metering,
             run_log,
             _logging: logging,
+            _stats: stats,
             flusher,
             budget,
         })

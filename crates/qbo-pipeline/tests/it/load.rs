@@ -3,6 +3,8 @@
 use crate::support::*;
 use qbo_pipeline::entity::Entity;
 use qbo_pipeline::window::ChunkSize;
+use qbo_sandbox::SandboxConfig;
+use std::time::Duration;
 
 #[tokio::test]
 async fn full_load_equals_the_sandbox_inactive_included() {
@@ -434,4 +436,56 @@ async fn auto_chunking_rereads_only_the_open_days_of_a_window_reaching_today() {
         .await
         .unwrap();
     assert_eq!(found, 1);
+}
+
+/// A company's first big load refreshes the planner's statistics of the table it fills:
+/// with statistics that say the company has no rows, each page's key lookup would filter
+/// every stored row of it through the other index (seconds a page, and growing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_first_load_analyzes_the_table_it_fills() {
+    let sb = sandbox(SandboxConfig {
+        invoices: 26_000,
+        customers: 50,
+        items: 10,
+        ..small_company()
+    })
+    .await;
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let report = backfill(
+        &sb,
+        &db,
+        &fast_http(),
+        &options(&[Entity::INVOICE], full_window()),
+    )
+    .await;
+    assert_eq!(report.entities[0].rows_written, 26_000);
+    // Only a manual ANALYZE sets last_analyze (autovacuum sets last_autoanalyze); statistics
+    // reach the view asynchronously.
+    let started = std::time::Instant::now();
+    loop {
+        let analyzed: bool = sqlx::query_scalar(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
+             WHERE schemaname = 'raw' AND relname = 'qb_invoices'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if analyzed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "raw.qb_invoices was never analyzed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let customers: bool = sqlx::query_scalar(
+        "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
+         WHERE schemaname = 'raw' AND relname = 'qb_customers'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!customers, "a small table is left to autovacuum");
 }
