@@ -317,12 +317,22 @@ struct OverviewPage {
     cells: Vec<CellView>,
     counted_ago: String,
     late_after: String,
+    /// What the entity list leaves out, when it does.
+    filtered: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
 pub struct FlashQuery {
     connected: Option<String>,
+    /// Show every entity of this company.
+    realm: Option<String>,
+    /// Show every entity of every company.
+    all: Option<String>,
 }
+
+/// Companies up to which the overview lists every entity of every company; past it, only
+/// the entities needing attention (late, failed) unless a company or `all` is asked for.
+pub const LIST_ALL_UP_TO: usize = 5;
 
 /// A refresh token's expiry as shown, and its colour.
 pub fn token_text(has: bool, expires: Option<DateTime<Utc>>) -> (String, &'static str) {
@@ -388,10 +398,18 @@ pub async fn overview(
             }
         })
         .collect();
+    let chosen = q.realm.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let everything = q.all.is_some() || (chosen.is_none() && ov.realms.len() <= LIST_ALL_UP_TO);
+    let shown = |c: &&data::OverviewCell| match chosen {
+        Some(r) => c.realm_id == r,
+        None => everything || matches!(c.state, "late" | "failed"),
+    };
+    let hidden = ov.cells.len() - ov.cells.iter().filter(shown).count();
     let mut last_realm = String::new();
     let cells = ov
         .cells
         .iter()
+        .filter(shown)
         .map(|c| {
             let first = c.realm_id != last_realm;
             last_realm.clone_from(&c.realm_id);
@@ -440,6 +458,16 @@ pub async fn overview(
                 span((Utc::now() - ov.counted_at).num_milliseconds().max(0) as f64 / 1000.0)
             ),
             late_after: span(state.late_after.num_seconds() as f64),
+            filtered: match chosen {
+                Some(r) => Some(format!(
+                    "Entities of company {}.",
+                    qbo_client::printable(r, 50)
+                )),
+                None if hidden > 0 => Some(format!(
+                    "{hidden} entities are current or never synced and not listed; pick a company above to see all of its entities."
+                )),
+                None => None,
+            },
         },
     )
 }

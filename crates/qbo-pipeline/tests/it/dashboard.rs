@@ -245,6 +245,18 @@ async fn dashboard_end_to_end_behind_its_login() {
             "{id}"
         );
     }
+    // One company's entities only.
+    let page = b.get(&format!("/?realm={two}")).await;
+    assert!(
+        page.body
+            .contains(&format!(r#"data-realm="{two}" data-entity="invoices""#))
+    );
+    assert!(
+        !page
+            .body
+            .contains(&format!(r#"data-realm="{one}" data-entity="invoices""#))
+    );
+    assert!(page.body.contains(r#"id="overview-filter""#));
     let overview = b.json("/api/overview").await;
     let cell = |realm: &str, entity: &str| {
         overview["cells"]
