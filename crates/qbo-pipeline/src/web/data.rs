@@ -85,10 +85,24 @@ impl CountCache {
         &self,
         pool: &PgPool,
     ) -> Result<(DateTime<Utc>, std::sync::Arc<Counts>), sqlx::Error> {
-        if let Some((at, when, counts)) = &*self.inner.lock().unwrap_or_else(|p| p.into_inner())
-            && at.elapsed() < COUNTS_TTL
-        {
-            return Ok((*when, counts.clone()));
+        let fresh = |ttl: Duration| {
+            self.inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|(at, ..)| at.elapsed() < ttl)
+                .map(|(_, when, counts)| (*when, counts.clone()))
+        };
+        if let Some(hit) = fresh(COUNTS_TTL) {
+            return Ok(hit);
+        }
+        let busy: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM qbo_pipeline.runs WHERE status = 'running')",
+        )
+        .fetch_one(pool)
+        .await?;
+        if busy && let Some(hit) = fresh(COUNTS_TTL_BUSY) {
+            return Ok(hit);
         }
         let sql = Entity::all()
             .map(|e| {
