@@ -255,30 +255,22 @@ pub async fn create_trigger(
         );
     }
     let spec = match input.validate() {
-        Ok(spec) if problems.is_empty() => spec,
-        Ok(_) => {
-            return triggers_page(
-                &state,
-                &caller,
-                StatusCode::BAD_REQUEST,
-                form,
-                None,
-                Some(problems.join("; ")),
-            )
-            .await;
-        }
+        Ok(spec) => Some(spec),
         Err(more) => {
             problems.extend(more);
-            return triggers_page(
-                &state,
-                &caller,
-                StatusCode::BAD_REQUEST,
-                form,
-                None,
-                Some(problems.join("; ")),
-            )
-            .await;
+            None
         }
+    };
+    let Some(spec) = spec.filter(|_| problems.is_empty()) else {
+        return triggers_page(
+            &state,
+            &caller,
+            StatusCode::BAD_REQUEST,
+            form,
+            None,
+            Some(problems.join("; ")),
+        )
+        .await;
     };
     let pool = state.runtime.pool();
     match crate::realm::list(pool).await {
